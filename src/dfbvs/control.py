@@ -1,0 +1,157 @@
+"""Interaction matrices and image-based visual servoing (IBVS) control laws.
+
+Features are points. ``s`` and ``e = s - s*`` interleave ``[x0, y0, x1, y1, ...]`` and the interaction
+matrix ``L`` is ``(2N, 6)``, mapping the camera body twist ``v_camera = (vx, vy, vz, wx, wy, wz)`` (m/s,
+rad/s, camera frame, OpenCV axes) to the feature velocity: ``ds/dt = L @ v_camera``.
+The law is ``v_camera = -lambda * pinv(L_hat) @ e`` (Chaumette & Hutchinson 2006).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import Camera
+
+
+class InteractionChoice(str, enum.Enum):
+    """Which interaction matrix estimate ``L_hat`` the law inverts."""
+
+    DESIRED = "desired"  # L* = L(s*, Z*): constant, the paper's choice (Z* from the rendered target depth)
+    CURRENT = "current"  # L(s, Z): needs the current depth of each feature
+    MEAN = "mean"  # (L* + L) / 2 (Malis' efficient second-order approximation)
+
+
+def interaction_matrix_normalized(xy: np.ndarray, Z_m: np.ndarray) -> np.ndarray:
+    """``(2N, 6)`` interaction matrix of normalized points ``xy`` (N, 2) at depths ``Z_m`` (N,) metres."""
+    xy = np.atleast_2d(np.asarray(xy, dtype=np.float64))
+    Z = np.asarray(Z_m, dtype=np.float64).reshape(-1)
+    if xy.shape[0] != Z.shape[0]:
+        raise ValueError(f"{xy.shape[0]} points but {Z.shape[0]} depths")
+    if np.any(~np.isfinite(Z)) or np.any(Z <= 0):
+        raise ValueError(f"depths must be finite and > 0 m, got min {np.nanmin(Z) if Z.size else 'n/a'}")
+    x, y = xy[:, 0], xy[:, 1]
+    inv_z = 1.0 / Z
+    L = np.zeros((2 * xy.shape[0], 6))
+    L[0::2, 0] = -inv_z
+    L[0::2, 2] = x * inv_z
+    L[0::2, 3] = x * y
+    L[0::2, 4] = -(1.0 + x * x)
+    L[0::2, 5] = y
+    L[1::2, 1] = -inv_z
+    L[1::2, 2] = y * inv_z
+    L[1::2, 3] = 1.0 + y * y
+    L[1::2, 4] = -x * y
+    L[1::2, 5] = -x
+    return L
+
+
+def interaction_matrix_pixel(camera: Camera, uv_px: np.ndarray, Z_m: np.ndarray) -> np.ndarray:
+    """``(2N, 6)`` interaction matrix of pixel points (px per unit twist), ignoring lens distortion."""
+    L = interaction_matrix_normalized(camera.pixel_to_normalized(uv_px), Z_m)
+    L[0::2] *= camera.fx
+    L[1::2] *= camera.fy
+    return L
+
+
+def damped_pinv(L: np.ndarray, damping: float = 0.0) -> np.ndarray:
+    """``(L^T L + mu^2 I)^-1 L^T`` (Levenberg-style damping ``mu``); the plain pseudo-inverse when 0."""
+    if damping <= 0.0:
+        return np.linalg.pinv(L)
+    n = L.shape[1]
+    return np.linalg.solve(L.T @ L + damping**2 * np.eye(n), L.T)
+
+
+@dataclass(frozen=True)
+class GainConfig:
+    """Adaptive gain ``lambda(x)`` with ``x = ||e||_inf`` (normalized image units), as ViSP's
+    ``vpAdaptiveGain``: ``lambda(0) = gain_at_zero``, ``lambda(inf) = gain_at_infinity`` and slope
+    ``slope_at_zero`` at 0. Equal gains (the default) give a constant gain. Units: 1/s."""
+
+    gain_at_zero: float = 0.5
+    gain_at_infinity: float = 0.5
+    slope_at_zero: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.gain_at_zero > 0 and self.gain_at_infinity > 0):
+            raise ValueError(f"gains must be > 0, got {self.gain_at_zero!r}, {self.gain_at_infinity!r}")
+        if self.gain_at_zero < self.gain_at_infinity:
+            raise ValueError(f"adaptive gain expects gain_at_zero ({self.gain_at_zero}) >= gain_at_infinity "
+                             f"({self.gain_at_infinity})")
+
+    def __call__(self, error_inf_norm: float) -> float:
+        span = self.gain_at_zero - self.gain_at_infinity
+        if span <= 0.0:
+            return self.gain_at_zero
+        return span * float(np.exp(-self.slope_at_zero * error_inf_norm / span)) + self.gain_at_infinity
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """IBVS law configuration (units in the names)."""
+
+    interaction: InteractionChoice = InteractionChoice.DESIRED
+    gain: GainConfig = field(default_factory=GainConfig)
+    damping: float = 0.0  # dimensionless Levenberg damping of the pseudo-inverse
+    max_linear_m_s: float = 0.1
+    max_angular_rad_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interaction", InteractionChoice(self.interaction))
+        if not (self.max_linear_m_s > 0 and self.max_angular_rad_s > 0):
+            raise ValueError(f"speed limits must be > 0, got linear {self.max_linear_m_s!r} m/s, "
+                             f"angular {self.max_angular_rad_s!r} rad/s")
+        if self.damping < 0:
+            raise ValueError(f"damping must be >= 0, got {self.damping!r}")
+
+
+def saturate_twist(v: np.ndarray, max_linear_m_s: float, max_angular_rad_s: float) -> np.ndarray:
+    """Scale the whole twist down (keeping its direction) so both speed limits hold."""
+    v = np.asarray(v, dtype=np.float64)
+    lin, ang = float(np.linalg.norm(v[:3])), float(np.linalg.norm(v[3:]))
+    scale = min(1.0, max_linear_m_s / lin if lin > 0 else 1.0, max_angular_rad_s / ang if ang > 0 else 1.0)
+    return v * scale
+
+
+@dataclass(frozen=True)
+class ControlOutput:
+    """One control cycle: camera body twist (m/s, rad/s), the error it used and the gain."""
+
+    v_camera: np.ndarray  # (6,), saturated
+    error: np.ndarray  # (2N,) normalized-coordinate error e = s - s*
+    gain: float
+    saturated: bool
+
+
+def ibvs_control(
+    xy: np.ndarray, xy_star: np.ndarray, Z_star_m: np.ndarray, config: ControlConfig,
+    Z_m: np.ndarray | None = None,
+) -> ControlOutput:
+    """IBVS on normalized point features.
+
+    ``xy`` (N, 2) current and ``xy_star`` (N, 2) desired normalized coordinates, in correspondence;
+    ``Z_star_m`` (N,) desired depths; ``Z_m`` (N,) current depths, needed for the ``current`` and ``mean``
+    choices. Needs N >= 3 (6 equations).
+    """
+    xy = np.atleast_2d(np.asarray(xy, dtype=np.float64))
+    xy_star = np.atleast_2d(np.asarray(xy_star, dtype=np.float64))
+    if xy.shape != xy_star.shape or xy.shape[1] != 2:
+        raise ValueError(f"current and desired features differ in shape: {xy.shape} vs {xy_star.shape}")
+    if xy.shape[0] < 3:
+        raise ValueError(f"IBVS needs at least 3 point correspondences, got {xy.shape[0]}")
+    e = (xy - xy_star).reshape(-1)
+    choice = config.interaction
+    if choice is InteractionChoice.DESIRED:
+        L_hat = interaction_matrix_normalized(xy_star, Z_star_m)
+    else:
+        if Z_m is None:
+            raise ValueError(f"interaction '{choice.value}' needs the current depths Z_m")
+        L_cur = interaction_matrix_normalized(xy, Z_m)
+        L_hat = L_cur if choice is InteractionChoice.CURRENT else 0.5 * (
+            L_cur + interaction_matrix_normalized(xy_star, Z_star_m))
+    gain = config.gain(float(np.max(np.abs(e))))
+    v = -gain * (damped_pinv(L_hat, config.damping) @ e)
+    v_sat = saturate_twist(v, config.max_linear_m_s, config.max_angular_rad_s)
+    return ControlOutput(v_camera=v_sat, error=e, gain=gain, saturated=bool(not np.allclose(v, v_sat)))
