@@ -155,3 +155,32 @@ def ibvs_control(
     v = -gain * (damped_pinv(L_hat, config.damping) @ e)
     v_sat = saturate_twist(v, config.max_linear_m_s, config.max_angular_rad_s)
     return ControlOutput(v_camera=v_sat, error=e, gain=gain, saturated=bool(not np.allclose(v, v_sat)))
+
+
+# --- photometric visual servoing (Collewet & Marchand 2011), the whole-image baseline -----------------------
+
+
+def photometric_interaction_matrix(
+    camera: Camera, grad_u: np.ndarray, grad_v: np.ndarray, Z_m: np.ndarray, stride_px: int = 1
+) -> np.ndarray:
+    """``(H*W, 6)`` interaction matrix of the luminance at every pixel (brightness constancy):
+    ``L_I = -(dI/dx L_x + dI/dy L_y)`` with ``dI/dx = fx dI/du`` (normalized coordinates), ``L_x, L_y`` the
+    point interaction rows at depth ``Z_m`` (H, W). ``grad_u``/``grad_v`` are intensity gradients per pixel.
+    ``stride_px`` subsamples pixels (rows of the result follow the subsampled raster)."""
+    h, w = grad_u.shape
+    vv, uu = np.mgrid[0:h:stride_px, 0:w:stride_px]
+    xy = camera.pixel_to_normalized(np.column_stack([uu.ravel(), vv.ravel()]).astype(np.float64))
+    Z = Z_m[::stride_px, ::stride_px].ravel().astype(np.float64)
+    Ix = grad_u[::stride_px, ::stride_px].ravel() * camera.fx
+    Iy = grad_v[::stride_px, ::stride_px].ravel() * camera.fy
+    L = interaction_matrix_normalized(xy, Z)
+    return -(Ix[:, None] * L[0::2] + Iy[:, None] * L[1::2])
+
+
+def photometric_control(L_I: np.ndarray, error: np.ndarray, gain: float, mu: float,
+                        max_linear_m_s: float, max_angular_rad_s: float) -> np.ndarray:
+    """Levenberg-Marquardt photometric law ``v = -gain (H + mu diag(H))^-1 L^T e``, ``H = L^T L``;
+    returns the saturated camera twist (m/s, rad/s)."""
+    H = L_I.T @ L_I
+    v = -gain * np.linalg.solve(H + mu * np.diag(np.diag(H)), L_I.T @ error)
+    return saturate_twist(v, max_linear_m_s, max_angular_rad_s)

@@ -1,0 +1,381 @@
+"""The DFBVS loop: a prepared target and a stream of images in, one camera twist per image out.
+
+It never drives a robot itself, so the same loop runs in simulation, in replay and on hardware.
+
+Per cycle (paper, Sections III-IV): extract features on the current image (resized to the working
+resolution), match them to the target's by descriptor, reject false matches, build ``e = s - s*`` over the
+inliers in normalized coordinates and ``L* = L(s*, Z*)`` from the target features and the rendered depth, and
+return ``v_camera = -lambda pinv(L*) e``. Near the goal the *tracking mode* (Section IV-D) matches only
+against the target features that were inliers in the previous cycle, so the set of 3D points stops switching.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import Camera
+from .control import ControlConfig, GainConfig, ibvs_control
+from .estimation import RejectionConfig, reject_outliers
+from .features import Features, get_extractor
+from .matching import Correspondences, MatcherConfig, get_matcher
+from .render.target import TargetRender
+
+
+class StepStatus(str, enum.Enum):
+    """Outcome of one cycle. Anything but OK returns a zero twist."""
+
+    OK = "ok"
+    TOO_FEW_MATCHES = "too_few_matches"
+    TOO_FEW_INLIERS = "too_few_inliers"
+
+
+class EpisodeStatus(str, enum.Enum):
+    RUNNING = "running"
+    CONVERGED = "converged"
+    DIVERGED = "diverged"
+    LOST = "lost"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Tracking mode (paper IV-D): enter below ``enter_px`` mean error; leave when fewer than
+    ``min_inliers`` inliers remain or the error rose for ``max_rising_cycles`` cycles in a row."""
+
+    enabled: bool = True
+    enter_px: float = 3.0
+    min_inliers: int = 12
+    max_rising_cycles: int = 5
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """When an episode ends (units in the names)."""
+
+    converged_px: float = 0.5  # mean correspondence error below this ...
+    converged_cycles: int = 5  # ... held for this many consecutive cycles
+    converged_twist_m_s: float = 0.0  # alternatively |v_lin| below this (0 disables) ...
+    converged_twist_rad_s: float = 0.0  # ... and |w| below this, for converged_cycles cycles
+    lost_cycles: int = 10  # consecutive cycles with no usable inliers
+    diverged_factor: float = 3.0  # mean error above this times the best seen so far ...
+    diverged_min_px: float = 20.0  # ... and above this (px), for diverged_cycles cycles
+    diverged_cycles: int = 10
+    max_iterations: int = 300
+
+
+@dataclass(frozen=True)
+class ServoConfig:
+    """Everything the loop needs besides the target and the images."""
+
+    working_width_px: int = 320
+    working_height_px: int = 240
+    features: str = "aliked"
+    max_keypoints: int = 500
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    control: ControlConfig = field(default_factory=lambda: ControlConfig(
+        gain=GainConfig(gain_at_zero=1.0, gain_at_infinity=0.5, slope_at_zero=20.0),
+        max_linear_m_s=0.05, max_angular_rad_s=0.3))
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    min_inliers: int = 6
+    max_depth_spread_m: float = 0.005  # drop target keypoints whose 2x2 depth neighbourhood spans more
+
+    def __post_init__(self) -> None:
+        if self.working_width_px <= 0 or self.working_height_px <= 0:
+            raise ValueError(f"working resolution must be positive, got "
+                             f"{self.working_width_px}x{self.working_height_px}")
+        if self.min_inliers < 4:
+            raise ValueError(f"min_inliers must be >= 4 (3 points give 6 equations, 4 for robustness), "
+                             f"got {self.min_inliers}")
+
+
+@dataclass(frozen=True)
+class PreparedTarget:
+    """A rendered target with its features and the depth ``Z*`` (m) of each kept keypoint.
+
+    ``features`` holds only target keypoints with valid depth; ``Z_star_m`` (N,) and ``xy_star`` (N, 2,
+    normalized) align with them; ``points_camera_goal_m`` (N, 3) are their 3D points in the goal camera frame.
+    """
+
+    render: TargetRender
+    camera: Camera
+    features: Features
+    Z_star_m: np.ndarray
+    xy_star: np.ndarray
+    points_camera_goal_m: np.ndarray
+
+
+def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray, max_spread_m: float) -> np.ndarray:
+    """Bilinear depth (N,) at sub-pixel ``uv_px`` (N, 2); NaN where a neighbour is missing or the 2x2
+    neighbourhood spans more than ``max_spread_m`` (a depth edge: the keypoint is not on one surface)."""
+    h, w = depth_m.shape
+    uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
+    u0 = np.clip(np.floor(uv[:, 0]).astype(int), 0, w - 2)
+    v0 = np.clip(np.floor(uv[:, 1]).astype(int), 0, h - 2)
+    du = np.clip(uv[:, 0] - u0, 0.0, 1.0)
+    dv = np.clip(uv[:, 1] - v0, 0.0, 1.0)
+    z00, z01 = depth_m[v0, u0], depth_m[v0, u0 + 1]
+    z10, z11 = depth_m[v0 + 1, u0], depth_m[v0 + 1, u0 + 1]
+    stack = np.stack([z00, z01, z10, z11])
+    Z = (z00 * (1 - du) * (1 - dv) + z01 * du * (1 - dv) + z10 * (1 - du) * dv + z11 * du * dv)
+    bad = ~np.all(np.isfinite(stack), axis=0)
+    with np.errstate(invalid="ignore"):
+        bad |= (np.nanmax(stack, axis=0) - np.nanmin(stack, axis=0)) > max_spread_m
+    Z = Z.astype(np.float64)
+    Z[bad] = np.nan
+    return Z
+
+
+def resize_image(image: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
+    """Area-resample an image to the working resolution (no-op when it already has that size)."""
+    if image.shape[1] == width_px and image.shape[0] == height_px:
+        return image
+    import cv2
+
+    return cv2.resize(image, (width_px, height_px), interpolation=cv2.INTER_AREA)
+
+
+def prepare_target(render: TargetRender, config: ServoConfig, extractor=None) -> PreparedTarget:
+    """Extract target features at the working resolution and keep those with valid rendered depth."""
+    extractor = extractor or get_extractor(config.features, max_keypoints=config.max_keypoints)
+    camera = render.camera.rescaled(config.working_width_px, config.working_height_px)
+    rgb = resize_image(render.rgb, camera.width_px, camera.height_px)
+    if render.depth_m.shape != (camera.height_px, camera.width_px):
+        raise ValueError(f"target depth is {render.depth_m.shape[1]}x{render.depth_m.shape[0]} but the working "
+                         f"resolution is {camera.width_px}x{camera.height_px}: render the target at the "
+                         f"working resolution")
+    feats = extractor.extract(rgb)
+    Z = sample_depth(render.depth_m, feats.keypoints_px, config.max_depth_spread_m) if len(feats) else np.zeros(0)
+    keep = np.isfinite(Z) & (Z > 0)
+    feats = feats.subset(np.flatnonzero(keep))
+    Z = Z[keep]
+    xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
+    return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=Z, xy_star=xy,
+                          points_camera_goal_m=np.column_stack([xy * Z[:, None], Z]) if len(Z) else np.zeros((0, 3)))
+
+
+@dataclass(frozen=True)
+class ServoStep:
+    """The result of one cycle.
+
+    ``v_camera`` (6,) camera body twist (m/s, rad/s; zero unless status is OK); ``correspondences`` are the
+    inliers used by the law (current/target pixels at the working resolution); ``all_matches`` before
+    rejection; ``mean_error_px`` the mean inlier correspondence distance (NaN when none); ``timings_ms``
+    per stage.
+    """
+
+    v_camera: np.ndarray
+    status: StepStatus
+    correspondences: Correspondences
+    all_matches: Correspondences
+    mean_error_px: float
+    tracking: bool
+    timings_ms: dict[str, float]
+
+    @property
+    def n_inliers(self) -> int:
+        return len(self.correspondences)
+
+
+class DFBVSServo:
+    """Stateful DFBVS controller: ``step(image)`` returns a :class:`ServoStep` per camera image.
+
+    The image must come from the target's camera model (same intrinsics up to a change of resolution);
+    it is resized to the working resolution.
+    """
+
+    def __init__(self, target: PreparedTarget, config: ServoConfig = ServoConfig(), extractor=None, matcher=None):
+        self.target = target
+        self.config = config
+        self.extractor = extractor or get_extractor(config.features, max_keypoints=config.max_keypoints)
+        self.matcher = matcher or get_matcher(config.matcher)
+        self._tracked_target_idx: np.ndarray | None = None  # target indices kept in tracking mode
+        self._last_error_px = np.inf
+        self._rising = 0
+
+    @property
+    def tracking(self) -> bool:
+        return self._tracked_target_idx is not None
+
+    def reset(self) -> None:
+        self._tracked_target_idx = None
+        self._last_error_px = np.inf
+        self._rising = 0
+
+    def _leave_tracking(self) -> None:
+        self._tracked_target_idx = None
+        self._rising = 0
+
+    def step(self, image: np.ndarray) -> ServoStep:
+        cfg, target = self.config, self.target
+        t0 = time.perf_counter()
+        rgb = resize_image(np.asarray(image), cfg.working_width_px, cfg.working_height_px)
+        feats = self.extractor.extract(rgb)
+        t1 = time.perf_counter()
+
+        tracking = self.tracking
+        target_feats = target.features
+        if tracking:
+            target_feats = target.features.subset(self._tracked_target_idx)
+        matches = self.matcher.match(feats, target_feats)
+        if tracking:  # back to indices of the full target feature set
+            matches = matches.with_target_indices(self._tracked_target_idx[matches.index_target])
+        t2 = time.perf_counter()
+
+        timings = {"extract_ms": (t1 - t0) * 1e3, "match_ms": (t2 - t1) * 1e3}
+        empty = matches.subset(np.zeros(0, dtype=int))
+        if len(matches) < cfg.min_inliers:
+            return self._failed(StepStatus.TOO_FEW_MATCHES, empty, matches, tracking, timings, t0)
+
+        rejection = reject_outliers(matches, cfg.rejection, camera=target.camera,
+                                    points_target_m=target.points_camera_goal_m)
+        inliers = matches.subset(np.flatnonzero(rejection.inlier_mask))
+        t3 = time.perf_counter()
+        timings["reject_ms"] = (t3 - t2) * 1e3
+        if len(inliers) < cfg.min_inliers:
+            return self._failed(StepStatus.TOO_FEW_INLIERS, inliers, matches, tracking, timings, t0)
+
+        idx_t = inliers.index_target
+        out = ibvs_control(target.camera.pixel_to_normalized(inliers.uv_current_px), target.xy_star[idx_t],
+                           target.Z_star_m[idx_t], cfg.control)
+        mean_err = float(np.mean(np.linalg.norm(inliers.uv_current_px - inliers.uv_target_px, axis=1)))
+        timings["control_ms"] = (time.perf_counter() - t3) * 1e3
+        self._update_tracking(mean_err, idx_t)
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=inliers, all_matches=matches,
+                         mean_error_px=mean_err, tracking=tracking, timings_ms=timings)
+
+    def _failed(self, status, inliers, matches, tracking, timings, t0) -> ServoStep:
+        if self.tracking:  # the tracked set no longer works: match against the full target again
+            self._leave_tracking()
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return ServoStep(v_camera=np.zeros(6), status=status, correspondences=inliers, all_matches=matches,
+                         mean_error_px=float("nan"), tracking=tracking, timings_ms=timings)
+
+    def _update_tracking(self, mean_err_px: float, inlier_target_idx: np.ndarray) -> None:
+        tc = self.config.tracking
+        self._rising = self._rising + 1 if mean_err_px > self._last_error_px else 0
+        self._last_error_px = mean_err_px
+        if not tc.enabled:
+            return
+        if self.tracking:
+            if len(inlier_target_idx) < tc.min_inliers or self._rising >= tc.max_rising_cycles:
+                self._leave_tracking()
+                return
+            self._tracked_target_idx = np.unique(inlier_target_idx)
+        elif mean_err_px < tc.enter_px and len(inlier_target_idx) >= tc.min_inliers:
+            self._tracked_target_idx = np.unique(inlier_target_idx)
+            self._rising = 0
+
+
+class StopMonitor:
+    """Decides when a servo run ends, from the stream of :class:`ServoStep` results."""
+
+    def __init__(self, config: StopConfig = StopConfig()):
+        self.config = config
+        self.iterations = 0
+        self._below = 0
+        self._slow = 0
+        self._lost = 0
+        self._diverging = 0
+        self.best_error_px = np.inf
+
+    def update(self, step: ServoStep) -> EpisodeStatus:
+        c = self.config
+        self.iterations += 1
+        if step.status is not StepStatus.OK:
+            self._lost += 1
+            self._below = 0
+            if self._lost >= c.lost_cycles:
+                return EpisodeStatus.LOST
+        else:
+            self._lost = 0
+            err = step.mean_error_px  # NaN for methods without correspondences (photometric)
+            self.best_error_px = min(self.best_error_px, err) if np.isfinite(err) else self.best_error_px
+            self._below = self._below + 1 if err < c.converged_px else 0
+            slow = (c.converged_twist_m_s > 0 and np.linalg.norm(step.v_camera[:3]) < c.converged_twist_m_s
+                    and np.linalg.norm(step.v_camera[3:]) < c.converged_twist_rad_s)
+            self._slow = self._slow + 1 if slow else 0
+            if self._below >= c.converged_cycles or self._slow >= c.converged_cycles:
+                return EpisodeStatus.CONVERGED
+            growing = err > max(c.diverged_factor * self.best_error_px, c.diverged_min_px)
+            self._diverging = self._diverging + 1 if growing else 0
+            if self._diverging >= c.diverged_cycles:
+                return EpisodeStatus.DIVERGED
+        if self.iterations >= c.max_iterations:
+            return EpisodeStatus.TIMEOUT
+        return EpisodeStatus.RUNNING
+
+
+# --- the whole-image baseline: photometric visual servoing (Collewet & Marchand 2011) ------------------------
+
+
+@dataclass(frozen=True)
+class PhotometricConfig:
+    """Photometric (luminance) servoing on a downsampled, blurred grey image; ``L*`` from the target's
+    gradients and rendered depth (background pixels get the median object depth)."""
+
+    working_width_px: int = 160
+    working_height_px: int = 120
+    blur_sigma_px: float = 1.0
+    gain: float = 1.0
+    lm_mu: float = 0.01
+    max_linear_m_s: float = 0.05
+    max_angular_rad_s: float = 0.3
+
+
+def _grey_float(image: np.ndarray, width_px: int, height_px: int, blur_sigma_px: float) -> np.ndarray:
+    import cv2
+
+    img = resize_image(np.asarray(image), width_px, height_px)
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+    grey = grey.astype(np.float64) / 255.0
+    return cv2.GaussianBlur(grey, (0, 0), blur_sigma_px) if blur_sigma_px > 0 else grey
+
+
+class PhotometricServo:
+    """Whole-image baseline the paper argues against: the feature is every pixel's intensity.
+
+    ``step(image)`` returns a :class:`ServoStep` with no correspondences and ``mean_error_px`` NaN (the
+    method has no feature positions); stop it on twist magnitude (:class:`StopConfig`).
+    """
+
+    def __init__(self, render: TargetRender, config: PhotometricConfig = PhotometricConfig()):
+        import cv2
+
+        from .control import photometric_interaction_matrix
+
+        self.config = config
+        self.camera = render.camera.rescaled(config.working_width_px, config.working_height_px)
+        self.I_star = _grey_float(render.rgb, config.working_width_px, config.working_height_px,
+                                  config.blur_sigma_px)
+        Z = cv2.resize(render.depth_m.astype(np.float32), (config.working_width_px, config.working_height_px),
+                       interpolation=cv2.INTER_NEAREST).astype(np.float64)
+        valid = np.isfinite(Z) & (Z > 0)
+        if not valid.any():
+            raise ValueError("photometric servoing: the target render shows no object (empty depth)")
+        Z[~valid] = np.median(Z[valid])
+        grad_u = cv2.Sobel(self.I_star, cv2.CV_64F, 1, 0, ksize=3) / 8.0
+        grad_v = cv2.Sobel(self.I_star, cv2.CV_64F, 0, 1, ksize=3) / 8.0
+        self.L_star = photometric_interaction_matrix(self.camera, grad_u, grad_v, Z)
+
+    def reset(self) -> None:
+        """Stateless: nothing to reset."""
+
+    def step(self, image: np.ndarray) -> ServoStep:
+        from .control import photometric_control
+
+        c = self.config
+        t0 = time.perf_counter()
+        I = _grey_float(image, c.working_width_px, c.working_height_px, c.blur_sigma_px)
+        e = (I - self.I_star).ravel()
+        v = photometric_control(self.L_star, e, c.gain, c.lm_mu, c.max_linear_m_s, c.max_angular_rad_s)
+        total = (time.perf_counter() - t0) * 1e3
+        empty = Correspondences.empty()
+        return ServoStep(v_camera=v, status=StepStatus.OK, correspondences=empty, all_matches=empty,
+                         mean_error_px=float("nan"), tracking=False,
+                         timings_ms={"control_ms": total, "total_ms": total})

@@ -1,0 +1,137 @@
+"""Files a servo run leaves behind: an append-only trajectory, a profile plot and a video.
+
+``trajectory.jsonl`` is written one line per cycle and flushed, so a crash or Ctrl-C keeps every finished
+cycle. The plot mirrors the paper's Fig. 6 (twist components; mean correspondence error and correspondence
+count), the video its Fig. 7 (current image beside the target, inlier feature errors drawn as lines).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+TWIST_LABELS = ("vx", "vy", "vz", "wx", "wy", "wz")
+
+
+class JsonlWriter:
+    """Append-only JSON-lines file; each record is flushed to disk as soon as it is written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a truncated last line (a run killed mid-write) is ignored."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def plot_profile(records: list[dict], path: Path, title: str = "") -> Path:
+    """Twist components over iterations, and mean correspondence error + correspondence count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = np.array([r["iteration"] for r in records])
+    v = np.array([r["v_camera"] for r in records]).reshape(-1, 6)
+    err = np.array([np.nan if r["mean_error_px"] is None else r["mean_error_px"] for r in records], dtype=float)
+    count = np.array([r["n_inliers"] for r in records])
+    tracking = np.array([bool(r["tracking"]) for r in records])
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for k in range(6):
+        ax1.plot(it, v[:, k], label=TWIST_LABELS[k], lw=1.2, ls="-" if k < 3 else "--")
+    ax1.set_xlabel("iterations")
+    ax1.set_ylabel("camera twist [m/s or rad/s]")
+    ax1.legend(ncol=2, fontsize=8)
+    ax1.grid(alpha=0.3)
+    ax2.plot(it, err, color="tab:red", label="mean correspondence error")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("iterations")
+    ax2.set_ylabel("avg correspondence error [px]", color="tab:red")
+    if tracking.any():
+        ax2.fill_between(it, 0, 1, where=tracking, transform=ax2.get_xaxis_transform(), color="tab:green",
+                         alpha=0.1, label="tracking mode")
+    ax2.grid(alpha=0.3)
+    ax3 = ax2.twinx()
+    ax3.plot(it, count, color="tab:blue", lw=1.0, label="correspondence count")
+    ax3.set_ylabel("correspondence count", color="tab:blue")
+    ax3.set_ylim(bottom=0)
+    h1, l1 = ax2.get_legend_handles_labels()
+    h3, l3 = ax3.get_legend_handles_labels()
+    ax2.legend(h1 + h3, l1 + l3, fontsize=8, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_servo_frame(current_rgb: np.ndarray, target_rgb: np.ndarray, uv_current_px: np.ndarray,
+                     uv_target_px: np.ndarray, text: str = "") -> np.ndarray:
+    """Current image (left) beside the target (right); on the current image each inlier's feature error is
+    a line from its current position (green dot) to its target position (red end), as the paper's Fig. 7."""
+    import cv2
+
+    h, w = target_rgb.shape[:2]
+    cur = np.ascontiguousarray(current_rgb[..., :3]).copy()
+    tgt = np.ascontiguousarray(target_rgb[..., :3]).copy()
+    for (uc, vc), (ut, vt) in zip(np.asarray(uv_current_px), np.asarray(uv_target_px)):
+        cv2.line(cur, (int(round(uc)), int(round(vc))), (int(round(ut)), int(round(vt))), (255, 60, 60), 1,
+                 cv2.LINE_AA)
+        cv2.circle(cur, (int(round(uc)), int(round(vc))), 2, (40, 220, 40), -1, cv2.LINE_AA)
+        cv2.circle(tgt, (int(round(ut)), int(round(vt))), 2, (40, 220, 40), -1, cv2.LINE_AA)
+    frame = np.concatenate([cur, np.full((h, 4, 3), 255, np.uint8), tgt], axis=1)
+    if text:
+        cv2.putText(frame, text, (5, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+    return frame
+
+
+class GifWriter:
+    """Collects every ``stride``-th frame and writes an animated GIF (Pillow; no external encoder)."""
+
+    def __init__(self, path: Path, stride: int = 1, fps: float = 10.0):
+        self.path = Path(path)
+        self.stride = max(1, int(stride))
+        self.fps = fps
+        self.frames: list[np.ndarray] = []
+        self._count = 0
+
+    def add(self, frame: np.ndarray, force: bool = False) -> None:
+        if force or self._count % self.stride == 0:
+            self.frames.append(frame)
+        self._count += 1
+
+    def close(self) -> Path | None:
+        if not self.frames:
+            return None
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in self.frames]
+        images[0].save(self.path, save_all=True, append_images=images[1:], duration=int(1000 / self.fps), loop=0,
+                       optimize=False)
+        return self.path
