@@ -75,6 +75,7 @@ class ServoConfig:
     working_height_px: int = 240
     features: str = "aliked"
     max_keypoints: int = 500
+    keypointnet_checkpoint: str | None = None  # path of a KP2D checkpoint, for features="keypointnet"
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     rejection: RejectionConfig = field(default_factory=RejectionConfig)
     control: ControlConfig = field(default_factory=lambda: ControlConfig(
@@ -139,9 +140,16 @@ def resize_image(image: np.ndarray, width_px: int, height_px: int) -> np.ndarray
     return cv2.resize(image, (width_px, height_px), interpolation=cv2.INTER_AREA)
 
 
-def prepare_target(render: TargetRender, config: ServoConfig, extractor=None) -> PreparedTarget:
+def make_extractor(config: ServoConfig):
+    """The feature extractor a servo config names (loads its network once)."""
+    options = {"max_keypoints": config.max_keypoints}
+    if config.features == "keypointnet":
+        options["checkpoint"] = config.keypointnet_checkpoint
+    return get_extractor(config.features, **options)
+
+
+def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> PreparedTarget:
     """Extract target features at the working resolution and keep those with valid rendered depth."""
-    extractor = extractor or get_extractor(config.features, max_keypoints=config.max_keypoints)
     camera = render.camera.rescaled(config.working_width_px, config.working_height_px)
     rgb = resize_image(render.rgb, camera.width_px, camera.height_px)
     if render.depth_m.shape != (camera.height_px, camera.width_px):
@@ -188,14 +196,25 @@ class DFBVSServo:
     it is resized to the working resolution.
     """
 
-    def __init__(self, target: PreparedTarget, config: ServoConfig = ServoConfig(), extractor=None, matcher=None):
+    def __init__(self, target: PreparedTarget, config: ServoConfig, extractor, matcher=None):
         self.target = target
         self.config = config
-        self.extractor = extractor or get_extractor(config.features, max_keypoints=config.max_keypoints)
+        self.extractor = extractor
         self.matcher = matcher or get_matcher(config.matcher)
         self._tracked_target_idx: np.ndarray | None = None  # target indices kept in tracking mode
         self._last_error_px = np.inf
         self._rising = 0
+
+    @classmethod
+    def from_render(cls, render: TargetRender, config: ServoConfig = ServoConfig()) -> "DFBVSServo":
+        """Load the extractor and matcher once, prepare the target, return a ready servo."""
+        extractor = make_extractor(config)
+        return cls(prepare_target(render, config, extractor), config, extractor)
+
+    def retarget(self, render: TargetRender) -> None:
+        """Serve a new target with the already loaded networks."""
+        self.target = prepare_target(render, self.config, self.extractor)
+        self.reset()
 
     @property
     def tracking(self) -> bool:

@@ -18,12 +18,12 @@ from typing import Callable
 import numpy as np
 
 from ..camera import Camera
-from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp, so3_log
+from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp
 from ..render import load_builtin, load_mesh
 from ..render.scene import SceneConfig, build_scene, render_scene
 from ..render.target import render_target
-from ..servo import (DFBVSServo, EpisodeStatus, ServoConfig, ServoStep, StopConfig, StopMonitor,
-                     prepare_target)
+from ..servo import (DFBVSServo, EpisodeStatus, PhotometricConfig, PhotometricServo, ServoConfig, ServoStep,
+                     StopConfig, StopMonitor)
 from .artifacts import GifWriter, JsonlWriter, draw_servo_frame, plot_profile
 from .free_camera import FreeFlyingCamera
 
@@ -57,6 +57,7 @@ class StartConfig:
 class EpisodeConfig:
     """Everything that defines a simulated episode (the run stores it as config.json)."""
 
+    controller: str = "dfbvs"  # or "photometric" (the whole-image baseline)
     object_name: str = "bracket"
     mesh_path: str | None = None
     mesh_unit: str = "m"
@@ -64,6 +65,7 @@ class EpisodeConfig:
     start: StartConfig = field(default_factory=StartConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
     servo: ServoConfig = field(default_factory=ServoConfig)
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     stop: StopConfig = field(default_factory=StopConfig)
     camera: dict = field(default_factory=lambda: Camera.default().to_dict())
     dt_s: float = 0.1
@@ -84,6 +86,7 @@ class EpisodeResult:
     median_cycle_ms: float
     median_stage_ms: dict
     final_n_inliers: int
+    final_true_reprojection_px: float
     out_dir: str | None
 
     @property
@@ -140,20 +143,42 @@ def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray)
 ProgressFn = Callable[[int, ServoStep, float, float], None]
 
 
+def true_reprojection_px(target_render, camera: Camera, T_object_goal: np.ndarray, T_object_camera: np.ndarray,
+                         stride_px: int = 4) -> float:
+    """Ground-truth image-space error: mean pixel distance (px) between where the object's visible surface
+    points (from the target depth, every ``stride_px``) lie in the goal image and in the current camera."""
+    Z = target_render.depth_m[::stride_px, ::stride_px]
+    vv, uu = np.mgrid[0:target_render.depth_m.shape[0]:stride_px, 0:target_render.depth_m.shape[1]:stride_px]
+    valid = np.isfinite(Z) & (Z > 0)
+    if not valid.any():
+        return float("nan")
+    uv_goal = np.column_stack([uu[valid], vv[valid]]).astype(np.float64)
+    p_goal = camera.unproject(uv_goal, Z[valid])
+    T_camera_goal = inverse(T_object_camera) @ T_object_goal
+    p_cur = p_goal @ T_camera_goal[:3, :3].T + T_camera_goal[:3, 3]
+    return float(np.mean(np.linalg.norm(camera.project(p_cur) - uv_goal, axis=1)))
+
+
 def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progress: ProgressFn | None = None,
-                servo: DFBVSServo | None = None) -> EpisodeResult:
+                servo_cache: dict | None = None) -> EpisodeResult:
     """Run one episode; with ``out_dir``, write summary.json, trajectory.jsonl (appended as cycles finish),
-    config.json, profile.png and servo.gif there. ``servo`` reuses loaded networks between episodes (its
-    target is replaced)."""
+    config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
+    networks between episodes with the same servo config."""
     camera = Camera.from_dict(config.camera)
     mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
     T_object_goal = config.goal.T_object_camera()
     target_render = render_target(mesh, camera, T_object_goal)
-    if servo is None:
-        servo = DFBVSServo(prepare_target(target_render, config.servo), config.servo)
+    if config.controller == "photometric":
+        servo = PhotometricServo(target_render, config.photometric)
+    elif config.controller != "dfbvs":
+        raise ValueError(f"unknown controller {config.controller!r}: use dfbvs or photometric")
+    elif servo_cache is not None and config.servo in servo_cache:
+        servo = servo_cache[config.servo]
+        servo.retarget(target_render)
     else:
-        servo.target = prepare_target(target_render, config.servo, extractor=servo.extractor)
-        servo.reset()
+        servo = DFBVSServo.from_render(target_render, config.servo)
+        if servo_cache is not None:
+            servo_cache[config.servo] = servo
     scene = build_scene(mesh, config.scene, seed=config.seed)
     body = FreeFlyingCamera(start_pose(config, camera, T_object_goal), dt_s=config.dt_s)
     t0_err, r0_err = pose_error(T_object_goal, body.T_world_camera)
@@ -167,7 +192,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
         (out / "trajectory.jsonl").unlink(missing_ok=True)
         traj = JsonlWriter(out / "trajectory.jsonl")
         gif = GifWriter(out / "servo.gif", stride=config.video_stride)
-        target_rgb = servo.target.render.rgb
+        target_rgb = target_render.rgb
 
     status = EpisodeStatus.RUNNING
     cycle_ms, stage_ms = [], {}
@@ -215,6 +240,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
         median_cycle_ms=float(np.median(cycle_ms)) if cycle_ms else float("nan"),
         median_stage_ms={k: float(np.median(v)) for k, v in stage_ms.items()},
         final_n_inliers=last_step.n_inliers if last_step is not None else 0,
+        final_true_reprojection_px=true_reprojection_px(target_render, camera, T_object_goal, body.T_world_camera),
         out_dir=str(out) if out is not None else None)
     if out is not None:
         (out / "summary.json").write_text(json.dumps(to_jsonable(result.summary()), indent=2) + "\n")

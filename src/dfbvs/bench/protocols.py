@@ -1,0 +1,137 @@
+"""Seeded benchmark protocols. Each yields :class:`EpisodeSpec` items that fully describe an episode
+(object, goal, start pose relative to the goal, background); a method turns a spec into an episode config.
+
+- ``accuracy18``: the paper's Table I: 3 objects x 2 goal poses x 3 start poses, start offsets drawn around
+  55 +- 12 mm and 8.7 +- 3.4 deg, cluttered background.
+- ``distance-sweep``: the paper's Fig. 8: start distance batches 0-1, ..., 5-6 cm, rotations uniform within
+  per-object ranges about x, y, z, N episodes per batch and object, once on a background similar to the
+  target render's and once on a dissimilar cluttered one.
+- ``wide``: beyond the paper: up to 15 cm and 30 deg, with in-plane rotations up to 90 deg.
+- ``tiny``: a few short episodes for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import make_pose, so3_exp
+
+# The paper's per-object rotation ranges (deg about x, y, z) of its grasping experiment.
+PAPER_ROTATION_RANGES_DEG = ((8.0, 6.0, 3.0), (6.0, 6.0, 4.0), (8.0, 10.0, 8.0))
+GOAL_POSES = (  # (distance m, azimuth deg, elevation deg, roll deg): two goal poses per object, as G1, G2
+    (0.30, 30.0, 60.0, 0.0),
+    (0.26, -60.0, 50.0, 15.0),
+)
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode of a protocol. ``object`` is a built-in name or a mesh path; ``background`` is
+    ``cluttered``, ``similar`` or an image path; ``T_goal_start`` the start pose in the goal camera frame."""
+
+    episode_id: str
+    object: str
+    goal: tuple[float, float, float, float]
+    T_goal_start: tuple[tuple[float, ...], ...]
+    background: str
+    batch: str
+    seed: int
+
+
+def _as_tuple(T: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(x) for x in row) for row in T)
+
+
+def _random_unit(rng: np.random.Generator) -> np.ndarray:
+    d = rng.normal(size=3)
+    return d / np.linalg.norm(d)
+
+
+def start_from_offsets(rng: np.random.Generator, distance_m: float, rotvec_rad: np.ndarray) -> np.ndarray:
+    """``T_goal_start``: a translation of ``distance_m`` in a random direction, then ``rotvec_rad``.
+    The translation is kept mostly lateral/axial so the object stays in view."""
+    return make_pose(so3_exp(rotvec_rad), _random_unit(rng) * distance_m)
+
+
+def accuracy18(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0) -> list[EpisodeSpec]:
+    rng = np.random.default_rng([seed, 18])
+    bg = (backgrounds or ["cluttered"])
+    specs = []
+    for oi, obj in enumerate(objects):
+        for gi, goal in enumerate(GOAL_POSES):
+            for si in range(3):
+                dist_m = float(np.clip(rng.normal(55.0, 12.2), 20.0, 90.0)) * 1e-3
+                angle = np.deg2rad(float(np.clip(rng.normal(8.7, 3.4), 2.0, 16.0)))
+                T = start_from_offsets(rng, dist_m, _random_unit(rng) * angle)
+                specs.append(EpisodeSpec(f"{_short(obj)}-G{gi + 1}-T{si + 1}", obj, goal, _as_tuple(T),
+                                         bg[(oi + gi + si) % len(bg)], "all", int(rng.integers(1 << 30))))
+    return specs
+
+
+def distance_sweep(objects: list[str], episodes_per_batch: int = 8, backgrounds: list[str] | None = None,
+                   seed: int = 0) -> list[EpisodeSpec]:
+    rng = np.random.default_rng([seed, 8])
+    specs = []
+    for oi, obj in enumerate(objects):
+        ranges = np.deg2rad(PAPER_ROTATION_RANGES_DEG[oi % len(PAPER_ROTATION_RANGES_DEG)])
+        for b in range(6):
+            for k in range(episodes_per_batch):
+                dist_m = rng.uniform(b, b + 1) * 1e-2
+                rot = rng.uniform(-1, 1, 3) * ranges  # about the goal camera's x, y, z
+                T = _as_tuple(start_from_offsets(rng, dist_m, rot))
+                seed_k = int(rng.integers(1 << 30))
+                for bg in (backgrounds or ["similar", "cluttered"]):  # identical starts on each background
+                    specs.append(EpisodeSpec(f"{_short(obj)}-{_short(bg)}-d{b}-{k}", obj, GOAL_POSES[k % 2], T,
+                                             bg, f"{b}-{b + 1} cm", seed_k))
+    return specs
+
+
+def wide(objects: list[str], episodes_per_object: int = 12, backgrounds: list[str] | None = None,
+         seed: int = 0) -> list[EpisodeSpec]:
+    rng = np.random.default_rng([seed, 15])
+    bg = backgrounds or ["cluttered"]
+    specs = []
+    for obj in objects:
+        for k in range(episodes_per_object):
+            dist_m = rng.uniform(0.02, 0.15)
+            tilt = _random_unit(rng) * np.array([1.0, 1.0, 0.0])
+            tilt = tilt / max(np.linalg.norm(tilt), 1e-9) * np.deg2rad(rng.uniform(0, 30))
+            inplane = np.deg2rad(rng.uniform(-90, 90))
+            T = start_from_offsets(rng, dist_m, tilt + np.array([0.0, 0.0, inplane]))
+            goal = GOAL_POSES[k % len(GOAL_POSES)]
+            specs.append(EpisodeSpec(f"{_short(obj)}-wide-{k}", obj, goal, _as_tuple(T), bg[k % len(bg)],
+                                     f"{int(dist_m * 100) // 5 * 5}-{int(dist_m * 100) // 5 * 5 + 5} cm",
+                                     int(rng.integers(1 << 30))))
+    return specs
+
+
+def tiny(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0) -> list[EpisodeSpec]:
+    """Small offsets (1-2 cm, 2 deg): quick episodes for tests."""
+    rng = np.random.default_rng([seed, 1])
+    specs = []
+    for obj in objects[:1]:
+        for k, bg in enumerate((backgrounds or ["similar", "cluttered"])):
+            T = start_from_offsets(rng, 0.01 + 0.005 * k, _random_unit(rng) * np.deg2rad(2.0))
+            specs.append(EpisodeSpec(f"{_short(obj)}-tiny-{k}", obj, GOAL_POSES[0], _as_tuple(T), bg, "tiny",
+                                     int(rng.integers(1 << 30))))
+    return specs
+
+
+PROTOCOLS = {"accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "tiny": tiny}
+
+
+def make_protocol(name: str, objects: list[str], backgrounds: list[str] | None = None, seed: int = 0,
+                  **options) -> list[EpisodeSpec]:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; available: {sorted(PROTOCOLS)}")
+    if not objects:
+        raise ValueError("a protocol needs at least one object")
+    return PROTOCOLS[name](objects, backgrounds=backgrounds, seed=seed, **options)
+
+
+def _short(name: str) -> str:
+    from pathlib import Path
+
+    return Path(name).stem.replace("_", "")

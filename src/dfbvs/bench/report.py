@@ -1,0 +1,122 @@
+"""Benchmark reports from ``results.jsonl``: ``report.md`` (a Table-I-like table per episode and method,
+success rates per method/batch/background) and ``success_vs_distance.png`` (the paper's Fig. 8: success ratio
+per distance batch, one line per object and method, solid on the similar background, dashed on cluttered)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..sim.artifacts import read_jsonl
+
+
+def _fmt(x, digits=2) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _batch_key(batch: str) -> float:
+    try:
+        return float(batch.split("-")[0])
+    except ValueError:
+        return float("inf")
+
+
+def write_report(out_dir: Path, title: str = "") -> Path:
+    out_dir = Path(out_dir)
+    records = read_jsonl(out_dir / "results.jsonl")
+    if not records:
+        raise ValueError(f"no results in {out_dir / 'results.jsonl'}")
+    methods = sorted({r["method"] for r in records})
+    lines = [f"# Benchmark report{': ' + title if title else ''}", "",
+             f"{len(records)} episodes from `{out_dir / 'results.jsonl'}`. Success (paper) = converged with a "
+             "final mean correspondence error < 2 px (photometric: ground-truth reprojection error); success (GT) "
+             "= final camera pose error < 1 mm and < 0.5 deg.", "", "## Success rates", "",
+             "| method | background | episodes | success (paper) | success (GT) | median final mm | median final deg "
+             "| median final px | median iterations | median cycle ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r["method"], r["background"])].append(r)
+        groups[(r["method"], "all")].append(r)
+    for (m, bg), rs in sorted(groups.items()):
+        ok = [r for r in rs if r["summary"]]
+        med = lambda k: float(np.nanmedian([np.nan if r["summary"][k] is None else r["summary"][k] for r in ok])) \
+            if ok else float("nan")  # noqa: E731
+        lines.append(f"| {m} | {bg} | {len(rs)} | {np.mean([r['success_paper'] for r in rs]):.0%} | "
+                     f"{np.mean([r['success_gt'] for r in rs]):.0%} | {_fmt(med('final_translation_error_mm'))} | "
+                     f"{_fmt(med('final_rotation_error_deg'), 3)} | {_fmt(med('final_mean_px_error'))} | "
+                     f"{_fmt(med('iterations'), 0)} | {_fmt(med('median_cycle_ms'), 0)} |")
+
+    batches = sorted({r["batch"] for r in records}, key=_batch_key)
+    if len(batches) > 1:
+        lines += ["", "## Success (paper criterion) per distance batch", "",
+                  "| method | object | background | " + " | ".join(batches) + " |",
+                  "|---|---|---|" + "---|" * len(batches)]
+        for (m, obj, bg), rs in sorted(_by(records, ("method", "object", "background")).items()):
+            cells = []
+            for b in batches:
+                sel = [r["success_paper"] for r in rs if r["batch"] == b]
+                cells.append(f"{np.mean(sel):.0%} ({len(sel)})" if sel else "-")
+            lines.append(f"| {m} | {Path(obj).stem} | {bg} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## Episodes", "",
+              "| episode | method | status | start mm | start deg | final mm | final deg | final px (corr.) "
+              "| final px (true) | inliers | iterations | cycle ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["episode_id"], r["method"])):
+        s = r["summary"]
+        if s is None:
+            lines.append(f"| {r['episode_id']} | {r['method']} | error: {r['error']} |" + " - |" * 9)
+            continue
+        lines.append(
+            f"| {r['episode_id']} | {r['method']} | {s['status']} | {_fmt(s['initial_translation_mm'], 1)} | "
+            f"{_fmt(s['initial_rotation_deg'], 1)} | {_fmt(s['final_translation_error_mm'], 3)} | "
+            f"{_fmt(s['final_rotation_error_deg'], 3)} | {_fmt(s['final_mean_px_error'])} | "
+            f"{_fmt(s['final_true_reprojection_px'])} | {s['final_n_inliers']} | {s['iterations']} | "
+            f"{_fmt(s['median_cycle_ms'], 0)} |")
+    if len(batches) > 1:
+        plot_success_vs_distance(records, out_dir / "success_vs_distance.png")
+        lines += ["", "![success vs distance](success_vs_distance.png)"]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _by(records, keys):
+    out = defaultdict(list)
+    for r in records:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+def plot_success_vs_distance(records: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in records}, key=_batch_key)
+    x = np.arange(len(batches))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    series = sorted(_by(records, ("method", "object")).items())
+    for i, ((m, obj), rs) in enumerate(series):
+        for bg, ls in (("similar", "-"), ("cluttered", "--")):
+            ys = [np.mean([r["success_paper"] for r in rs if r["batch"] == b and r["background"] == bg])
+                  if any(r["batch"] == b and r["background"] == bg for r in rs) else np.nan for b in batches]
+            if np.all(np.isnan(ys)):
+                continue
+            ax.plot(x, ys, ls=ls, marker="o", color=colors[i % len(colors)],
+                    label=f"{m} / {Path(obj).stem} / {bg}")
+    ax.set_xticks(x, batches)
+    ax.set_xlabel("start distance batch")
+    ax.set_ylabel("success ratio (final error < 2 px)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
