@@ -1,0 +1,114 @@
+"""Classical OpenCV baselines: ORB, SIFT and (where the installed OpenCV has it) AKAZE.
+
+- Licence: OpenCV is Apache-2.0 (SIFT's patent expired in 2020); no weights.
+- Pixel convention: OpenCV ``KeyPoint.pt`` of ORB and AKAZE are pixel indices at the detection scale
+  mapped back to level 0, i.e. integer values at pixel centres, the project's convention. SIFT (first octave
+  upsampled x2) reports coordinates that sit a quarter pixel off in theory; measured with a flip test on
+  this OpenCV its bias is below 0.1 px, so no correction is applied (see ``tests/test_features.py``).
+- Descriptors: SIFT 128-D float, L2-normalised. ORB (256 bit) and AKAZE (MLDB, 486 bit) are binary: each
+  bit becomes +-1/sqrt(bits), so that the squared L2 distance is 4/bits times the Hamming distance and
+  nearest neighbours are unchanged.
+- Scores: the detector response (Harris for ORB, DoG contrast for SIFT, Hessian for AKAZE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._base import Extractor, FeatureConfig, RawDetections, to_gray_float
+
+
+@dataclass(frozen=True)
+class OrbConfig(FeatureConfig):
+    """ORB settings: ``fast_threshold`` (grey levels), pyramid ``scale_factor`` and ``num_levels``."""
+
+    fast_threshold: int = 10
+    scale_factor: float = 1.2
+    num_levels: int = 8
+
+
+@dataclass(frozen=True)
+class SiftConfig(FeatureConfig):
+    """SIFT settings: ``contrast_threshold`` (Lowe's, on [0, 1] images) and ``edge_threshold``."""
+
+    contrast_threshold: float = 0.02
+    edge_threshold: float = 10.0
+
+
+@dataclass(frozen=True)
+class AkazeConfig(FeatureConfig):
+    """AKAZE settings: detector ``threshold`` on the Hessian response."""
+
+    threshold: float = 0.0005
+
+
+def akaze_available() -> bool:
+    import cv2
+
+    return hasattr(cv2, "AKAZE_create")
+
+
+def _binary_to_unit(packed: np.ndarray) -> np.ndarray:
+    bits = np.unpackbits(packed.astype(np.uint8), axis=1).astype(np.float32)
+    return (2.0 * bits - 1.0) / np.sqrt(bits.shape[1])
+
+
+class _OpenCVExtractor(Extractor):
+    binary: bool = False
+
+    def _make(self):  # the cv2 Feature2D object
+        raise NotImplementedError
+
+    def __init__(self, name: str, config: FeatureConfig) -> None:
+        super().__init__(name, config)
+        self._detector = self._make()
+
+    def _detect(self, rgb: np.ndarray) -> RawDetections:
+        gray = np.clip(np.rint(to_gray_float(rgb)), 0, 255).astype(np.uint8)
+        keypoints, desc = self._detector.detectAndCompute(gray, None)
+        if desc is None or len(keypoints) == 0:
+            return RawDetections(np.zeros((0, 2)), np.zeros((0, self.descriptor_dim), np.float32), np.zeros(0))
+        uv = np.array([k.pt for k in keypoints], dtype=np.float64)
+        scores = np.array([k.response for k in keypoints], dtype=np.float32)
+        desc = _binary_to_unit(desc) if self.binary else desc.astype(np.float32)
+        return RawDetections(uv, desc, scores)
+
+
+class OrbExtractor(_OpenCVExtractor):
+    binary = True
+    descriptor_dim = 256
+
+    def _make(self):
+        import cv2
+
+        c: OrbConfig = self.config  # type: ignore[assignment]
+        edge = max(31, int(np.ceil(c.border_px)))  # ORB needs a 31 px patch around each keypoint
+        return cv2.ORB_create(nfeatures=c.max_keypoints, scaleFactor=c.scale_factor, nlevels=c.num_levels,
+                              edgeThreshold=edge, patchSize=31, fastThreshold=c.fast_threshold)
+
+
+class SiftExtractor(_OpenCVExtractor):
+    descriptor_dim = 128
+
+    def _make(self):
+        import cv2
+
+        c: SiftConfig = self.config  # type: ignore[assignment]
+        return cv2.SIFT_create(nfeatures=c.max_keypoints, contrastThreshold=c.contrast_threshold,
+                               edgeThreshold=c.edge_threshold)
+
+
+class AkazeExtractor(_OpenCVExtractor):
+    binary = True
+    descriptor_dim = 486
+
+    def _make(self):
+        import cv2
+
+        if not akaze_available():
+            raise RuntimeError(f"the installed OpenCV {cv2.__version__} has no AKAZE (OpenCV 5 moved it to "
+                               "contrib); use 'orb' or 'sift'")
+        c: AkazeConfig = self.config  # type: ignore[assignment]
+        return cv2.AKAZE_create(threshold=c.threshold)

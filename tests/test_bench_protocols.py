@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from dfbvs.bench.protocols import PAPER_ROTATION_RANGES_DEG, make_protocol
+from dfbvs.geometry import so3_log
+
+OBJS = ["bracket", "gear", "connector"]
+
+
+def offsets(spec):
+    T = np.asarray(spec.T_goal_start)
+    return np.linalg.norm(T[:3, 3]) * 1e3, np.rad2deg(np.linalg.norm(so3_log(T[:3, :3])))
+
+
+def test_accuracy18_matches_the_paper_protocol():
+    specs = make_protocol("accuracy18", OBJS)
+    assert len(specs) == 18 and len({s.episode_id for s in specs}) == 18
+    mm, deg = np.array([offsets(s) for s in specs]).T
+    assert 40 < mm.mean() < 70 and 5 < deg.mean() < 12.5  # drawn around 55 +- 12 mm and 8.7 +- 3.4 deg
+    assert {s.background for s in specs} == {"cluttered"}
+    assert make_protocol("accuracy18", OBJS) == specs  # seeded: the same episodes every time
+    assert make_protocol("accuracy18", OBJS, seed=1) != specs
+
+
+def test_distance_sweep_batches_and_identical_starts_per_background():
+    specs = make_protocol("distance-sweep", OBJS, episodes_per_batch=2)
+    assert len(specs) == 3 * 6 * 2 * 2
+    for s in specs:
+        mm, _ = offsets(s)
+        lo = float(s.batch.split("-")[0])
+        assert lo * 10 <= mm <= (lo + 1) * 10
+        rot = np.abs(np.rad2deg(so3_log(np.asarray(s.T_goal_start)[:3, :3])))
+        assert np.all(rot <= np.array(PAPER_ROTATION_RANGES_DEG[OBJS.index(s.object)]) + 0.5)
+    similar = [s.T_goal_start for s in specs if s.background == "similar"]
+    cluttered = [s.T_goal_start for s in specs if s.background == "cluttered"]
+    assert similar == cluttered
+
+
+def test_wide_reaches_further():
+    specs = make_protocol("wide", OBJS[:1], episodes_per_object=20)
+    mm = np.array([offsets(s)[0] for s in specs])
+    assert mm.max() > 100 and mm.max() <= 150
+
+
+def test_bad_protocol_and_objects():
+    with pytest.raises(ValueError, match="'nope'"):
+        make_protocol("nope", OBJS)
+    with pytest.raises(ValueError, match="at least one object"):
+        make_protocol("tiny", [])
