@@ -192,10 +192,10 @@ class Extractor(abc.ABC):
             return Features.empty(size, self.descriptor_dim, self.name)
         raw = self._detect(rgb)
         kp = np.asarray(raw.keypoints_px, dtype=np.float64).reshape(-1, 2)
+        if len(kp) == 0:
+            return Features.empty(size, self.descriptor_dim, self.name)
         desc = np.asarray(raw.descriptors, dtype=np.float32).reshape(len(kp), -1)
         scores = np.asarray(raw.scores, dtype=np.float32).reshape(-1)
-        if len(kp) == 0:
-            return Features.empty(size, desc.shape[1] or self.descriptor_dim, self.name)
         margin = self.config.border_px
         keep = (np.all(np.isfinite(kp), axis=1) & np.all(np.isfinite(desc), axis=1) & np.isfinite(scores)
                 & (kp[:, 0] >= -0.5 + margin) & (kp[:, 0] <= width - 0.5 - margin)
@@ -204,6 +204,8 @@ class Extractor(abc.ABC):
             contrast = local_contrast(to_gray_float(rgb), kp[keep])
             keep[np.flatnonzero(keep)[contrast < self.config.min_contrast]] = False
         kp, desc, scores = kp[keep], desc[keep], scores[keep]
+        if len(kp) == 0:
+            return Features.empty(size, desc.shape[1], self.name)
         order = np.argsort(-scores, kind="stable")[: self.config.max_keypoints]
         return Features(kp[order], normalise_rows(desc[order]), scores[order], size, self.name)
 

@@ -1,10 +1,12 @@
 """Classical OpenCV baselines: ORB, SIFT and (where the installed OpenCV has it) AKAZE.
 
 - Licence: OpenCV is Apache-2.0 (SIFT's patent expired in 2020); no weights.
-- Pixel convention: OpenCV ``KeyPoint.pt`` of ORB and AKAZE are pixel indices at the detection scale
-  mapped back to level 0, i.e. integer values at pixel centres, the project's convention. SIFT (first octave
-  upsampled x2) reports coordinates that sit a quarter pixel off in theory; measured with a flip test on
-  this OpenCV its bias is below 0.1 px, so no correction is applied (see ``tests/test_features.py``).
+- Pixel convention: OpenCV's ``KeyPoint.pt`` is a pixel index at the detection scale multiplied by that
+  scale, which is not the pixel-centre mapping ``(u + 0.5) * s - 0.5``. Corrections applied here (each one
+  measured with a flip test, pinned in ``tests/test_features.py``): ORB ``+0.5 * (s - 1)`` with
+  ``s = scale_factor ** octave``; SIFT ``-0.25`` px (its first octave is the image upsampled x2: measured
+  bias +0.25 px before correction). AKAZE works at full resolution in every octave's reported coordinates
+  (no correction).
 - Descriptors: SIFT 128-D float, L2-normalised. ORB (256 bit) and AKAZE (MLDB, 486 bit) are binary: each
   bit becomes +-1/sqrt(bits), so that the squared L2 distance is 4/bits times the Hamming distance and
   nearest neighbours are unchanged.
@@ -70,10 +72,15 @@ class _OpenCVExtractor(Extractor):
         keypoints, desc = self._detector.detectAndCompute(gray, None)
         if desc is None or len(keypoints) == 0:
             return RawDetections(np.zeros((0, 2)), np.zeros((0, self.descriptor_dim), np.float32), np.zeros(0))
-        uv = np.array([k.pt for k in keypoints], dtype=np.float64)
+        uv = np.array([k.pt for k in keypoints], dtype=np.float64) + self._offset_px(keypoints)
         scores = np.array([k.response for k in keypoints], dtype=np.float32)
         desc = _binary_to_unit(desc) if self.binary else desc.astype(np.float32)
         return RawDetections(uv, desc, scores)
+
+
+    def _offset_px(self, keypoints) -> np.ndarray:
+        """Correction (N, 1) from the backend's reported coordinates to pixel centres (none by default)."""
+        return np.zeros((len(keypoints), 1))
 
 
 class OrbExtractor(_OpenCVExtractor):
@@ -88,6 +95,12 @@ class OrbExtractor(_OpenCVExtractor):
         return cv2.ORB_create(nfeatures=c.max_keypoints, scaleFactor=c.scale_factor, nlevels=c.num_levels,
                               edgeThreshold=edge, patchSize=31, fastThreshold=c.fast_threshold)
 
+    def _offset_px(self, keypoints) -> np.ndarray:
+        # ORB scales level coordinates by s = scale_factor**level: u0 = s * u_level, whereas pixel centres map
+        # as u0 = s * (u_level + 0.5) - 0.5; the difference is 0.5 * (s - 1)
+        s = np.array([self.config.scale_factor ** k.octave for k in keypoints])  # type: ignore[attr-defined]
+        return (0.5 * (s - 1.0))[:, None]
+
 
 class SiftExtractor(_OpenCVExtractor):
     descriptor_dim = 128
@@ -98,6 +111,11 @@ class SiftExtractor(_OpenCVExtractor):
         c: SiftConfig = self.config  # type: ignore[assignment]
         return cv2.SIFT_create(nfeatures=c.max_keypoints, contrastThreshold=c.contrast_threshold,
                                edgeThreshold=c.edge_threshold)
+
+    def _offset_px(self, keypoints) -> np.ndarray:
+        # SIFT's first octave is the image upsampled x2 and its coordinates are halved: u0 = u_up / 2, whereas
+        # pixel centres map as u0 = (u_up + 0.5) / 2 - 0.5 = u_up / 2 - 0.25 (measured: +0.25 px bias)
+        return np.full((len(keypoints), 1), -0.25)
 
 
 class AkazeExtractor(_OpenCVExtractor):

@@ -24,7 +24,10 @@ from .aliked import packaged_weights_path
 
 @dataclass(frozen=True)
 class DiskConfig(FeatureConfig):
-    """DISK settings. DISK's NMS window is ``2 * nms_radius_px + 1`` pixels."""
+    """DISK settings. DISK's NMS window is ``2 * nms_radius_px + 1`` pixels; ``min_logit`` drops maxima whose
+    detection logit is not above it (the kornia default is 0; -inf gives a plain top-K, as ALIKED)."""
+
+    min_logit: float = float("-inf")
 
 
 class DiskExtractor(Extractor):
@@ -48,7 +51,8 @@ class DiskExtractor(Extractor):
     def _detect(self, rgb: np.ndarray) -> RawDetections:
         with self._torch.inference_mode():
             found = self._model(rgb_to_tensor(rgb, self._device), n=self.config.max_keypoints,
-                                window_size=2 * self.config.nms_radius_px + 1, score_threshold=0.0,
+                                window_size=2 * self.config.nms_radius_px + 1, score_threshold=self.config.min_logit,  # type: ignore[attr-defined]
+                               
                                 pad_if_not_divisible=True)[0]
         return RawDetections(found.keypoints.double().cpu().numpy(), found.descriptors.float().cpu().numpy(),
                              found.detection_scores.float().cpu().numpy())

@@ -1,0 +1,355 @@
+"""Robust rejection of false correspondences by fitting a geometric model with RANSAC or MAGSAC (OpenCV).
+
+Three models, all on :class:`~dfbvs.matching.Correspondences` (current image <- target image):
+
+- fundamental matrix ``F_current_target``: ``[u_c, v_c, 1] @ F @ [u_t, v_t, 1] = 0`` (any rigid scene);
+- homography ``H_current_target``: ``uv_current ~ H @ uv_target`` (planar object or pure rotation);
+- PnP with the target's 3D points (target keypoints unprojected with the target camera and the rendered
+  depth ``Z*``): the geometrically exact model for a rigid object; it yields ``T_current_target``, the pose
+  of the target camera in the current camera frame (``p_current = T_current_target @ p_target``).
+
+Each returns a typed result with an :class:`EstimationStatus`, an inlier mask over the input
+correspondences and the model. Too few correspondences is a status (``INSUFFICIENT``), not an exception.
+Thresholds are in pixels.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Optional, Union
+
+import numpy as np
+
+from .camera import Camera
+from .matching import Correspondences
+
+
+class EstimationStatus(enum.Enum):
+    OK = "ok"
+    INSUFFICIENT = "insufficient"  # fewer correspondences (or valid 3D points) than the model needs
+    FAILED = "failed"  # the robust fit found no model (degenerate configuration)
+    NOT_ESTIMATED = "not_estimated"  # the pass-through rejector: every correspondence kept
+
+
+class RobustMethod(enum.Enum):
+    RANSAC = "ransac"
+    MAGSAC = "magsac"  # MAGSAC++ (cv2.USAC_MAGSAC)
+
+
+# --- configuration -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RobustConfig:
+    """``threshold_px``: inlier threshold on the model's pixel error (for MAGSAC, the maximum threshold);
+    ``confidence`` of the sampling; ``max_iterations``; ``seed`` of OpenCV's RNG (reproducible results)."""
+
+    method: RobustMethod = RobustMethod.MAGSAC
+    threshold_px: float = 1.0
+    confidence: float = 0.999
+    max_iterations: int = 5000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", RobustMethod(self.method))
+        if not (np.isfinite(self.threshold_px) and self.threshold_px > 0):
+            raise ValueError(f"threshold_px={self.threshold_px!r}: must be > 0")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence={self.confidence!r}: must be in (0, 1)")
+        if int(self.max_iterations) != self.max_iterations or self.max_iterations <= 0:
+            raise ValueError(f"max_iterations={self.max_iterations!r}: must be a positive integer")
+
+
+@dataclass(frozen=True)
+class FundamentalConfig(RobustConfig):
+    """Sampson-distance threshold (px)."""
+
+    threshold_px: float = 1.0
+
+
+@dataclass(frozen=True)
+class HomographyConfig(RobustConfig):
+    """Transfer-error threshold (px) in the current image."""
+
+    threshold_px: float = 3.0
+
+
+@dataclass(frozen=True)
+class PnPConfig(RobustConfig):
+    """Reprojection-error threshold (px) in the current image; ``refine`` re-fits the pose on the inliers
+    (Levenberg-Marquardt)."""
+
+    threshold_px: float = 2.0
+    refine: bool = True
+
+
+# --- results -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RejectionResult:
+    """``inlier_mask``: (M,) bool over the input correspondences; ``method``: what was fitted."""
+
+    status: EstimationStatus
+    inlier_mask: np.ndarray
+    method: str
+
+    def __post_init__(self) -> None:
+        mask = np.asarray(self.inlier_mask, dtype=bool).reshape(-1)
+        mask.setflags(write=False)
+        object.__setattr__(self, "inlier_mask", mask)
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inlier_mask.sum())
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (EstimationStatus.OK, EstimationStatus.NOT_ESTIMATED)
+
+    def inliers(self, correspondences: Correspondences) -> Correspondences:
+        if len(correspondences) != len(self.inlier_mask):
+            raise ValueError(f"mask of {len(self.inlier_mask)} for {len(correspondences)} correspondences")
+        return correspondences.subset(self.inlier_mask)
+
+    def model_dict(self) -> dict:
+        """The estimated model as JSON-ready lists (empty when there is none)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class FundamentalResult(RejectionResult):
+    """``F_current_target`` (3x3, pixels) or None."""
+
+    F_current_target: Optional[np.ndarray] = None
+
+    def model_dict(self) -> dict:
+        return {} if self.F_current_target is None else {"F_current_target": self.F_current_target.tolist()}
+
+
+@dataclass(frozen=True)
+class HomographyResult(RejectionResult):
+    """``H_current_target`` (3x3, pixels): ``uv_current ~ H @ uv_target``, or None."""
+
+    H_current_target: Optional[np.ndarray] = None
+
+    def model_dict(self) -> dict:
+        return {} if self.H_current_target is None else {"H_current_target": self.H_current_target.tolist()}
+
+
+@dataclass(frozen=True)
+class PnPResult(RejectionResult):
+    """``T_current_target`` (4x4): pose of the target camera in the current camera frame, or None;
+    ``reprojection_error_px`` (M,): error of every correspondence under that pose (NaN where the target
+    has no depth or no pose was found); ``has_depth`` (M,): target keypoints with a valid ``Z*``."""
+
+    T_current_target: Optional[np.ndarray] = None
+    reprojection_error_px: Optional[np.ndarray] = None
+    has_depth: Optional[np.ndarray] = None
+
+    def model_dict(self) -> dict:
+        return {} if self.T_current_target is None else {"T_current_target": self.T_current_target.tolist()}
+
+
+# --- shared helpers ----------------------------------------------------------------------------------------
+FUNDAMENTAL_MIN_POINTS = 8
+HOMOGRAPHY_MIN_POINTS = 4
+PNP_MIN_POINTS = 4
+
+
+def _cv2_method(method: RobustMethod) -> int:
+    import cv2
+
+    return cv2.USAC_MAGSAC if method is RobustMethod.MAGSAC else cv2.RANSAC
+
+
+def _mask_from_cv2(mask: Optional[np.ndarray], n: int) -> np.ndarray:
+    return np.zeros(n, bool) if mask is None else np.asarray(mask).reshape(-1).astype(bool)
+
+
+def _seed(config: RobustConfig) -> None:
+    import cv2
+
+    cv2.setRNGSeed(int(config.seed))
+
+
+# --- the three models --------------------------------------------------------------------------------------
+def reject_fundamental(correspondences: Correspondences,
+                       config: FundamentalConfig = FundamentalConfig()) -> FundamentalResult:
+    """Fit ``F_current_target`` robustly; inliers have a Sampson error below ``threshold_px``."""
+    import cv2
+
+    n = len(correspondences)
+    if n < FUNDAMENTAL_MIN_POINTS:
+        return FundamentalResult(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), "fundamental")
+    _seed(config)
+    F, mask = cv2.findFundamentalMat(correspondences.uv_target_px, correspondences.uv_current_px,
+                                     _cv2_method(config.method), config.threshold_px, config.confidence,
+                                     config.max_iterations)
+    # OpenCV's convention: x2^T F x1 = 0 with x1 = first argument (target), x2 = second (current)
+    if F is None or F.shape != (3, 3):
+        return FundamentalResult(EstimationStatus.FAILED, np.zeros(n, bool), "fundamental")
+    return FundamentalResult(EstimationStatus.OK, _mask_from_cv2(mask, n), "fundamental", F.astype(np.float64))
+
+
+def reject_homography(correspondences: Correspondences,
+                      config: HomographyConfig = HomographyConfig()) -> HomographyResult:
+    """Fit ``H_current_target`` robustly; inliers have a transfer error below ``threshold_px``."""
+    import cv2
+
+    n = len(correspondences)
+    if n < HOMOGRAPHY_MIN_POINTS:
+        return HomographyResult(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), "homography")
+    _seed(config)
+    H, mask = cv2.findHomography(correspondences.uv_target_px, correspondences.uv_current_px,
+                                 _cv2_method(config.method), config.threshold_px, maxIters=config.max_iterations,
+                                 confidence=config.confidence)
+    if H is None or H.shape != (3, 3):
+        return HomographyResult(EstimationStatus.FAILED, np.zeros(n, bool), "homography")
+    return HomographyResult(EstimationStatus.OK, _mask_from_cv2(mask, n), "homography", H.astype(np.float64))
+
+
+def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray) -> np.ndarray:
+    """Depth (N,) at the nearest pixel of each ``uv_px`` (N, 2); NaN outside the image or where the depth
+    is NaN / not positive. Nearest, not bilinear: interpolating across an object's silhouette would invent
+    points between the object and the background."""
+    depth = np.asarray(depth_m, dtype=np.float64)
+    uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
+    out = np.full(len(uv), np.nan)
+    if len(uv) == 0 or depth.ndim != 2:
+        return out
+    cols, rows = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+    inside = np.isfinite(cols) & np.isfinite(rows) & (cols >= 0) & (rows >= 0) \
+        & (cols < depth.shape[1]) & (rows < depth.shape[0])
+    z = depth[rows[inside].astype(int), cols[inside].astype(int)]
+    out[inside] = np.where(np.isfinite(z) & (z > 0), z, np.nan)
+    return out
+
+
+def target_points_m(uv_target_px: np.ndarray, depth_target_m: np.ndarray, camera_target: Camera) -> np.ndarray:
+    """3D points (N, 3) in the target camera frame of target keypoints, from the rendered depth ``Z*``
+    (rows of NaN where there is no depth)."""
+    z = sample_depth(depth_target_m, uv_target_px)
+    pts = np.full((len(z), 3), np.nan)
+    ok = np.isfinite(z)
+    if ok.any():
+        pts[ok] = camera_target.unproject(np.asarray(uv_target_px, dtype=np.float64).reshape(-1, 2)[ok], z[ok])
+    return pts
+
+
+def reject_pnp(correspondences: Correspondences, points_target_m: np.ndarray, camera_current: Camera,
+               config: PnPConfig = PnPConfig()) -> PnPResult:
+    """Fit ``T_current_target`` from target 3D points (M, 3) (target camera frame, NaN rows = no depth) and
+    the current pixels; inliers reproject within ``threshold_px`` in the current image."""
+    import cv2
+
+    from .geometry import so3_exp
+
+    n = len(correspondences)
+    pts = np.asarray(points_target_m, dtype=np.float64).reshape(-1, 3)
+    if len(pts) != n:
+        raise ValueError(f"{len(pts)} target points for {n} correspondences")
+    has_depth = np.all(np.isfinite(pts), axis=1)
+    mask = np.zeros(n, bool)
+    nan_err = np.full(n, np.nan)
+    if has_depth.sum() < PNP_MIN_POINTS:
+        return PnPResult(EstimationStatus.INSUFFICIENT, mask, "pnp", None, nan_err, has_depth)
+    obj = pts[has_depth]
+    img = correspondences.uv_current_px[has_depth]
+    K, dist = camera_current.K, np.asarray(camera_current.dist, dtype=np.float64)
+    _seed(config)
+    try:
+        if config.method is RobustMethod.MAGSAC:
+            params = cv2.UsacParams()
+            params.sampler = cv2.SAMPLING_UNIFORM
+            params.score = cv2.SCORE_METHOD_MAGSAC
+            params.threshold = config.threshold_px
+            params.confidence = config.confidence
+            params.maxIterations = config.max_iterations
+            params.loMethod = cv2.LOCAL_OPTIM_SIGMA
+            params.randomGeneratorState = int(config.seed)
+            found, _, rvec, tvec, inl = cv2.solvePnPRansac(obj, img, K, dist, params=params)  # also returns K
+        else:
+            found, rvec, tvec, inl = cv2.solvePnPRansac(obj, img, K, dist, iterationsCount=config.max_iterations,
+                                                        reprojectionError=config.threshold_px,
+                                                        confidence=config.confidence, flags=cv2.SOLVEPNP_EPNP)
+    except cv2.error:
+        found = False
+    if not found or rvec is None or inl is None or len(inl) < PNP_MIN_POINTS:
+        return PnPResult(EstimationStatus.FAILED, mask, "pnp", None, nan_err, has_depth)
+    inl = np.asarray(inl).reshape(-1)
+    if config.refine:
+        rvec, tvec = cv2.solvePnPRefineLM(obj[inl], img[inl], K, dist, rvec, tvec)
+    T = np.eye(4)
+    T[:3, :3] = so3_exp(np.asarray(rvec, dtype=np.float64).reshape(3))
+    T[:3, 3] = np.asarray(tvec, dtype=np.float64).reshape(3)
+    p_current = obj @ T[:3, :3].T + T[:3, 3]
+    err = np.full(n, np.nan)
+    in_front = p_current[:, 2] > 0
+    sub = np.full(len(obj), np.inf)
+    if in_front.any():
+        sub[in_front] = np.linalg.norm(camera_current.project(p_current[in_front]) - img[in_front], axis=1)
+    err[has_depth] = sub
+    mask = np.zeros(n, bool)
+    mask[has_depth] = sub <= config.threshold_px
+    return PnPResult(EstimationStatus.OK, mask, "pnp", T, err, has_depth)
+
+
+# --- a uniform interface for the CLI and the benchmarks ----------------------------------------------------
+@dataclass(frozen=True)
+class TargetGeometry:
+    """What PnP needs beyond the correspondences: the target's rendered depth ``Z*`` (H, W) in metres (NaN
+    background), the target camera, and the current camera (the target camera when None)."""
+
+    depth_target_m: np.ndarray
+    camera_target: Camera
+    camera_current: Optional[Camera] = None
+
+
+class Rejector:
+    """``rejector(correspondences, geometry=None) -> RejectionResult`` for a model chosen by name."""
+
+    def __init__(self, name: str, config: Optional[RobustConfig]) -> None:
+        self.name = name
+        self.config = config
+
+    def __call__(self, correspondences: Correspondences,
+                 geometry: Optional[TargetGeometry] = None) -> RejectionResult:
+        if self.name == "none":
+            return RejectionResult(EstimationStatus.NOT_ESTIMATED, np.ones(len(correspondences), bool), "none")
+        if self.name == "fundamental":
+            return reject_fundamental(correspondences, self.config)  # type: ignore[arg-type]
+        if self.name == "homography":
+            return reject_homography(correspondences, self.config)  # type: ignore[arg-type]
+        if geometry is None:
+            raise ValueError("rejector 'pnp' needs the target geometry (rendered depth Z* and cameras)")
+        pts = target_points_m(correspondences.uv_target_px, geometry.depth_target_m, geometry.camera_target)
+        return reject_pnp(correspondences, pts, geometry.camera_current or geometry.camera_target,
+                          self.config)  # type: ignore[arg-type]
+
+
+_REJECTORS: dict[str, Optional[type]] = {"none": None, "fundamental": FundamentalConfig,
+                                         "homography": HomographyConfig, "pnp": PnPConfig}
+DEFAULT_REJECTOR = "fundamental"
+
+
+def available_rejectors() -> list[str]:
+    return list(_REJECTORS)
+
+
+def get_rejector(name: str = DEFAULT_REJECTOR, config: Optional[RobustConfig] = None,
+                 **overrides: Union[float, int, str, bool]) -> Rejector:
+    """Rejector by name ("none", "fundamental", "homography", "pnp") with config and/or overrides
+    (e.g. ``threshold_px=2.0, method="ransac"``)."""
+    key = name.strip().lower()
+    if key not in _REJECTORS:
+        raise ValueError(f"unknown rejector {name!r}; available: {', '.join(available_rejectors())}")
+    config_cls = _REJECTORS[key]
+    if config_cls is None:
+        if overrides:
+            raise ValueError(f"rejector 'none' takes no settings, got {sorted(overrides)}")
+        return Rejector(key, None)
+    allowed = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"rejector {name!r} has no setting {unknown}; settings: {sorted(allowed)}")
+    values = {f.name: getattr(config, f.name) for f in fields(config_cls) if config is not None and hasattr(config, f.name)}
+    values.update(overrides)
+    return Rejector(key, config_cls(**values))
