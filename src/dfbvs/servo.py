@@ -19,9 +19,9 @@ import numpy as np
 
 from .camera import Camera
 from .control import ControlConfig, GainConfig, ibvs_control
-from .estimation import RejectionConfig, reject_outliers
+from .estimation import PnPConfig, get_rejector, reject_pnp, target_points_m
 from .features import Features, get_extractor
-from .matching import Correspondences, MatcherConfig, get_matcher
+from .matching import Correspondences, get_matcher
 from .render.target import TargetRender
 
 
@@ -76,14 +76,14 @@ class ServoConfig:
     features: str = "aliked"
     max_keypoints: int = 500
     keypointnet_checkpoint: str | None = None  # path of a KP2D checkpoint, for features="keypointnet"
-    matcher: MatcherConfig = field(default_factory=MatcherConfig)
-    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    matcher: str = "mnn"  # mutual nearest neighbour (the paper), ratio, lightglue
+    rejection: str = "pnp"  # pnp (with the target's 3D points), fundamental, homography, none
+    rejection_threshold_px: float = 2.0
     control: ControlConfig = field(default_factory=lambda: ControlConfig(
         gain=GainConfig(gain_at_zero=1.0, gain_at_infinity=0.5, slope_at_zero=20.0),
         max_linear_m_s=0.05, max_angular_rad_s=0.3))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     min_inliers: int = 6
-    max_depth_spread_m: float = 0.005  # drop target keypoints whose 2x2 depth neighbourhood spans more
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -110,27 +110,6 @@ class PreparedTarget:
     points_camera_goal_m: np.ndarray
 
 
-def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray, max_spread_m: float) -> np.ndarray:
-    """Bilinear depth (N,) at sub-pixel ``uv_px`` (N, 2); NaN where a neighbour is missing or the 2x2
-    neighbourhood spans more than ``max_spread_m`` (a depth edge: the keypoint is not on one surface)."""
-    h, w = depth_m.shape
-    uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
-    u0 = np.clip(np.floor(uv[:, 0]).astype(int), 0, w - 2)
-    v0 = np.clip(np.floor(uv[:, 1]).astype(int), 0, h - 2)
-    du = np.clip(uv[:, 0] - u0, 0.0, 1.0)
-    dv = np.clip(uv[:, 1] - v0, 0.0, 1.0)
-    z00, z01 = depth_m[v0, u0], depth_m[v0, u0 + 1]
-    z10, z11 = depth_m[v0 + 1, u0], depth_m[v0 + 1, u0 + 1]
-    stack = np.stack([z00, z01, z10, z11])
-    Z = (z00 * (1 - du) * (1 - dv) + z01 * du * (1 - dv) + z10 * (1 - du) * dv + z11 * du * dv)
-    bad = ~np.all(np.isfinite(stack), axis=0)
-    with np.errstate(invalid="ignore"):
-        bad |= (np.nanmax(stack, axis=0) - np.nanmin(stack, axis=0)) > max_spread_m
-    Z = Z.astype(np.float64)
-    Z[bad] = np.nan
-    return Z
-
-
 def resize_image(image: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
     """Area-resample an image to the working resolution (no-op when it already has that size)."""
     if image.shape[1] == width_px and image.shape[0] == height_px:
@@ -144,7 +123,7 @@ def make_extractor(config: ServoConfig):
     """The feature extractor a servo config names (loads its network once)."""
     options = {"max_keypoints": config.max_keypoints}
     if config.features == "keypointnet":
-        options["checkpoint"] = config.keypointnet_checkpoint
+        options["checkpoint_path"] = config.keypointnet_checkpoint
     return get_extractor(config.features, **options)
 
 
@@ -156,14 +135,13 @@ def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> Prep
         raise ValueError(f"target depth is {render.depth_m.shape[1]}x{render.depth_m.shape[0]} but the working "
                          f"resolution is {camera.width_px}x{camera.height_px}: render the target at the "
                          f"working resolution")
-    feats = extractor.extract(rgb)
-    Z = sample_depth(render.depth_m, feats.keypoints_px, config.max_depth_spread_m) if len(feats) else np.zeros(0)
-    keep = np.isfinite(Z) & (Z > 0)
-    feats = feats.subset(np.flatnonzero(keep))
-    Z = Z[keep]
+    feats = extractor(rgb)
+    points = target_points_m(feats.keypoints_px, render.depth_m, camera)  # Z* at the nearest pixel
+    keep = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    feats, points = feats.subset(keep), points[keep]
     xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
-    return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=Z, xy_star=xy,
-                          points_camera_goal_m=np.column_stack([xy * Z[:, None], Z]) if len(Z) else np.zeros((0, 3)))
+    return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
+                          points_camera_goal_m=points)
 
 
 @dataclass(frozen=True)
@@ -201,6 +179,12 @@ class DFBVSServo:
         self.config = config
         self.extractor = extractor
         self.matcher = matcher or get_matcher(config.matcher)
+        if config.rejection == "pnp":
+            self._pnp_config = PnPConfig(threshold_px=config.rejection_threshold_px)
+            self.rejector = None
+        else:
+            self.rejector = get_rejector(config.rejection, **(
+                {} if config.rejection == "none" else {"threshold_px": config.rejection_threshold_px}))
         self._tracked_target_idx: np.ndarray | None = None  # target indices kept in tracking mode
         self._last_error_px = np.inf
         self._rising = 0
@@ -233,25 +217,28 @@ class DFBVSServo:
         cfg, target = self.config, self.target
         t0 = time.perf_counter()
         rgb = resize_image(np.asarray(image), cfg.working_width_px, cfg.working_height_px)
-        feats = self.extractor.extract(rgb)
+        feats = self.extractor(rgb)
         t1 = time.perf_counter()
 
         tracking = self.tracking
         target_feats = target.features
         if tracking:
             target_feats = target.features.subset(self._tracked_target_idx)
-        matches = self.matcher.match(feats, target_feats)
+        matches = self.matcher(feats, target_feats)
         if tracking:  # back to indices of the full target feature set
-            matches = matches.with_target_indices(self._tracked_target_idx[matches.index_target])
+            matches = Correspondences(matches.uv_current_px, matches.uv_target_px, matches.index_current,
+                                      self._tracked_target_idx[matches.index_target], matches.scores)
         t2 = time.perf_counter()
 
         timings = {"extract_ms": (t1 - t0) * 1e3, "match_ms": (t2 - t1) * 1e3}
-        empty = matches.subset(np.zeros(0, dtype=int))
         if len(matches) < cfg.min_inliers:
-            return self._failed(StepStatus.TOO_FEW_MATCHES, empty, matches, tracking, timings, t0)
+            return self._failed(StepStatus.TOO_FEW_MATCHES, Correspondences.empty(), matches, tracking, timings, t0)
 
-        rejection = reject_outliers(matches, cfg.rejection, camera=target.camera,
-                                    points_target_m=target.points_camera_goal_m)
+        if self.rejector is None:  # PnP with the target's 3D points from the rendered depth
+            rejection = reject_pnp(matches, target.points_camera_goal_m[matches.index_target], target.camera,
+                                   self._pnp_config)
+        else:
+            rejection = self.rejector(matches)
         inliers = matches.subset(np.flatnonzero(rejection.inlier_mask))
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
