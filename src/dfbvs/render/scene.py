@@ -1,0 +1,360 @@
+"""The simulated "live camera": the target object on a textured table among distractors, seen under
+lighting and through a sensor that differ from the clean target render (the sim-to-real gap).
+
+The world frame of a scene IS the object frame: the object sits at the origin, the table top is the plane
+``z = min z`` of the object mesh, so the object stands on it. Every random choice is drawn from the seed
+given to :func:`build_scene`; per-frame sensor noise comes from the scene's own generator (seeded too),
+so an episode is reproducible frame by frame.
+
+Ids in :attr:`RenderOutput.ids`: 0 nothing, 1 target, 2 table, 3 gripper fingertips, 4.. distractors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..camera import Camera
+from ..geometry import make_pose, so3_exp
+from .backend import DirectionalLight, DrawItem, Lighting, Material, RenderOutput, get_renderer
+from .mesh import Mesh
+from .target import TARGET_BACKGROUND_RGB
+
+ID_TABLE = 2
+ID_FINGERTIPS = 3
+ID_FIRST_DISTRACTOR = 4
+
+#: distractors that look like the built-in targets (drawn in the same 3D-print grey)
+_PRINT_LIKE = ("bracket", "gear", "connector", "gear_small", "plate")
+_DISTRACTOR_PALETTE = ((0.80, 0.78, 0.74), (0.62, 0.62, 0.64), (0.15, 0.15, 0.17), (0.75, 0.20, 0.15),
+                       (0.15, 0.35, 0.70), (0.90, 0.75, 0.20), (0.25, 0.55, 0.30), (0.95, 0.95, 0.93))
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """A cluttered scene and its sim-to-real gap. Every knob is explicit; randomness comes from the seed.
+
+    Background and clutter:
+      - ``background``: ``"procedural"`` (seeded workbench-mat texture), ``"plain"`` (uniform
+        ``table_rgb``), ``"none"`` (no table: uniform ``background_rgb``, as in the target render) or the
+        path of an image stretched over the table.
+      - ``table_size_m``: side of the square table top (m); ``texture_tile_m``: side of one repeat of the
+        procedural texture on the table (m); ``table_rgb``, ``background_rgb``: 0..1 colours.
+      - ``n_distractors`` meshes drawn from ``distractors`` (built-in names; the target's own name is
+        skipped), placed at random on the table within ``placement_radius_m`` of the object's centre,
+        at least ``distractor_gap_m`` from the object and from each other (footprint circles).
+    Sim-to-real gap (all at their identity value = no gap):
+      - ``light_rotation_deg``: the key light's direction turned by this angle about a random axis;
+        ``light_intensity_gain`` and ``ambient_gain`` scale the target render's lights.
+      - ``object_color_shift``: each RGB channel of the object's colour moves by a random amount in
+        ``[-shift, shift]`` (0..1 units); ``object_specular_gain`` scales its highlight.
+      - ``exposure_gain`` multiplies the image; ``vignetting`` darkens the corners by this fraction
+        (quadratic fall-off); ``blur_sigma_px`` Gaussian blur (px); ``noise_std_levels`` Gaussian sensor
+        noise (std in 8-bit intensity levels), drawn fresh each frame.
+      - ``gripper_fingertips``: two dark fingertips fixed to the camera occlude the bottom
+        ``fingertip_coverage`` fraction of the image at ``fingertip_depth_m`` in front of the camera.
+    ``layer_pitch_m`` > 0 draws 3D-print layer lines on the object (also pass it to the target render).
+    ``antialias`` multisamples the RGB image; it is off by default because it doubles the frame time on a
+    CPU renderer and ``blur_sigma_px`` already smooths edges as camera optics do (targets are antialiased).
+    """
+
+    background: str = "procedural"
+    table_size_m: float = 1.2
+    texture_tile_m: float = 0.4
+    table_rgb: tuple[float, float, float] = (0.42, 0.40, 0.38)
+    background_rgb: tuple[float, float, float] = TARGET_BACKGROUND_RGB
+    n_distractors: int = 6
+    distractors: tuple[str, ...] = ("gear_small", "plate", "block", "cylinder", "hex_nut", "sphere",
+                                    "bracket", "gear", "connector")
+    placement_radius_m: float = 0.22
+    distractor_gap_m: float = 0.01
+    light_rotation_deg: float = 20.0
+    light_intensity_gain: float = 0.85
+    ambient_gain: float = 1.15
+    object_color_shift: float = 0.04
+    object_specular_gain: float = 1.5
+    exposure_gain: float = 1.08
+    vignetting: float = 0.25
+    blur_sigma_px: float = 0.6
+    noise_std_levels: float = 2.0
+    gripper_fingertips: bool = False
+    fingertip_coverage: float = 0.15
+    fingertip_depth_m: float = 0.07
+    layer_pitch_m: float = 0.0
+    renderer: str = "moderngl"
+    antialias: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "table_size_m": self.table_size_m > 0, "texture_tile_m": self.texture_tile_m > 0,
+            "n_distractors": int(self.n_distractors) == self.n_distractors and self.n_distractors >= 0,
+            "placement_radius_m": self.placement_radius_m > 0, "distractor_gap_m": self.distractor_gap_m >= 0,
+            "light_rotation_deg": 0 <= self.light_rotation_deg <= 180,
+            "light_intensity_gain": self.light_intensity_gain >= 0, "ambient_gain": self.ambient_gain >= 0,
+            "object_color_shift": 0 <= self.object_color_shift <= 1,
+            "object_specular_gain": self.object_specular_gain >= 0, "exposure_gain": self.exposure_gain > 0,
+            "vignetting": 0 <= self.vignetting <= 1, "blur_sigma_px": self.blur_sigma_px >= 0,
+            "noise_std_levels": self.noise_std_levels >= 0, "fingertip_coverage": 0 < self.fingertip_coverage < 1,
+            "fingertip_depth_m": self.fingertip_depth_m > 0.02, "layer_pitch_m": self.layer_pitch_m >= 0,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not np.isfinite(value)):
+                raise ValueError(f"SceneConfig.{name}={value!r} is out of range")
+        if self.n_distractors > 0 and not self.distractors:
+            raise ValueError(f"SceneConfig: n_distractors={self.n_distractors} but no distractor names given")
+        for rgb_name in ("table_rgb", "background_rgb"):
+            rgb = getattr(self, rgb_name)
+            if len(rgb) != 3 or not all(0 <= c <= 1 for c in rgb):
+                raise ValueError(f"SceneConfig.{rgb_name}={rgb!r}: need 3 values in [0, 1]")
+        if self.background not in ("procedural", "plain", "none") and not Path(self.background).is_file():
+            raise ValueError(f"SceneConfig.background={self.background!r}: use procedural, plain, none or "
+                             f"the path of an existing image file")
+
+    def without_gap(self) -> "SceneConfig":
+        """The same scene (background, distractors) with every sim-to-real knob at its identity value."""
+        return replace(self, light_rotation_deg=0.0, light_intensity_gain=1.0, ambient_gain=1.0,
+                       object_color_shift=0.0, object_specular_gain=1.0, exposure_gain=1.0, vignetting=0.0,
+                       blur_sigma_px=0.0, noise_std_levels=0.0, gripper_fingertips=False)
+
+    @classmethod
+    def clean(cls) -> "SceneConfig":
+        """No table, no distractors, no gap: renders exactly what :func:`render_target` renders."""
+        return replace(cls(), background="none", n_distractors=0, antialias=True).without_gap()
+
+    @classmethod
+    def similar_to_target(cls) -> "SceneConfig":
+        """A plain table close to the target render's background, no distractors, the default gap."""
+        return replace(cls(), background="plain", table_rgb=(0.33, 0.33, 0.35), n_distractors=0)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """A built scene: draw ``items`` (the target with id 1 first), under ``lighting``, on
+    ``background_rgb``; ``fingertips`` is the fingertip mesh (camera frame) or None; ``noise_rng``
+    draws the per-frame sensor noise."""
+
+    config: SceneConfig
+    seed: int
+    items: tuple[DrawItem, ...]
+    lighting: Lighting
+    background_rgb: tuple[float, float, float]
+    fingertips: Mesh | None = None
+    noise_rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+def procedural_table_texture(seed: int, size_px: int = 512) -> np.ndarray:
+    """(size_px, size_px, 3) uint8 seeded workbench-mat texture that tiles: smooth colour noise, a grid of
+    thin lines, and scattered marks (stains, labels, screws) that give background keypoints."""
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    base = np.asarray(rng.choice([(0.35, 0.42, 0.38), (0.45, 0.40, 0.34), (0.30, 0.33, 0.40), (0.42, 0.42, 0.42)]))
+    img = np.ones((size_px, size_px, 3)) * base
+    for cells, amp in ((4, 0.08), (16, 0.05), (64, 0.03)):  # tileable noise: wrap-around upsampling
+        noise = rng.normal(0, 1, (cells, cells, 3)).astype(np.float32)
+        noise = np.concatenate([noise, noise[:1]], axis=0)
+        noise = np.concatenate([noise, noise[:, :1]], axis=1)
+        up = cv2.resize(noise, (size_px + size_px // cells, size_px + size_px // cells),
+                        interpolation=cv2.INTER_CUBIC)[:size_px, :size_px]
+        img += amp * up.mean(axis=2, keepdims=True) + 0.3 * amp * up
+    step = size_px // 8
+    for k in range(0, size_px, step):
+        img[k:k + 2, :, :] *= 0.75
+        img[:, k:k + 2, :] *= 0.75
+    for _ in range(int(rng.integers(18, 30))):
+        colour = np.asarray(_DISTRACTOR_PALETTE[int(rng.integers(len(_DISTRACTOR_PALETTE)))]) * rng.uniform(0.6, 1.1)
+        x, y = rng.integers(0, size_px, 2)
+        r = int(rng.integers(4, 26))
+        kind = rng.integers(3)
+        overlay = img.copy()
+        if kind == 0:
+            cv2.circle(overlay, (int(x), int(y)), r, colour.tolist(), -1, lineType=cv2.LINE_AA)
+        elif kind == 1:
+            cv2.rectangle(overlay, (int(x), int(y)), (int(x + 2 * r), int(y + r)), colour.tolist(), -1)
+        else:
+            cv2.line(overlay, (int(x), int(y)), (int(x + rng.integers(-60, 60)), int(y + rng.integers(-60, 60))),
+                     colour.tolist(), int(rng.integers(1, 4)), lineType=cv2.LINE_AA)
+        alpha = rng.uniform(0.4, 0.9)
+        img = (1 - alpha) * img + alpha * overlay
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+
+
+def _table_mesh(config: SceneConfig, table_z_m: float, seed: int) -> Mesh:
+    half = config.table_size_m / 2
+    v = np.array([[-half, -half, table_z_m], [half, -half, table_z_m], [half, half, table_z_m],
+                  [-half, half, table_z_m]])
+    f = np.array([[0, 1, 2], [0, 2, 3]])
+    if config.background == "plain":
+        return Mesh(v, f, base_rgb=config.table_rgb, name="table")
+    if config.background == "procedural":
+        texture = procedural_table_texture(seed)
+        repeats = config.table_size_m / config.texture_tile_m
+    else:
+        from PIL import Image
+
+        try:
+            texture = np.asarray(Image.open(config.background).convert("RGB"))
+        except Exception as exc:
+            raise ValueError(f"cannot read background image {config.background}: {exc}") from None
+        repeats = 1.0
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]) * repeats
+    return Mesh(v, f, uv=uv, texture=texture, base_rgb=(1.0, 1.0, 1.0), name="table")
+
+
+_FINGERTIP_LENGTH_M = 0.04
+
+
+def _fingertip_mesh() -> Mesh:
+    """One fingertip: a 20 x 60 x 40 mm box (x, y, z in the camera frame), origin at its top-front-centre."""
+    import trimesh
+
+    box = trimesh.creation.box(extents=(0.02, 0.06, _FINGERTIP_LENGTH_M))
+    v = np.asarray(box.vertices) + np.array([0.0, 0.03, _FINGERTIP_LENGTH_M / 2])
+    return Mesh(v, np.asarray(box.faces), base_rgb=(0.12, 0.12, 0.13), name="fingertip")
+
+
+def _gap_lighting(config: SceneConfig, rng: np.random.Generator) -> Lighting:
+    base = Lighting()
+    lights = list(base.lights)
+    if config.light_rotation_deg > 0 and lights:
+        d = lights[0].unit_direction
+        axis = np.cross(d, rng.normal(size=3))
+        axis /= np.linalg.norm(axis)
+        d = so3_exp(axis * np.deg2rad(config.light_rotation_deg)) @ d
+        lights[0] = replace(lights[0], direction_world=tuple(d))
+    lights = [replace(l, intensity=l.intensity * config.light_intensity_gain) for l in lights]
+    return Lighting(ambient=base.ambient * config.ambient_gain, lights=tuple(lights))
+
+
+def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng: np.random.Generator
+                       ) -> list[DrawItem]:
+    from .objects import load_builtin
+
+    names = [n for n in config.distractors if n != target.name]
+    if not names or config.n_distractors == 0:
+        return []
+    lo, hi = target.bounds_m
+    centre = 0.5 * (lo[:2] + hi[:2])
+    r_target = 0.5 * np.linalg.norm(hi[:2] - lo[:2])
+    placed: list[tuple[np.ndarray, float]] = [(centre, r_target)]
+    items = []
+    for k in range(config.n_distractors):
+        name = names[int(rng.integers(len(names)))]
+        mesh = load_builtin(name)
+        d_lo, d_hi = mesh.bounds_m
+        r = 0.5 * np.linalg.norm(d_hi[:2] - d_lo[:2])
+        d_centre = 0.5 * (d_lo[:2] + d_hi[:2])
+        for _ in range(200):
+            rho = rng.uniform(r_target + r + config.distractor_gap_m, config.placement_radius_m + r)
+            phi = rng.uniform(0, 2 * np.pi)
+            xy = centre + rho * np.array([np.cos(phi), np.sin(phi)])
+            if all(np.linalg.norm(xy - c) >= r + rc + config.distractor_gap_m for c, rc in placed):
+                break
+        else:
+            continue  # no free spot left on the table for this one
+        placed.append((xy, r))
+        yaw = rng.uniform(0, 2 * np.pi)
+        R = so3_exp(np.array([0.0, 0.0, yaw]))
+        # the footprint centre goes to xy; the lowest point rests on the table
+        t = np.array([xy[0], xy[1], table_z_m - d_lo[2]]) - R @ np.array([d_centre[0], d_centre[1], 0.0])
+        if name in _PRINT_LIKE:
+            rgb = tuple(np.clip(np.asarray(target.base_rgb) + rng.uniform(-0.05, 0.05, 3), 0, 1))
+        else:
+            rgb = _DISTRACTOR_PALETTE[int(rng.integers(len(_DISTRACTOR_PALETTE)))]
+        items.append(DrawItem(mesh, make_pose(R, t), ID_FIRST_DISTRACTOR + k,
+                              Material(rgb=tuple(float(c) for c in rgb), specular=float(rng.uniform(0.1, 0.5)))))
+    return items
+
+
+def build_scene(target_mesh: Mesh, config: SceneConfig = SceneConfig(), seed: int = 0) -> Scene:
+    """Place ``target_mesh`` at the world (= object) origin standing on the table, add the distractors and
+    draw every random choice of the sim-to-real gap from ``seed``."""
+    rng = np.random.default_rng(seed)
+    rng_gap, rng_place, rng_noise = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
+    table_z = float(target_mesh.bounds_m[0, 2])
+    base_material = Material(layer_pitch_m=config.layer_pitch_m)
+    shift = rng_gap.uniform(-config.object_color_shift, config.object_color_shift, 3) \
+        if config.object_color_shift > 0 else np.zeros(3)
+    lighting = _gap_lighting(config, rng_gap)
+    material = base_material
+    if config.object_color_shift > 0 or config.object_specular_gain != 1.0:
+        rgb = np.clip(np.asarray(target_mesh.base_rgb) + shift, 0.0, 1.0)
+        material = replace(base_material, rgb=tuple(float(c) for c in rgb),
+                           specular=base_material.specular * config.object_specular_gain)
+    items = [DrawItem(target_mesh, np.eye(4), 1, material)]
+    items += _place_distractors(target_mesh, config, table_z, rng_place)
+    if config.background != "none":  # last: drawing front to back lets the depth test skip hidden fragments
+        items.append(DrawItem(_table_mesh(config, table_z, seed), np.eye(4), ID_TABLE,
+                              Material(specular=0.05, shininess=8.0)))
+    return Scene(config, int(seed), tuple(items), lighting, tuple(config.background_rgb),
+                 _fingertip_mesh() if config.gripper_fingertips else None, rng_noise)
+
+
+def _fingertip_items(scene: Scene, camera: Camera, T_world_camera: np.ndarray) -> list[DrawItem]:
+    c = scene.config
+    z = c.fingertip_depth_m
+    v_top = camera.height_px * (1.0 - c.fingertip_coverage) - 0.5
+    y_top = (v_top - camera.cy) / camera.fy * (z + _FINGERTIP_LENGTH_M)  # the far top edge at v_top
+    items = []
+    for side, u in ((-1.0, 0.25 * camera.width_px), (1.0, 0.75 * camera.width_px)):
+        x = (u - camera.cx) / camera.fx * z  # fingertips a quarter of the image from each side
+        T_camera_tip = make_pose(so3_exp(np.array([0.0, 0.0, side * 0.15])), np.array([x, y_top, z]))
+        items.append(DrawItem(scene.fingertips, T_world_camera @ T_camera_tip, ID_FINGERTIPS,
+                              Material(specular=0.6, shininess=40.0)))
+    return items
+
+
+@functools.lru_cache(maxsize=8)
+def _vignetting_gain(height_px: int, width_px: int, strength: float) -> np.ndarray:
+    """(H, W, 1) float32 gain ``1 - strength * r^2``, r = 1 in the image corners."""
+    y, x = np.mgrid[0:height_px, 0:width_px].astype(np.float32)
+    cx, cy = (width_px - 1) / 2, (height_px - 1) / 2
+    r2 = ((x - cx) ** 2 + (y - cy) ** 2) / (cx**2 + cy**2)
+    gain = (1.0 - strength * r2)[:, :, None].astype(np.float32)
+    gain.setflags(write=False)
+    return gain
+
+
+def apply_sensor_effects(rgb: np.ndarray, config: SceneConfig, rng: np.random.Generator) -> np.ndarray:
+    """Exposure and vignetting (optics), Gaussian blur, then Gaussian sensor noise on an (H, W, 3) uint8
+    image; returns the input itself when every sensor knob is at its identity value."""
+    if (config.exposure_gain == 1.0 and config.vignetting == 0 and config.blur_sigma_px == 0
+            and config.noise_std_levels == 0):
+        return rgb
+    import cv2
+
+    img = rgb.astype(np.float32)
+    if config.exposure_gain != 1.0:
+        img *= np.float32(config.exposure_gain)
+    if config.vignetting > 0:
+        img *= _vignetting_gain(img.shape[0], img.shape[1], float(config.vignetting))
+    if config.blur_sigma_px > 0:
+        img = cv2.GaussianBlur(img, (0, 0), config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
+    if config.noise_std_levels > 0:
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= np.float32(config.noise_std_levels)
+        img += noise
+    np.clip(img, 0, 255, out=img)
+    return np.rint(img).astype(np.uint8)
+
+
+def render_scene(scene: Scene, camera: Camera, T_object_camera: np.ndarray,
+                 rng: np.random.Generator | None = None) -> RenderOutput:
+    """Render the scene from ``T_object_camera`` (= ``T_world_camera``) and apply the sensor effects,
+    with noise from ``rng`` (default: the scene's own seeded generator, advancing each frame).
+
+    Depth and ids are exact (no sensor effect touches them); the fingertips appear in them too.
+    """
+    T = np.asarray(T_object_camera, dtype=np.float64)
+    items = list(scene.items)
+    if scene.fingertips is not None:
+        items += _fingertip_items(scene, camera, T)
+    backend = get_renderer(scene.config.renderer)
+    out = backend.render(items, camera, T, scene.lighting, scene.background_rgb, scene.config.antialias)
+    rgb = apply_sensor_effects(out.rgb, scene.config, rng if rng is not None else scene.noise_rng)
+    return dataclasses.replace(out, rgb=rgb)
