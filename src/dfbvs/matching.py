@@ -265,3 +265,94 @@ def get_matcher(name: str = DEFAULT_MATCHER, config: Optional[object] = None, **
     values = {f.name: getattr(config, f.name) for f in fields(config_cls) if config is not None}
     values.update(overrides)
     return cls(config_cls(**values))
+
+
+# --- sub-pixel refinement of correspondences ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Sub-pixel refinement: each target keypoint's patch is aligned into the current image (pyramidal
+    Lucas-Kanade, starting at the matched current keypoint) on locally contrast-normalised grey images, so the
+    current position measures the *same* surface point instead of an independent detection.
+
+    - ``window_px``: side of the aligned patch (odd, pixels); ``levels``: pyramid levels above the base.
+    - ``normalise_sigma_px``: Gaussian scale of the local mean/contrast normalisation (lighting changes).
+    - ``max_shift_px``: drop a correspondence whose refined position moved further than this.
+    - ``mask_margin_px``: only patches lying entirely on the target object (its render mask eroded by this)
+      are refined; others are dropped, since the target's plain background differs from the live scene's.
+    """
+
+    window_px: int = 13
+    levels: int = 1
+    normalise_sigma_px: float = 4.0
+    max_shift_px: float = 3.0
+    mask_margin_px: int = 1
+    iterations: int = 30
+
+    def __post_init__(self) -> None:
+        if self.window_px < 5 or self.window_px % 2 == 0:
+            raise ValueError(f"window_px={self.window_px!r}: must be an odd number >= 5")
+        if self.max_shift_px <= 0:
+            raise ValueError(f"max_shift_px={self.max_shift_px!r}: must be > 0")
+
+
+def normalise_contrast(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Grey image with local mean removed and local contrast equalised, as uint8 centred on 128."""
+    import cv2
+
+    grey = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
+    g = grey.astype(np.float32)
+    mean = cv2.GaussianBlur(g, (0, 0), sigma_px)
+    centred = g - mean
+    std = np.sqrt(cv2.GaussianBlur(centred * centred, (0, 0), sigma_px)) + 4.0
+    return np.clip(128.0 + 40.0 * centred / std, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class RefinementTarget:
+    """What refinement needs from the target, computed once: its normalised grey image and the boolean
+    map (H, W) of pixels whose whole window lies on the object."""
+
+    normalised: np.ndarray
+    refinable: np.ndarray
+    config: RefineConfig
+
+    @classmethod
+    def from_render(cls, rgb: np.ndarray, mask: np.ndarray, config: RefineConfig = RefineConfig()) -> "RefinementTarget":
+        import cv2
+
+        k = config.window_px + 2 * config.mask_margin_px
+        refinable = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+        return cls(normalise_contrast(rgb, config.normalise_sigma_px), refinable, config)
+
+
+def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
+                    target: RefinementTarget) -> Correspondences:
+    """Correspondences whose current pixels are re-measured by aligning the target patch (see
+    :class:`RefineConfig`); those that cannot be refined are dropped. Target pixels are unchanged."""
+    import cv2
+
+    c = target.config
+    n = len(correspondences)
+    if n == 0:
+        return correspondences
+    h, w = target.refinable.shape
+    ut = np.clip(np.rint(correspondences.uv_target_px).astype(int), [0, 0], [w - 1, h - 1])
+    ok = target.refinable[ut[:, 1], ut[:, 0]]
+    if not ok.any():
+        return correspondences.subset(np.zeros(0, dtype=np.int64))
+    idx = np.flatnonzero(ok)
+    prev = correspondences.uv_target_px[idx].astype(np.float32).reshape(-1, 1, 2)
+    guess = correspondences.uv_current_px[idx].astype(np.float32).reshape(-1, 1, 2)
+    current = normalise_contrast(current_rgb, c.normalise_sigma_px)
+    refined, status, _ = cv2.calcOpticalFlowPyrLK(
+        target.normalised, current, prev, guess.copy(), winSize=(c.window_px, c.window_px), maxLevel=c.levels,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, c.iterations, 1e-3),
+        flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    refined = refined.reshape(-1, 2).astype(np.float64)
+    moved = np.linalg.norm(refined - guess.reshape(-1, 2), axis=1)
+    good = (status.reshape(-1) == 1) & (moved <= c.max_shift_px) & np.all(np.isfinite(refined), axis=1)
+    keep = idx[good]
+    sub = correspondences.subset(keep)
+    return Correspondences(refined[good], sub.uv_target_px, sub.index_current, sub.index_target, sub.scores)

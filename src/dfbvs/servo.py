@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .camera import Camera
 from .control import ControlConfig, GainConfig, ibvs_control
 from .estimation import PnPConfig, get_rejector, reject_pnp, target_points_m
 from .features import Features, get_extractor
-from .matching import Correspondences, get_matcher
+from .matching import Correspondences, RefineConfig, RefinementTarget, get_matcher, refine_subpixel
 from .render.target import TargetRender
 
 
@@ -42,14 +42,31 @@ class EpisodeStatus(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class TrackingMode(str, enum.Enum):
+    """Which target features a tracking cycle may match.
+
+    ``previous``: the paper's rule, ``R(t) ⊆ R(t-1)``: only the previous cycle's inliers (the set can only
+    shrink). ``entry``: the inliers of the cycle that entered tracking; the set of 3D points still cannot
+    switch to new ones, but a point missed in one cycle may come back (beyond the paper; measured in docs/).
+    """
+
+    PREVIOUS = "previous"
+    ENTRY = "entry"
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Tracking mode (paper IV-D): enter below ``enter_px`` mean error; leave when fewer than
     ``min_inliers`` inliers remain or the error rose for ``max_rising_cycles`` cycles in a row."""
 
     enabled: bool = True
+    mode: TrackingMode = TrackingMode.ENTRY
     enter_px: float = 3.0
     min_inliers: int = 12
     max_rising_cycles: int = 5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", TrackingMode(self.mode))
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,9 @@ class ServoConfig:
         max_linear_m_s=0.05, max_angular_rad_s=0.3))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     min_inliers: int = 6
+    refine: bool = True  # sub-pixel refinement of the inliers (beyond the paper; see matching.RefineConfig)
+    refine_config: RefineConfig = field(default_factory=RefineConfig)
+    refined_threshold_px: float = 1.0  # PnP inlier threshold applied again to the refined correspondences
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -100,6 +120,7 @@ class PreparedTarget:
 
     ``features`` holds only target keypoints with valid depth; ``Z_star_m`` (N,) and ``xy_star`` (N, 2,
     normalized) align with them; ``points_camera_goal_m`` (N, 3) are their 3D points in the goal camera frame.
+    ``refinement`` holds what sub-pixel refinement needs (None when it is off).
     """
 
     render: TargetRender
@@ -108,6 +129,7 @@ class PreparedTarget:
     Z_star_m: np.ndarray
     xy_star: np.ndarray
     points_camera_goal_m: np.ndarray
+    refinement: RefinementTarget | None = None
 
 
 def resize_image(image: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
@@ -140,8 +162,9 @@ def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> Prep
     keep = np.flatnonzero(np.all(np.isfinite(points), axis=1))
     feats, points = feats.subset(keep), points[keep]
     xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
+    refinement = RefinementTarget.from_render(rgb, render.mask, config.refine_config) if config.refine else None
     return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
-                          points_camera_goal_m=points)
+                          points_camera_goal_m=points, refinement=refinement)
 
 
 @dataclass(frozen=True)
@@ -179,10 +202,9 @@ class DFBVSServo:
         self.config = config
         self.extractor = extractor
         self.matcher = matcher or get_matcher(config.matcher)
-        if config.rejection == "pnp":
-            self._pnp_config = PnPConfig(threshold_px=config.rejection_threshold_px)
-            self.rejector = None
-        else:
+        self._pnp_config = PnPConfig(threshold_px=config.rejection_threshold_px)
+        self.rejector = None
+        if config.rejection != "pnp":
             self.rejector = get_rejector(config.rejection, **(
                 {} if config.rejection == "none" else {"threshold_px": config.rejection_threshold_px}))
         self._tracked_target_idx: np.ndarray | None = None  # target indices kept in tracking mode
@@ -242,6 +264,16 @@ class DFBVSServo:
         inliers = matches.subset(np.flatnonzero(rejection.inlier_mask))
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
+        if target.refinement is not None:
+            refined = refine_subpixel(inliers, rgb, target.refinement)
+            if len(refined) >= cfg.min_inliers:  # re-check the refined points against one rigid motion
+                again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], target.camera,
+                                   replace(self._pnp_config, threshold_px=cfg.refined_threshold_px))
+                tight = refined.subset(np.flatnonzero(again.inlier_mask))
+                inliers = tight if len(tight) >= cfg.min_inliers else refined
+            t4 = time.perf_counter()
+            timings["refine_ms"] = (t4 - t3) * 1e3
+            t3 = t4
         if len(inliers) < cfg.min_inliers:
             return self._failed(StepStatus.TOO_FEW_INLIERS, inliers, matches, tracking, timings, t0)
 
@@ -272,7 +304,8 @@ class DFBVSServo:
             if len(inlier_target_idx) < tc.min_inliers or self._rising >= tc.max_rising_cycles:
                 self._leave_tracking()
                 return
-            self._tracked_target_idx = np.unique(inlier_target_idx)
+            if tc.mode is TrackingMode.PREVIOUS:
+                self._tracked_target_idx = np.unique(inlier_target_idx)
         elif mean_err_px < tc.enter_px and len(inlier_target_idx) >= tc.min_inliers:
             self._tracked_target_idx = np.unique(inlier_target_idx)
             self._rising = 0

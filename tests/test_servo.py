@@ -1,0 +1,103 @@
+"""The DFBVS loop, simulated end to end (render -> features -> matching -> rejection -> IBVS -> camera)."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from dfbvs.control import ControlConfig, GainConfig
+from dfbvs.geometry import make_pose, so3_exp
+from dfbvs.render.scene import SceneConfig
+from dfbvs.servo import EpisodeStatus, StepStatus, StopConfig, StopMonitor
+from dfbvs.sim.artifacts import read_jsonl
+from dfbvs.sim.episode import EpisodeConfig, StartConfig, run_episode
+
+
+def quick(config: EpisodeConfig, **servo) -> EpisodeConfig:
+    return replace(config, servo=replace(config.servo, **servo))
+
+
+@pytest.mark.slow
+def test_deep_features_converge_in_clutter_with_sim_to_real_gap(tmp_path):
+    config = EpisodeConfig()  # aliked, cluttered procedural table, distractors, every gap knob on
+    assert config.servo.features == "aliked"
+    assert config.scene.n_distractors > 0 and config.scene.background == "procedural"
+    assert config.scene.light_rotation_deg > 0 and config.scene.noise_std_levels > 0
+    r = run_episode(config, out_dir=tmp_path)
+    assert 40 < r.initial_translation_mm < 60 and 6 < r.initial_rotation_deg < 10
+    assert r.status is EpisodeStatus.CONVERGED, r.summary()
+    assert r.final_translation_error_mm < 1.0, r.summary()
+    assert r.final_rotation_error_deg < 0.1, r.summary()
+    assert r.final_mean_px_error < 0.5, r.summary()
+
+
+def test_classical_orb_smoke(tmp_path):
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb")
+    config = replace(config, stop=replace(config.stop, max_iterations=120))
+    r = run_episode(config, out_dir=tmp_path)
+    assert r.status is EpisodeStatus.CONVERGED, r.summary()
+    assert r.final_translation_error_mm < 3.0, r.summary()
+    check_outputs(tmp_path, r)
+
+
+def check_outputs(out, result):
+    for name in ("summary.json", "trajectory.jsonl", "config.json", "profile.png", "servo.gif"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    traj = read_jsonl(out / "trajectory.jsonl")
+    config = json.loads((out / "config.json").read_text())
+    assert config["servo"]["features"]
+    assert summary["iterations"] == len(traj) == traj[-1]["iteration"]
+    assert summary["status"] == traj[-1]["episode_status"] == result.status.value
+    assert summary["converged"] == (result.status is EpisodeStatus.CONVERGED)
+    assert summary["final_translation_error_mm"] == pytest.approx(traj[-1]["translation_error_mm"])
+    assert summary["final_rotation_error_deg"] == pytest.approx(traj[-1]["rotation_error_deg"])
+    if traj[-1]["mean_error_px"] is not None:
+        assert summary["final_mean_px_error"] == pytest.approx(traj[-1]["mean_error_px"])
+    assert summary["initial_translation_mm"] == pytest.approx(traj[0]["translation_error_mm"])
+    assert summary["median_cycle_ms"] == pytest.approx(np.median([t["timings_ms"]["total_ms"] for t in traj]))
+    for key in ("converged", "status", "iterations", "final_translation_error_mm", "final_rotation_error_deg",
+                "final_mean_px_error", "initial_translation_mm", "initial_rotation_deg", "median_cycle_ms"):
+        assert key in summary
+
+
+def test_object_out_of_view_ends_lost(tmp_path):
+    # start looking 0.5 m to the side of the object: nothing of it in view
+    away = make_pose(so3_exp([0.0, 0.0, 0.0]), [0.5, 0.0, 0.0])
+    config = quick(EpisodeConfig(start=StartConfig(T_goal_start=tuple(map(tuple, away))),
+                                 max_distance_from_goal_m=1.0), features="orb")
+    r = run_episode(config, out_dir=tmp_path)
+    assert r.status is EpisodeStatus.LOST, r.summary()
+    traj = read_jsonl(tmp_path / "trajectory.jsonl")
+    assert all(t["status"] != StepStatus.OK.value for t in traj)
+
+
+def test_excessive_gain_ends_diverged(tmp_path):
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb",
+                   control=ControlConfig(gain=GainConfig(25.0, 25.0), max_linear_m_s=2.0, max_angular_rad_s=6.0))
+    r = run_episode(config, out_dir=tmp_path)
+    assert r.status is EpisodeStatus.DIVERGED, r.summary()
+    assert r.final_translation_error_mm > r.initial_translation_mm
+
+
+class _Step:
+    def __init__(self, err, status=StepStatus.OK, v=np.ones(6)):
+        self.mean_error_px, self.status, self.v_camera = err, status, v
+
+
+def test_stop_monitor_rules():
+    m = StopMonitor(StopConfig(converged_px=0.5, converged_cycles=3, max_iterations=100))
+    assert [m.update(_Step(e)) for e in (5, 0.4, 0.3, 0.2)][-1] is EpisodeStatus.CONVERGED
+    m = StopMonitor(StopConfig(lost_cycles=3))
+    out = [m.update(_Step(float("nan"), StepStatus.TOO_FEW_MATCHES)) for _ in range(3)]
+    assert out == [EpisodeStatus.RUNNING, EpisodeStatus.RUNNING, EpisodeStatus.LOST]
+    m = StopMonitor(StopConfig(diverged_factor=2.0, diverged_min_px=5, diverged_cycles=2))
+    out = [m.update(_Step(e)) for e in (3.0, 10.0, 12.0)]
+    assert out[-1] is EpisodeStatus.DIVERGED
+    m = StopMonitor(StopConfig(max_iterations=2))
+    assert [m.update(_Step(9.0)) for _ in range(2)][-1] is EpisodeStatus.TIMEOUT
+
+
+def test_scene_gap_is_on_by_default():
+    assert SceneConfig() != SceneConfig().without_gap()
