@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 setup: deb $(STAMP)
 
 demo: setup
-	$(VENV)/bin/dfbvs sim-points  # becomes `dfbvs demo` when the servo loop lands
+	$(VENV)/bin/dfbvs demo --out runs/demo
 
 test: setup
 	$(PY) -m pytest -n 2 -q --durations=10

@@ -59,7 +59,7 @@ class TrackingConfig:
     """Tracking mode (paper IV-D): enter below ``enter_px`` mean error; leave when fewer than
     ``min_inliers`` inliers remain or the error rose for ``max_rising_cycles`` cycles in a row."""
 
-    enabled: bool = True
+    enabled: bool = False  # off by default: it cost final pose accuracy in our simulations (docs/servo.md)
     mode: TrackingMode = TrackingMode.ENTRY
     enter_px: float = 3.0
     min_inliers: int = 12
@@ -73,7 +73,7 @@ class TrackingConfig:
 class StopConfig:
     """When an episode ends (units in the names)."""
 
-    converged_px: float = 0.5  # mean correspondence error below this ...
+    converged_px: float = 0.3  # mean correspondence error below this ...
     converged_cycles: int = 5  # ... held for this many consecutive cycles
     converged_twist_m_s: float = 0.0  # alternatively |v_lin| below this (0 disables) ...
     converged_twist_rad_s: float = 0.0  # ... and |w| below this, for converged_cycles cycles
@@ -103,7 +103,7 @@ class ServoConfig:
     min_inliers: int = 6
     refine: bool = True  # sub-pixel refinement of the inliers (beyond the paper; see matching.RefineConfig)
     refine_config: RefineConfig = field(default_factory=RefineConfig)
-    refined_threshold_px: float = 1.0  # PnP inlier threshold applied again to the refined correspondences
+    refined_threshold_px: float = 0.5  # PnP inlier threshold applied again to the refined correspondences
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:

@@ -1,8 +1,9 @@
 """Benchmark methods: how an :class:`EpisodeSpec` becomes an :class:`EpisodeConfig`.
 
-Names: ``dfbvs`` (default deep features, tracking on), ``dfbvs-<extractor>`` (e.g. ``dfbvs-orb``,
-``dfbvs-sift``, ``dfbvs-disk``, ``dfbvs-keypointnet`` with a checkpoint), each with an optional ``-notrack``
-suffix, and ``photometric`` (Collewet & Marchand's direct visual servoing).
+Names: ``dfbvs`` (default deep features and settings), ``dfbvs-<extractor>`` (e.g. ``dfbvs-orb``,
+``dfbvs-sift``, ``dfbvs-disk``, ``dfbvs-keypointnet`` with a checkpoint), each with an optional ``-track``
+(the paper's tracking mode on) or ``-notrack`` suffix, and ``photometric`` (Collewet & Marchand's direct
+visual servoing).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from .protocols import EpisodeSpec
 PHOTOMETRIC = "photometric"
 
 
-def parse_method(name: str) -> tuple[str, str | None, bool]:
+def parse_method(name: str) -> tuple[str, str | None, bool | None]:
     """``(controller, extractor, tracking)`` of a method name; raises with the name on a bad one."""
     if name == PHOTOMETRIC:
         return PHOTOMETRIC, None, False
     parts = name.split("-")
     if parts[0] != "dfbvs":
-        raise ValueError(f"unknown method {name!r}: use dfbvs, dfbvs-<extractor>[-notrack] or photometric")
-    tracking = True
-    if parts[-1] == "notrack":
-        tracking = False
+        raise ValueError(f"unknown method {name!r}: use dfbvs, dfbvs-<extractor>[-track|-notrack] or photometric")
+    tracking = None  # the servo config's default
+    if parts[-1] in ("track", "notrack"):
+        tracking = parts[-1] == "track"
         parts = parts[:-1]
     extractor = "-".join(parts[1:]) or "aliked"
     from ..features import available_extractors
@@ -53,8 +54,9 @@ def episode_config(spec: EpisodeSpec, method: str, base: EpisodeConfig = Episode
     servo = base.servo
     stop = base.stop
     if controller == "dfbvs":
-        servo = replace(servo, features=extractor, tracking=replace(servo.tracking, enabled=tracking),
-                        keypointnet_checkpoint=keypointnet_checkpoint)
+        if tracking is not None:
+            servo = replace(servo, tracking=replace(servo.tracking, enabled=tracking))
+        servo = replace(servo, features=extractor, keypointnet_checkpoint=keypointnet_checkpoint)
     else:  # no correspondences: converge on a small twist
         stop = replace(stop, converged_twist_m_s=2e-4, converged_twist_rad_s=2e-3)
     return replace(

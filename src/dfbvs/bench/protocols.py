@@ -21,8 +21,8 @@ from ..geometry import make_pose, so3_exp
 # The paper's per-object rotation ranges (deg about x, y, z) of its grasping experiment.
 PAPER_ROTATION_RANGES_DEG = ((8.0, 6.0, 3.0), (6.0, 6.0, 4.0), (8.0, 10.0, 8.0))
 GOAL_POSES = (  # (distance m, azimuth deg, elevation deg, roll deg): two goal poses per object, as G1, G2
-    (0.30, 30.0, 60.0, 0.0),
-    (0.26, -60.0, 50.0, 15.0),
+    (0.22, 30.0, 60.0, 0.0),
+    (0.20, -60.0, 50.0, 15.0),
 )
 
 

@@ -32,7 +32,7 @@ from .free_camera import FreeFlyingCamera
 class GoalConfig:
     """Goal camera pose in the object frame, as look-at parameters around the object's origin."""
 
-    distance_m: float = 0.30
+    distance_m: float = 0.22
     azimuth_deg: float = 30.0
     elevation_deg: float = 60.0
     roll_deg: float = 0.0
