@@ -47,3 +47,19 @@ def test_bad_protocol_and_objects():
         make_protocol("nope", OBJS)
     with pytest.raises(ValueError, match="at least one object"):
         make_protocol("tiny", [])
+
+
+def test_method_names_map_to_configs():
+    from dfbvs.bench.methods import episode_config, parse_method
+    from dfbvs.servo import TrackingMode
+
+    spec = make_protocol("tiny", OBJS)[0]
+    c = episode_config(spec, "dfbvs-sift-prevtrack-norefine")
+    assert c.controller == "dfbvs" and c.servo.features == "sift" and c.servo.refine is False
+    assert c.servo.tracking.enabled and c.servo.tracking.mode is TrackingMode.PREVIOUS
+    assert episode_config(spec, "dfbvs").servo.features == "aliked"
+    assert episode_config(spec, "photometric").controller == "photometric"
+    assert episode_config(spec, "dfbvs").scene != episode_config(make_protocol("tiny", OBJS)[1], "dfbvs").scene
+    for bad in ("nope", "dfbvs-foo"):
+        with pytest.raises(ValueError, match=repr(bad.split("-")[-1]) if bad != "nope" else "'nope'"):
+            parse_method(bad)

@@ -12,7 +12,7 @@ from dfbvs.estimation import (EstimationStatus, RobustMethod, TargetGeometry, ge
 from dfbvs.geometry import so3_exp
 from dfbvs.matching import Correspondences, get_matcher
 
-CAM = Camera.default()
+CAM = Camera(277.0, 277.0, 159.5, 119.5, 320, 240)  # 60 deg: the scene below fills the image
 
 
 def with_outliers(corr: Correspondences, fraction: float, seed: int = 0):

@@ -43,8 +43,12 @@ def write_report(out_dir: Path, title: str = "") -> Path:
         groups[(r["method"], "all")].append(r)
     for (m, bg), rs in sorted(groups.items()):
         ok = [r for r in rs if r["summary"]]
-        med = lambda k: float(np.nanmedian([np.nan if r["summary"][k] is None else r["summary"][k] for r in ok])) \
-            if ok else float("nan")  # noqa: E731
+
+        def med(key: str) -> float:
+            values = np.array([np.nan if r["summary"][key] is None else r["summary"][key] for r in ok], float)
+            values = values[np.isfinite(values)]
+            return float(np.median(values)) if values.size else float("nan")
+
         lines.append(f"| {m} | {bg} | {len(rs)} | {np.mean([r['success_paper'] for r in rs]):.0%} | "
                      f"{np.mean([r['success_gt'] for r in rs]):.0%} | {_fmt(med('final_translation_error_mm'))} | "
                      f"{_fmt(med('final_rotation_error_deg'), 3)} | {_fmt(med('final_mean_px_error'))} | "

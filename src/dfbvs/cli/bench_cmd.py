@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @bench.command("run")
     def run(
         protocol: str = typer.Option(..., help="accuracy18, distance-sweep, wide or tiny."),
-        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs, dfbvs-<extractor>[-track|-notrack], photometric."),
+        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>][-track|-prevtrack|-notrack|-norefine], photometric."),
         objects: Optional[str] = typer.Option(None, help="Comma-separated built-in names (default: all)."),
         mesh: Optional[list[Path]] = typer.Option(None, help="User meshes in place of the built-in objects."),
         background: Optional[list[str]] = typer.Option(None, help="similar, cluttered or image paths."),
