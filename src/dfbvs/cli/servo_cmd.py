@@ -82,6 +82,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--features {features!r}: available are {available_extractors()}")
         try:
             goal_values = [float(x) for x in goal.split(",")]
+            if len(goal_values) != 4:
+                raise ValueError
             goal_cfg = GoalConfig(*goal_values)
         except (ValueError, TypeError):
             raise typer.BadParameter(f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'")

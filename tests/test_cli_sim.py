@@ -1,0 +1,29 @@
+"""Bad input to `dfbvs sim` / `dfbvs bench` gives a clear message naming the value and a non-zero exit."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "dfbvs", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sim", "--object", "nope", "--out", "x"], "'nope'"),
+    (["sim", "--out", "x"], "exactly one of --object"),
+    (["sim", "--object", "bracket", "--goal", "1,2", "--out", "x"], "'1,2'"),
+    (["sim", "--object", "bracket", "--features", "foo", "--out", "x"], "'foo'"),
+    (["sim", "--mesh", "/no/such.stl", "--features", "orb", "--out", "x"], "/no/such.stl"),
+    (["bench", "run", "--protocol", "nope", "--methods", "dfbvs-orb", "--out", "x"], "'nope'"),
+    (["bench", "run", "--protocol", "tiny", "--methods", "magic", "--out", "x"], "'magic'"),
+    (["bench", "report", "/no/such/dir"], "/no/such/dir"),
+])
+def test_bad_input_is_named(args, needle, tmp_path):
+    args = [str(tmp_path / a) if a == "x" else a for a in args]
+    r = run(*args)
+    assert r.returncode != 0
+    text = " ".join((r.stdout + r.stderr).split()).replace("│", "")
+    assert needle in text.replace(" ", "") or needle in text, text
+    assert "Traceback" not in r.stderr
