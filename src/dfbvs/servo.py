@@ -361,7 +361,7 @@ class PhotometricConfig:
     working_width_px: int = 160
     working_height_px: int = 120
     blur_sigma_px: float = 1.0
-    gain: float = 1.0
+    gain: float = 3.0  # 1/s; measured: 1.0 had not converged after 300 cycles from 2 cm / 3 deg, 3.0 did in 202
     lm_mu: float = 0.01
     max_linear_m_s: float = 0.05
     max_angular_rad_s: float = 0.3
