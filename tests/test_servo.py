@@ -105,3 +105,25 @@ def test_stop_monitor_rules():
 
 def test_scene_gap_is_on_by_default():
     assert SceneConfig() != SceneConfig().without_gap()
+
+
+@pytest.mark.parametrize("mode", ["previous", "entry"])
+def test_tracking_restricts_correspondences(mode):
+    """Paper IV-D: once in tracking, the target points used are a subset of the previous cycle's inliers
+    ('previous') or of the set at entry ('entry'); the set of 3D points never switches to new ones."""
+    from dfbvs.servo import TrackingConfig
+
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb",
+                   tracking=TrackingConfig(enabled=True, mode=mode, enter_px=3.0, min_inliers=6))
+    config = replace(config, stop=replace(config.stop, max_iterations=80))
+    steps = []
+    run_episode(config, progress=lambda it, step, t, r: steps.append(step))
+    tracked = [i for i, s in enumerate(steps) if s.tracking and s.status is StepStatus.OK]
+    assert len(tracked) >= 5, "the episode never entered tracking mode"
+    entry_set = None
+    for i in tracked:
+        now = set(steps[i].correspondences.index_target.tolist())
+        if not steps[i - 1].tracking:
+            entry_set = set(steps[i - 1].correspondences.index_target.tolist())
+        reference = set(steps[i - 1].correspondences.index_target.tolist()) if mode == "previous" else entry_set
+        assert now <= reference, (i, now - reference)
