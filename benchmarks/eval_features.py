@@ -52,15 +52,16 @@ from dfbvs.features import available_extractors, get_extractor  # noqa: E402
 from dfbvs.matching import get_matcher  # noqa: E402
 
 TOL_PX = 2.0  # a correspondence is correct within this distance of the truth
+NEAR_PX = 5.0  # within this distance it is a near miss (localisation), beyond it a gross outlier
 DEPTH_TOL_M = 0.002  # visibility: current render depth vs. transformed target point
 RENDERED_OBJECTS = ("bracket", "gear", "connector")
 RENDERED_EXTRACTORS = ("aliked", "aliked-n16rot", "disk", "orb", "sift")
 
 #: (translation mm, rotation deg about a random axis, in-plane rotation deg) of the current camera from the goal
 RENDERED_OFFSETS: tuple[tuple[float, float, float], ...] = (
-    (10.0, 3.0, 0.0), (50.0, 8.0, 0.0),  # small
-    (80.0, 20.0, 0.0), (100.0, 30.0, 0.0),  # large
-    (20.0, 5.0, 45.0), (50.0, 10.0, 90.0),  # in-plane
+    (10.0, 3.0, 0.0), (30.0, 5.0, 0.0), (50.0, 8.0, 0.0), (50.0, 10.0, 0.0),  # small
+    (70.0, 15.0, 0.0), (80.0, 20.0, 0.0), (100.0, 25.0, 0.0), (100.0, 30.0, 0.0),  # large
+    (20.0, 5.0, 45.0), (30.0, 5.0, 60.0), (40.0, 8.0, 75.0), (50.0, 10.0, 90.0),  # in-plane
 )
 BINS = ("small", "large", "in-plane")
 
@@ -231,11 +232,11 @@ def _target_rgb(pair) -> np.ndarray:
     return pair.target.rgb if isinstance(pair, RenderedPair) else pair.target_rgb
 
 
-def _correct(pair, corr) -> np.ndarray:
-    if isinstance(pair, RenderedPair):
-        return correct_matches(pair, corr)
-    err = np.linalg.norm(corr.uv_current_px - apply_homography(pair.H_current_target, corr.uv_target_px), axis=1)
-    return err < TOL_PX
+def _error_px(pair, corr) -> np.ndarray:
+    """(M,) distance of each current keypoint to the truth; inf where there is no truth."""
+    truth = true_current_px(pair, corr.uv_target_px) if isinstance(pair, RenderedPair) \
+        else apply_homography(pair.H_current_target, corr.uv_target_px)
+    return np.nan_to_num(np.linalg.norm(corr.uv_current_px - truth, axis=1), nan=np.inf)
 
 
 def _matchers_for(ex_name: str) -> list[str]:
@@ -247,6 +248,8 @@ def _matchers_for(ex_name: str) -> list[str]:
 
 def evaluate(pairs, extractors, rejectors, threads: int, log=print) -> list[dict]:
     """One row per (extractor, matcher, rejector) with per-pair statistics in ``row['pairs']``."""
+    import cv2
+
     rows = []
     for ex_name in extractors:
         extra = {"num_threads": threads} if ex_name not in ("orb", "sift", "akaze") else {}
@@ -273,26 +276,32 @@ def evaluate(pairs, extractors, rejectors, threads: int, log=print) -> list[dict
             for (fc, ft), pair in zip(feats, pairs):
                 t0 = time.perf_counter()
                 corr = matcher(fc, ft)
-                matched.append((corr, 1e3 * (time.perf_counter() - t0), _correct(pair, corr)))
+                matched.append((corr, 1e3 * (time.perf_counter() - t0), _error_px(pair, corr)))
             for r_name in rejectors:
                 rejector = get_rejector(r_name)
                 per_pair = []
-                for (fc, ft), pair, (corr, t_match, good) in zip(feats, pairs, matched):
+                for (fc, ft), pair, (corr, t_match, err) in zip(feats, pairs, matched):
+                    good = err < TOL_PX
                     t0 = time.perf_counter()
-                    res = rejector(corr, pair.geometry) if r_name == "pnp" else rejector(corr)
+                    try:
+                        inl = (rejector(corr, pair.geometry) if r_name == "pnp" else rejector(corr)).inlier_mask
+                        error = 0
+                    except cv2.error:  # OpenCV's USAC can assert on degenerate samples: count as no model
+                        inl, error = np.zeros(len(corr), bool), 1
                     t_reject = 1e3 * (time.perf_counter() - t0)
-                    inl = res.inlier_mask
                     per_pair.append({"bin": pair.bin, "label": pair.label, "keypoints": len(fc),
                                      "matches": len(corr), "correct": int(good.sum()), "inliers": int(inl.sum()),
-                                     "correct_inliers": int(good[inl].sum()), "match_ms": t_match,
-                                     "reject_ms": t_reject})
+                                     "correct_inliers": int(good[inl].sum()),
+                                     "near_inliers": int((err[inl] < NEAR_PX).sum()), "match_ms": t_match,
+                                     "reject_ms": t_reject, "cv2_errors": error})
                 row = {"extractor": ex_name, "matcher": m_name, "rejector": r_name, "extract_ms": t_extract_ms,
                        "pairs": per_pair}
                 rows.append(row)
                 s = summarize(per_pair)
                 log(f"{ex_name:13s} {m_name:9s} {r_name:11s} kp {s['keypoints']:5.0f} matches {s['matches']:5.1f} "
                     f"prec {s['precision']:.3f} inliers {s['inliers']:5.1f} inlier-prec {s['inlier_precision']:.3f}"
-                    f" | extract {t_extract_ms:.0f} ms, match {s['match_ms']:.1f} ms, reject {s['reject_ms']:.1f} ms")
+                    f" | extract {t_extract_ms:.0f} ms, match {s['match_ms']:.1f} ms, reject {s['reject_ms']:.1f} ms"
+                    + (f" | {s['cv2_errors']} OpenCV errors" if s["cv2_errors"] else ""))
     return rows
 
 
@@ -301,12 +310,15 @@ def summarize(per_pair: list[dict], bin_name: str | None = None) -> dict:
     ps = [p for p in per_pair if bin_name is None or p["bin"] == bin_name]
     if not ps:
         return {}
-    total = {k: float(sum(p[k] for p in ps)) for k in ("matches", "correct", "inliers", "correct_inliers")}
+    total = {k: float(sum(p.get(k, 0) for p in ps))
+             for k in ("matches", "correct", "inliers", "correct_inliers", "near_inliers")}
     s = {k: float(np.mean([p[k] for p in ps])) for k in ("keypoints", "matches", "inliers", "correct_inliers",
                                                           "match_ms", "reject_ms")}
     s["precision"] = total["correct"] / total["matches"] if total["matches"] else float("nan")
     s["inlier_precision"] = total["correct_inliers"] / total["inliers"] if total["inliers"] else float("nan")
+    s["inlier_precision_5px"] = total["near_inliers"] / total["inliers"] if total["inliers"] else float("nan")
     s["n"] = len(ps)
+    s["cv2_errors"] = int(sum(p.get("cv2_errors", 0) for p in ps))
     return s
 
 
@@ -338,25 +350,32 @@ def rendered_section(rows, pairs, command: str, threads: int, wall_s: float) -> 
         "keypoint is within 2 px of that projection; target keypoints on the background (no depth) are "
         "incorrect by definition.", "",
         "Columns: keypoints in the current image, matches per pair, precision (correct / matches, pooled over "
-        "pairs), inliers per pair after rejection and their precision (pooled), then inliers / inlier "
-        "precision per bin, median extraction time per 320x240 image, mean match and rejection time per "
+        "pairs), inliers per pair after rejection and their precision (pooled), the share of inliers within "
+        "5 px of the truth (the rest are gross outliers; 2-5 px are near misses of the keypoint "
+        "localisation), then inliers / inlier precision (2 px) per bin, median extraction time per 320x240 image, mean match and rejection time per "
         "pair. Rejectors with their default settings: `fundamental` MAGSAC++ 1 px Sampson, `homography` "
         "MAGSAC++ 3 px, `pnp` MAGSAC++ 2 px reprojection with the target's 3D points from Z* (only target "
         "keypoints with depth can be inliers). `lightglue` only for 128-D ALIKED and DISK descriptors "
         "(published weights; `aliked-n16rot` reuses the ALIKED weights). `keypointnet` is not evaluated: "
         "no KP2D checkpoint ships with dfbvs (the user must supply an official v0-v4 file).", "",
         "| extractor | matcher | rejector | keypoints | matches | precision | inliers | inlier precision | "
-        "small: inliers / prec | large: inliers / prec | in-plane: inliers / prec | extract ms/img | match ms |"
-        " reject ms |", "|" + "---|" * 14]
+        "inlier prec. 5 px | small: inliers / prec | large: inliers / prec | in-plane: inliers / prec | "
+        "extract ms/img | match ms | reject ms |", "|" + "---|" * 15]
     for row in rows:
         s = summarize(row["pairs"])
         cells = [row["extractor"], row["matcher"], row["rejector"], f"{s['keypoints']:.0f}", f"{s['matches']:.0f}",
-                 _f(s["precision"], ".2f"), f"{s['inliers']:.0f}", _f(s["inlier_precision"], ".2f")]
+                 _f(s["precision"], ".2f"), f"{s['inliers']:.0f}", _f(s["inlier_precision"], ".2f"),
+                 _f(s["inlier_precision_5px"], ".2f")]
         for b in BINS:
             sb = summarize(row["pairs"], b)
             cells.append(f"{sb['inliers']:.0f} / {_f(sb['inlier_precision'], '.2f')}" if sb else "-")
         cells += [f"{row['extract_ms']:.0f}", f"{s['match_ms']:.1f}", f"{s['reject_ms']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    errors = [f"{r['extractor']} + {r['matcher']} + {r['rejector']}: {summarize(r['pairs'])['cv2_errors']}"
+              for r in rows if summarize(r["pairs"])["cv2_errors"]]
+    if errors:
+        lines += ["", "OpenCV raised an error instead of returning a status (counted as 0 inliers) in: "
+                  + "; ".join(errors) + " pair(s)."]
     return lines
 
 
@@ -386,17 +405,16 @@ MARK = "<!-- section: {} -->"
 
 
 def write_section(path: Path, kind: str, lines: list[str]) -> None:
-    """Replace the ``kind`` section of ``path`` (rendered first, then synthetic), keeping the other one."""
+    """Replace the ``kind`` section of ``path``, keeping the others (e.g. hand-written ``findings``); order:
+    rendered, any other section, synthetic."""
     sections = {}
     if path.is_file():
-        text = path.read_text()
-        for k in ("rendered", "synthetic"):
-            m = re.search(re.escape(MARK.format(k)) + r"\n(.*?)(?=<!-- section: |\Z)", text, re.S)
-            if m:
-                sections[k] = m.group(1).rstrip("\n")
+        for m in re.finditer(r"<!-- section: ([\w-]+) -->\n(.*?)(?=<!-- section: |\Z)", path.read_text(), re.S):
+            sections[m.group(1)] = m.group(2).rstrip("\n")
     sections[kind] = "\n".join(lines)
+    order = ["rendered"] + [k for k in sections if k not in ("rendered", "synthetic")] + ["synthetic"]
     out = [TITLE, ""]
-    for k in ("rendered", "synthetic"):
+    for k in order:
         if k in sections:
             out += [MARK.format(k), sections[k], ""]
     path.parent.mkdir(parents=True, exist_ok=True)

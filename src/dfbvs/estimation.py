@@ -180,9 +180,12 @@ def reject_fundamental(correspondences: Correspondences,
     if n < FUNDAMENTAL_MIN_POINTS:
         return FundamentalResult(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), "fundamental")
     _seed(config)
-    F, mask = cv2.findFundamentalMat(correspondences.uv_target_px, correspondences.uv_current_px,
-                                     _cv2_method(config.method), config.threshold_px, config.confidence,
-                                     config.max_iterations)
+    try:
+        F, mask = cv2.findFundamentalMat(correspondences.uv_target_px, correspondences.uv_current_px,
+                                         _cv2_method(config.method), config.threshold_px, config.confidence,
+                                         config.max_iterations)
+    except cv2.error:  # MAGSAC raises on some degenerate sets ('!model.empty()') instead of returning None
+        F, mask = None, None
     # OpenCV's convention: x2^T F x1 = 0 with x1 = first argument (target), x2 = second (current)
     if F is None or F.shape != (3, 3):
         return FundamentalResult(EstimationStatus.FAILED, np.zeros(n, bool), "fundamental")
@@ -198,9 +201,12 @@ def reject_homography(correspondences: Correspondences,
     if n < HOMOGRAPHY_MIN_POINTS:
         return HomographyResult(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), "homography")
     _seed(config)
-    H, mask = cv2.findHomography(correspondences.uv_target_px, correspondences.uv_current_px,
-                                 _cv2_method(config.method), config.threshold_px, maxIters=config.max_iterations,
-                                 confidence=config.confidence)
+    try:
+        H, mask = cv2.findHomography(correspondences.uv_target_px, correspondences.uv_current_px,
+                                     _cv2_method(config.method), config.threshold_px,
+                                     maxIters=config.max_iterations, confidence=config.confidence)
+    except cv2.error:  # degenerate sets: a failure status, not an exception
+        H, mask = None, None
     if H is None or H.shape != (3, 3):
         return HomographyResult(EstimationStatus.FAILED, np.zeros(n, bool), "homography")
     return HomographyResult(EstimationStatus.OK, _mask_from_cv2(mask, n), "homography", H.astype(np.float64))
