@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sim.artifacts import read_jsonl
+from .runner import SuccessCriteria, judge
 
 
 def _fmt(x, digits=2) -> str:
@@ -25,16 +26,19 @@ def _batch_key(batch: str) -> float:
         return float("inf")
 
 
-def write_report(out_dir: Path, title: str = "") -> Path:
+def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = SuccessCriteria()) -> Path:
     out_dir = Path(out_dir)
     records = read_jsonl(out_dir / "results.jsonl")
     if not records:
         raise ValueError(f"no results in {out_dir / 'results.jsonl'}")
+    for r in records:  # judged here, so a change of criteria needs no re-run
+        r.update(judge(r["summary"], r["method"], criteria))
     methods = sorted({r["method"] for r in records})
     lines = [f"# Benchmark report{': ' + title if title else ''}", "",
-             f"{len(records)} episodes from `{out_dir / 'results.jsonl'}`. Success (paper) = converged with a "
-             "final mean correspondence error < 2 px (photometric: ground-truth reprojection error); success (GT) "
-             "= final camera pose error < 1 mm and < 0.5 deg.", "", "## Success rates", "",
+             f"{len(records)} episodes from `{out_dir / 'results.jsonl'}`. Success (paper) = final mean "
+             f"correspondence error < {criteria.paper_px} px (photometric: ground-truth reprojection error of the "
+             f"object's surface); success (GT) = final camera pose error < {criteria.translation_mm} mm and < "
+             f"{criteria.rotation_deg} deg.", "", "## Success rates", "",
              "| method | background | episodes | success (paper) | success (GT) | median final mm | median final deg "
              "| median final px | median iterations | median cycle ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 from ..sim.artifacts import JsonlWriter, read_jsonl
 from ..sim.episode import EpisodeConfig, to_jsonable
-from .methods import episode_config
+from .methods import PHOTOMETRIC, episode_config
 from .protocols import EpisodeSpec
 
 
@@ -69,6 +69,19 @@ def pending_jobs(jobs: list[Job], results_path: Path) -> list[Job]:
     return [j for j in jobs if j.key not in done]
 
 
+def judge(summary: dict | None, method: str, criteria: SuccessCriteria = SuccessCriteria()) -> dict:
+    """``success_paper`` (final mean correspondence error below ``paper_px``, whatever stopped the episode;
+    the photometric method has no correspondences and is judged on the ground-truth reprojection error of the
+    object's surface) and ``success_gt`` (final pose error within both bounds)."""
+    if summary is None:
+        return {"success_paper": False, "success_gt": False}
+    key = "final_true_reprojection_px" if method == PHOTOMETRIC else "final_mean_px_error"
+    px = summary[key]
+    return {"success_paper": bool(px is not None and px == px and px < criteria.paper_px),
+            "success_gt": bool(summary["final_translation_error_mm"] < criteria.translation_mm
+                               and summary["final_rotation_error_deg"] < criteria.rotation_deg)}
+
+
 # --- execution: one job in a worker -------------------------------------------------------------------------
 
 _WORKER_SERVOS: dict = {}  # per-process cache of loaded networks, keyed by servo config
@@ -89,15 +102,7 @@ def run_job(job: Job, episodes_dir: str | None, criteria: SuccessCriteria) -> di
     record = {"key": job.key, "episode_id": job.spec.episode_id, "method": job.method, "object": job.spec.object,
               "background": job.spec.background, "batch": job.spec.batch, "config_hash": job.config_hash,
               "wall_s": time.perf_counter() - t0, "error": error, "summary": summary}
-    if summary is not None:
-        px = summary["final_mean_px_error"]
-        if px is None or px != px:  # no correspondences (photometric): use the ground-truth reprojection
-            px = summary["final_true_reprojection_px"]
-        record["success_paper"] = bool(summary["converged"] and px is not None and px < criteria.paper_px)
-        record["success_gt"] = bool(summary["final_translation_error_mm"] < criteria.translation_mm
-                                    and summary["final_rotation_error_deg"] < criteria.rotation_deg)
-    else:
-        record["success_paper"] = record["success_gt"] = False
+    record.update(judge(summary, job.method, criteria))
     return record
 
 
