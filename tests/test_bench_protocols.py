@@ -63,3 +63,15 @@ def test_method_names_map_to_configs():
     for bad in ("nope", "dfbvs-foo"):
         with pytest.raises(ValueError, match=repr(bad.split("-")[-1]) if bad != "nope" else "'nope'"):
             parse_method(bad)
+
+
+def test_success_judgement():
+    from dfbvs.bench.runner import SuccessCriteria, judge
+
+    s = {"final_mean_px_error": 1.5, "final_true_reprojection_px": 3.0, "final_translation_error_mm": 0.5,
+         "final_rotation_error_deg": 0.6}
+    assert judge(s, "dfbvs") == {"success_paper": True, "success_gt": False}
+    assert judge(s, "photometric")["success_paper"] is False  # judged on the true reprojection (3 px)
+    assert judge({**s, "final_mean_px_error": float("nan")}, "dfbvs")["success_paper"] is False  # lost
+    assert judge(s, "dfbvs", SuccessCriteria(rotation_deg=1.0))["success_gt"] is True
+    assert judge(None, "dfbvs") == {"success_paper": False, "success_gt": False}
