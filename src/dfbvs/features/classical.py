@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +62,9 @@ def _binary_to_unit(packed: np.ndarray) -> np.ndarray:
 class _OpenCVExtractor(Extractor):
     binary: bool = False
 
-    def _make(self):  # the cv2 Feature2D object
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _make(self):
+        """The cv2 Feature2D object of the backend."""
 
     def __init__(self, name: str, config: FeatureConfig) -> None:
         super().__init__(name, config)
