@@ -127,3 +127,16 @@ def test_tracking_restricts_correspondences(mode):
             entry_set = set(steps[i - 1].correspondences.index_target.tolist())
         reference = set(steps[i - 1].correspondences.index_target.tolist()) if mode == "previous" else entry_set
         assert now <= reference, (i, now - reference)
+
+
+def test_high_resolution_camera_is_served_at_the_working_resolution():
+    """A 640x480 camera (target and live images) served at 320x240 with consistent intrinsics."""
+    from dfbvs.camera import Camera
+
+    cam = Camera.default().rescaled(640, 480)
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0), camera=cam.to_dict()),
+                   features="orb")
+    config = replace(config, stop=replace(config.stop, max_iterations=120))
+    r = run_episode(config)
+    assert r.status is EpisodeStatus.CONVERGED, r.summary()
+    assert r.final_translation_error_mm < 3.0, r.summary()

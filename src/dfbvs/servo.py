@@ -153,16 +153,19 @@ def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> Prep
     """Extract target features at the working resolution and keep those with valid rendered depth."""
     camera = render.camera.rescaled(config.working_width_px, config.working_height_px)
     rgb = resize_image(render.rgb, camera.width_px, camera.height_px)
-    if render.depth_m.shape != (camera.height_px, camera.width_px):
-        raise ValueError(f"target depth is {render.depth_m.shape[1]}x{render.depth_m.shape[0]} but the working "
-                         f"resolution is {camera.width_px}x{camera.height_px}: render the target at the "
-                         f"working resolution")
+    depth_m, mask = render.depth_m, render.mask
+    if depth_m.shape != (camera.height_px, camera.width_px):  # nearest: never blend object and background
+        import cv2
+
+        size = (camera.width_px, camera.height_px)
+        depth_m = cv2.resize(depth_m.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     feats = extractor(rgb)
-    points = target_points_m(feats.keypoints_px, render.depth_m, camera)  # Z* at the nearest pixel
+    points = target_points_m(feats.keypoints_px, depth_m, camera)  # Z* at the nearest pixel
     keep = np.flatnonzero(np.all(np.isfinite(points), axis=1))
     feats, points = feats.subset(keep), points[keep]
     xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
-    refinement = RefinementTarget.from_render(rgb, render.mask, config.refine_config) if config.refine else None
+    refinement = RefinementTarget.from_render(rgb, mask, config.refine_config) if config.refine else None
     return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
                           points_camera_goal_m=points, refinement=refinement)
 
