@@ -42,9 +42,11 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
              "| method | background | episodes | success (paper) | success (GT) | median final mm | median final deg "
              "| median final px | median iterations | median cycle ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
+    several_backgrounds = len({r["background"] for r in records}) > 1
     for r in records:
         groups[(r["method"], r["background"])].append(r)
-        groups[(r["method"], "all")].append(r)
+        if several_backgrounds:
+            groups[(r["method"], "all")].append(r)
     for (m, bg), rs in sorted(groups.items()):
         ok = [r for r in rs if r["summary"]]
 
