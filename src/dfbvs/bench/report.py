@@ -102,30 +102,38 @@ def _by(records, keys):
 
 
 def plot_success_vs_distance(records: list[dict], path: Path) -> Path:
+    """One panel per method; a colour per object; solid = similar background, dashed = cluttered. Lines of
+    one panel are offset by a hair vertically so that equal ratios stay visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     batches = sorted({r["batch"] for r in records}, key=_batch_key)
+    methods = sorted({r["method"] for r in records})
+    objects = sorted({r["object"] for r in records})
     x = np.arange(len(batches))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    series = sorted(_by(records, ("method", "object")).items())
-    for i, ((m, obj), rs) in enumerate(series):
-        for bg, ls in (("similar", "-"), ("cluttered", "--")):
-            ys = [np.mean([r["success_paper"] for r in rs if r["batch"] == b and r["background"] == bg])
-                  if any(r["batch"] == b and r["background"] == bg for r in rs) else np.nan for b in batches]
-            if np.all(np.isnan(ys)):
-                continue
-            ax.plot(x, ys, ls=ls, marker="o", color=colors[i % len(colors)],
-                    label=f"{m} / {Path(obj).stem} / {bg}")
-    ax.set_xticks(x, batches)
-    ax.set_xlabel("start distance batch")
-    ax.set_ylabel("success ratio (final error < 2 px)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        k = 0
+        for oi, obj in enumerate(objects):
+            for bg, ls in (("similar", "-"), ("cluttered", "--")):
+                rs = [r for r in records if r["method"] == m and r["object"] == obj and r["background"] == bg]
+                if not rs:
+                    continue
+                ys = np.array([np.mean([r["success_paper"] for r in rs if r["batch"] == b])
+                               if any(r["batch"] == b for r in rs) else np.nan for b in batches])
+                ax.plot(x, ys + 0.012 * (k - 2.5), ls=ls, marker="o", ms=4, color=colors[oi % len(colors)],
+                        label=f"{Path(obj).stem} / {bg}")
+                k += 1
+        ax.set_title(m)
+        ax.set_xticks(x, batches, rotation=30)
+        ax.set_xlabel("start distance batch")
+        ax.set_ylim(-0.08, 1.08)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("success ratio (final error < 2 px)")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
