@@ -121,9 +121,10 @@ class GifWriter:
         self.frames: list[np.ndarray] = []
         self._count = 0
 
-    def add(self, frame: np.ndarray, force: bool = False) -> None:
+    def add(self, make_frame, force: bool = False) -> None:
+        """Count one cycle; call ``make_frame()`` (-> HxWx3 uint8) only for the frames that are kept."""
         if force or self._count % self.stride == 0:
-            self.frames.append(frame)
+            self.frames.append(make_frame())
         self._count += 1
 
     def close(self) -> Path | None:

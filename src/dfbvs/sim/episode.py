@@ -219,10 +219,10 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
                     "translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err)),
                     "T_object_camera": body.T_world_camera.tolist(), "timings_ms": step.timings_ms,
                 })
-                gif.add(draw_servo_frame(frame.rgb, target_rgb, step.correspondences.uv_current_px,
-                                         step.correspondences.uv_target_px,
-                                         f"it {monitor.iterations}  {step.mean_error_px:.2f}px  "
-                                         f"{t_err * 1e3:.1f}mm{'  TRACK' if step.tracking else ''}"),
+                caption = (f"it {monitor.iterations}  {step.mean_error_px:.2f}px  "
+                           f"{t_err * 1e3:.1f}mm{'  TRACK' if step.tracking else ''}")
+                gif.add(lambda: draw_servo_frame(frame.rgb, target_rgb, step.correspondences.uv_current_px,
+                                                 step.correspondences.uv_target_px, caption),
                         force=status is not EpisodeStatus.RUNNING)
             if progress is not None:
                 progress(monitor.iterations, step, t_err, r_err)
