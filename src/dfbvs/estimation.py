@@ -171,45 +171,43 @@ def _seed(config: RobustConfig) -> None:
 
 
 # --- the three models --------------------------------------------------------------------------------------
-def reject_fundamental(correspondences: Correspondences,
-                       config: FundamentalConfig = FundamentalConfig()) -> FundamentalResult:
-    """Fit ``F_current_target`` robustly; inliers have a Sampson error below ``threshold_px``."""
+def _fit_two_view(correspondences: Correspondences, config: RobustConfig, min_points: int, name: str,
+                  result_cls: type, fit) -> RejectionResult:
+    """Shared path of the 3x3 two-view models: too few points -> INSUFFICIENT; an OpenCV failure (None, or
+    a ``cv2.error`` that MAGSAC raises on some degenerate sets, e.g. '!model.empty()') -> FAILED.
+    ``fit(cv2, uv_target_px, uv_current_px, method)`` returns ``(model, mask)``."""
     import cv2
 
     n = len(correspondences)
-    if n < FUNDAMENTAL_MIN_POINTS:
-        return FundamentalResult(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), "fundamental")
+    if n < min_points:
+        return result_cls(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), name)
     _seed(config)
     try:
-        F, mask = cv2.findFundamentalMat(correspondences.uv_target_px, correspondences.uv_current_px,
-                                         _cv2_method(config.method), config.threshold_px, config.confidence,
-                                         config.max_iterations)
-    except cv2.error:  # MAGSAC raises on some degenerate sets ('!model.empty()') instead of returning None
-        F, mask = None, None
-    # OpenCV's convention: x2^T F x1 = 0 with x1 = first argument (target), x2 = second (current)
-    if F is None or F.shape != (3, 3):
-        return FundamentalResult(EstimationStatus.FAILED, np.zeros(n, bool), "fundamental")
-    return FundamentalResult(EstimationStatus.OK, _mask_from_cv2(mask, n), "fundamental", F.astype(np.float64))
+        model, mask = fit(cv2, correspondences.uv_target_px, correspondences.uv_current_px,
+                          _cv2_method(config.method))
+    except cv2.error:
+        model, mask = None, None
+    if model is None or model.shape != (3, 3):
+        return result_cls(EstimationStatus.FAILED, np.zeros(n, bool), name)
+    return result_cls(EstimationStatus.OK, _mask_from_cv2(mask, n), name, model.astype(np.float64))
+
+
+def reject_fundamental(correspondences: Correspondences,
+                       config: FundamentalConfig = FundamentalConfig()) -> FundamentalResult:
+    """Fit ``F_current_target`` robustly; inliers have a Sampson error below ``threshold_px``.
+    OpenCV's convention: x2^T F x1 = 0 with x1 = first argument (target), x2 = second (current)."""
+    return _fit_two_view(correspondences, config, FUNDAMENTAL_MIN_POINTS, "fundamental", FundamentalResult,
+                         lambda cv2, uv_t, uv_c, method: cv2.findFundamentalMat(
+                             uv_t, uv_c, method, config.threshold_px, config.confidence, config.max_iterations))
 
 
 def reject_homography(correspondences: Correspondences,
                       config: HomographyConfig = HomographyConfig()) -> HomographyResult:
     """Fit ``H_current_target`` robustly; inliers have a transfer error below ``threshold_px``."""
-    import cv2
-
-    n = len(correspondences)
-    if n < HOMOGRAPHY_MIN_POINTS:
-        return HomographyResult(EstimationStatus.INSUFFICIENT, np.zeros(n, bool), "homography")
-    _seed(config)
-    try:
-        H, mask = cv2.findHomography(correspondences.uv_target_px, correspondences.uv_current_px,
-                                     _cv2_method(config.method), config.threshold_px,
-                                     maxIters=config.max_iterations, confidence=config.confidence)
-    except cv2.error:  # degenerate sets: a failure status, not an exception
-        H, mask = None, None
-    if H is None or H.shape != (3, 3):
-        return HomographyResult(EstimationStatus.FAILED, np.zeros(n, bool), "homography")
-    return HomographyResult(EstimationStatus.OK, _mask_from_cv2(mask, n), "homography", H.astype(np.float64))
+    return _fit_two_view(correspondences, config, HOMOGRAPHY_MIN_POINTS, "homography", HomographyResult,
+                         lambda cv2, uv_t, uv_c, method: cv2.findHomography(
+                             uv_t, uv_c, method, config.threshold_px, maxIters=config.max_iterations,
+                             confidence=config.confidence))
 
 
 def sample_depth(depth_m: np.ndarray, uv_px: np.ndarray) -> np.ndarray:
