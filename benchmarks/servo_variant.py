@@ -3,7 +3,7 @@ final summary line. Used for the exploratory variants in docs/servo.md, e.g.
 
     .venv/bin/python benchmarks/servo_variant.py L '{"tracking": {"enabled": false}, "stop": {"converged_px": 0.2}}'
 
-Keys: "servo" (ServoConfig fields), "tracking", "refine" (RefineConfig), "control", "stop", "goal"
+Keys: "servo" (ServoConfig fields), "tracking", "refine" (RefineConfig), "control", "stop", "scene", "goal"
 (GoalConfig), "iters" (max iterations, default 150), and any other EpisodeConfig field (e.g. "seed").
 Writes the run's files to runs/variants/NAME.
 """
@@ -27,6 +27,8 @@ def main() -> None:
         servo = replace(servo, control=replace(servo.control, **kw.pop("control")))
     if "servo" in kw:
         servo = replace(servo, **kw.pop("servo"))
+    if "scene" in kw:
+        c = replace(c, scene=replace(c.scene, **kw.pop("scene")))
     if "goal" in kw:
         c = replace(c, goal=GoalConfig(**kw.pop("goal")))
     stop = replace(c.stop, max_iterations=kw.pop("iters", 150), **kw.pop("stop", {}))

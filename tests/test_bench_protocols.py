@@ -58,6 +58,10 @@ def test_method_names_map_to_configs():
     assert c.controller == "dfbvs" and c.servo.features == "sift" and c.servo.refine is False
     assert c.servo.tracking.enabled and c.servo.tracking.mode is TrackingMode.PREVIOUS
     assert episode_config(spec, "dfbvs").servo.features == "aliked"
+    c = episode_config(spec, "dfbvs-noguide-coarse")
+    assert not c.servo.guided_refinement and not c.servo.refine_at_native_resolution and c.servo.refine
+    d = episode_config(spec, "dfbvs").servo
+    assert d.guided_refinement and d.refine_at_native_resolution
     assert episode_config(spec, "photometric").controller == "photometric"
     assert episode_config(spec, "dfbvs").scene != episode_config(make_protocol("tiny", OBJS)[1], "dfbvs").scene
     for bad in ("nope", "dfbvs-foo"):

@@ -35,6 +35,9 @@ def test_rescale_consistency():
     np.testing.assert_allclose(uv_small, (uv_big + 0.5) * 0.25 - 0.5, atol=1e-9)
     # the image corners map to the image corners
     np.testing.assert_allclose(small.rescaled(1280, 960).K, cam.K, atol=1e-9)
+    # pixels_from converts pixels between the two resolutions of the same camera, both ways
+    np.testing.assert_allclose(small.pixels_from(cam, uv_big), uv_small, atol=1e-9)
+    np.testing.assert_allclose(cam.pixels_from(small, uv_small), uv_big, atol=1e-9)
 
 
 def test_in_image():

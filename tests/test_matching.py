@@ -72,3 +72,12 @@ def test_errors():
     assert available_matchers() == ["mnn", "ratio", "lightglue"]
     with pytest.raises(ValueError, match="different lengths"):
         Correspondences(np.zeros((2, 2)), np.zeros((1, 2)), [0, 1], [0, 1], [1, 1])
+
+
+def test_correspondences_concatenate_keeps_order_and_fields():
+    a = Correspondences([[1.0, 2.0]], [[3.0, 4.0]], [0], [5], [0.9])
+    b = Correspondences([[5.0, 6.0], [7.0, 8.0]], [[1.0, 1.0], [2.0, 2.0]], [-1, -1], [7, 8], [0.0, 0.0])
+    c = Correspondences.concatenate([a, b])
+    assert len(c) == 3 and c.index_target.tolist() == [5, 7, 8] and c.index_current.tolist() == [0, -1, -1]
+    np.testing.assert_array_equal(c.uv_current_px[1], [5.0, 6.0])
+    assert len(Correspondences.concatenate([])) == 0

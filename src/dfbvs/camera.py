@@ -91,6 +91,13 @@ class Camera:
         return replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=(self.cx + 0.5) * sx - 0.5,
                        cy=(self.cy + 0.5) * sy - 0.5, width_px=width_px, height_px=height_px)
 
+    def pixels_from(self, other: "Camera", uv_px: np.ndarray) -> np.ndarray:
+        """Pixels ``(N, 2)`` of ``other`` (this physical camera sampled at another resolution, see
+        :meth:`rescaled`) expressed in this camera's pixels."""
+        sx, sy = self.width_px / other.width_px, self.height_px / other.height_px
+        uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
+        return np.column_stack([(uv[:, 0] + 0.5) * sx - 0.5, (uv[:, 1] + 0.5) * sy - 0.5])
+
     # --- distortion ---------------------------------------------------------------------------------
     def _distort(self, xy: np.ndarray) -> np.ndarray:
         k1, k2, p1, p2, k3 = self.dist

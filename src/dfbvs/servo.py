@@ -103,7 +103,14 @@ class ServoConfig:
     min_inliers: int = 6
     refine: bool = True  # sub-pixel refinement of the inliers (beyond the paper; see matching.RefineConfig)
     refine_config: RefineConfig = field(default_factory=RefineConfig)
-    refined_threshold_px: float = 0.5  # PnP inlier threshold applied again to the refined correspondences
+    refined_threshold_px: float = 0.5  # PnP inlier threshold (working px) applied again to the refined points
+    # Refine on the camera's own image (the target render's resolution) rather than the working-resolution
+    # one: features are found and matched at 320x240, but measured where the sensor has more pixels.
+    refine_at_native_resolution: bool = True
+    # Guided refinement: once PnP has the current pose, every target keypoint (not only the descriptor
+    # matches) is predicted into the current image and refined there; a classic guided-matching step that
+    # brings several times more sub-pixel correspondences (index_current = -1 for those without a match).
+    guided_refinement: bool = True
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -120,7 +127,8 @@ class PreparedTarget:
 
     ``features`` holds only target keypoints with valid depth; ``Z_star_m`` (N,) and ``xy_star`` (N, 2,
     normalized) align with them; ``points_camera_goal_m`` (N, 3) are their 3D points in the goal camera frame.
-    ``refinement`` holds what sub-pixel refinement needs (None when it is off).
+    ``refinement`` holds what sub-pixel refinement needs (None when it is off), at the resolution of
+    ``refine_camera`` (the render's own camera, or the working one).
     """
 
     render: TargetRender
@@ -130,6 +138,7 @@ class PreparedTarget:
     xy_star: np.ndarray
     points_camera_goal_m: np.ndarray
     refinement: RefinementTarget | None = None
+    refine_camera: Camera | None = None
 
 
 def resize_image(image: np.ndarray, width_px: int, height_px: int) -> np.ndarray:
@@ -165,9 +174,16 @@ def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> Prep
     keep = np.flatnonzero(np.all(np.isfinite(points), axis=1))
     feats, points = feats.subset(keep), points[keep]
     xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
-    refinement = RefinementTarget.from_render(rgb, mask, config.refine_config) if config.refine else None
+    refinement = refine_camera = None
+    if config.refine:
+        if config.refine_at_native_resolution:
+            refine_camera = render.camera
+            refinement = RefinementTarget.from_render(render.rgb, render.mask, config.refine_config)
+        else:
+            refine_camera = camera
+            refinement = RefinementTarget.from_render(rgb, mask, config.refine_config)
     return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
-                          points_camera_goal_m=points, refinement=refinement)
+                          points_camera_goal_m=points, refinement=refinement, refine_camera=refine_camera)
 
 
 @dataclass(frozen=True)
@@ -265,15 +281,14 @@ class DFBVSServo:
         else:
             rejection = self.rejector(matches)
         inliers = matches.subset(np.flatnonzero(rejection.inlier_mask))
+        T_current_target = getattr(rejection, "T_current_target", None)
+        if (cfg.guided_refinement and target.refinement is not None and T_current_target is not None
+                and len(inliers) >= cfg.min_inliers):
+            inliers = self._guided(inliers, T_current_target)
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
         if target.refinement is not None:
-            refined = refine_subpixel(inliers, rgb, target.refinement)
-            if len(refined) >= cfg.min_inliers:  # re-check the refined points against one rigid motion
-                again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], target.camera,
-                                   replace(self._pnp_config, threshold_px=cfg.refined_threshold_px))
-                tight = refined.subset(np.flatnonzero(again.inlier_mask))
-                inliers = tight if len(tight) >= cfg.min_inliers else refined
+            inliers = self._refine(inliers, image, rgb)
             t4 = time.perf_counter()
             timings["refine_ms"] = (t4 - t3) * 1e3
             t3 = t4
@@ -289,6 +304,47 @@ class DFBVSServo:
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=inliers, all_matches=matches,
                          mean_error_px=mean_err, tracking=tracking, timings_ms=timings)
+
+    def _guided(self, inliers: Correspondences, T_current_target: np.ndarray) -> Correspondences:
+        """The inliers plus every other target keypoint (the tracked ones in tracking mode) at the position
+        the PnP pose predicts in the current image (working px), to be refined like the matches."""
+        target = self.target
+        candidates = self._tracked_target_idx if self.tracking else np.arange(len(target.features))
+        extra = np.setdiff1d(candidates, inliers.index_target)
+        if len(extra) == 0:
+            return inliers
+        p = target.points_camera_goal_m[extra] @ T_current_target[:3, :3].T + T_current_target[:3, 3]
+        front = p[:, 2] > 0
+        extra, p = extra[front], p[front]
+        uv = target.camera.project(p)
+        cam = target.camera
+        inside = (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] <= cam.width_px - 1) & (uv[:, 1] <= cam.height_px - 1)
+        extra, uv = extra[inside], uv[inside]
+        guided = Correspondences(uv, target.features.keypoints_px[extra], np.full(len(extra), -1, np.int64),
+                                 extra, np.zeros(len(extra)))
+        return Correspondences.concatenate([inliers, guided])
+
+    def _refine(self, inliers: Correspondences, image: np.ndarray, rgb: np.ndarray) -> Correspondences:
+        """Sub-pixel refinement at ``target.refine_camera``'s resolution, then a PnP re-check of the refined
+        points at ``refined_threshold_px``; returned in working-resolution pixels."""
+        cfg, target = self.config, self.target
+        work, fine = target.camera, target.refine_camera
+        native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
+        if native:
+            image = resize_image(np.asarray(image), fine.width_px, fine.height_px)
+            inliers = replace(inliers, uv_current_px=fine.pixels_from(work, inliers.uv_current_px),
+                              uv_target_px=fine.pixels_from(work, inliers.uv_target_px))
+        refined = refine_subpixel(inliers, image if native else rgb, target.refinement)
+        if len(refined) >= cfg.min_inliers:  # re-check the refined points against one rigid motion
+            threshold_px = cfg.refined_threshold_px * fine.width_px / work.width_px
+            again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,
+                               replace(self._pnp_config, threshold_px=threshold_px))
+            tight = refined.subset(np.flatnonzero(again.inlier_mask))
+            refined = tight if len(tight) >= cfg.min_inliers else refined
+        if native:
+            refined = replace(refined, uv_current_px=work.pixels_from(fine, refined.uv_current_px),
+                              uv_target_px=work.pixels_from(fine, refined.uv_target_px))
+        return refined
 
     def _failed(self, status, inliers, matches, tracking, timings, t0) -> ServoStep:
         if self.tracking:  # the tracked set no longer works: match against the full target again

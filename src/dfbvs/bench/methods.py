@@ -2,7 +2,7 @@
 
 Names: ``dfbvs`` (default deep features and settings), ``dfbvs-<extractor>`` (e.g. ``dfbvs-orb``,
 ``dfbvs-sift``, ``dfbvs-disk``, ``dfbvs-keypointnet`` with a checkpoint), each with optional flags from
-:data:`FLAGS` (``-track``, ``-prevtrack``, ``-notrack``, ``-norefine``), and ``photometric`` (Collewet &
+:data:`FLAGS` (``-track``, ``-prevtrack``, ``-notrack``, ``-norefine``, ``-noguide``, ``-coarse``), and ``photometric`` (Collewet &
 Marchand's direct visual servoing).
 """
 
@@ -22,6 +22,8 @@ FLAGS = {
     "prevtrack": "tracking mode on with the paper's rule R(t) within R(t-1)",
     "notrack": "tracking mode off",
     "norefine": "no sub-pixel refinement of the correspondences (the paper's pipeline)",
+    "noguide": "refine only the descriptor matches, not every target keypoint predicted by the PnP pose",
+    "coarse": "refine on the working-resolution image (320x240) instead of the camera's own",
 }
 
 
@@ -77,6 +79,10 @@ def episode_config(spec: EpisodeSpec, method: str, base: EpisodeConfig = Episode
                 servo = replace(servo, tracking=replace(servo.tracking, enabled=flag != "notrack", mode=mode))
             elif flag == "norefine":
                 servo = replace(servo, refine=False)
+            elif flag == "noguide":
+                servo = replace(servo, guided_refinement=False)
+            elif flag == "coarse":
+                servo = replace(servo, refine_at_native_resolution=False)
         servo = replace(servo, features=parsed.extractor, keypointnet_checkpoint=keypointnet_checkpoint)
     else:  # no correspondences: converge on a small twist
         stop = replace(stop, converged_twist_m_s=2e-4, converged_twist_rad_s=2e-3)

@@ -138,9 +138,11 @@ class Renderer(Protocol):
 
     def render(self, items: Sequence[DrawItem], camera: Camera, T_world_camera: np.ndarray,
                lighting: Lighting = Lighting(), background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               antialias: bool = True) -> RenderOutput:
+               antialias: bool = True, supersample: int = 1) -> RenderOutput:
         """Draw ``items``; ``background_rgb`` (0..1) fills pixels where nothing is hit. ``antialias``
-        smooths edges of the RGB image only (depth and ids are always sampled at pixel centres)."""
+        smooths edges of the RGB image only (depth and ids are always sampled at pixel centres);
+        ``supersample`` > 1 also draws the RGB image at that many times the resolution and box-filters it
+        down, so an edge's coverage of a pixel is not quantized to the few multisample positions."""
         ...
 
 

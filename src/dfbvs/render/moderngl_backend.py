@@ -6,7 +6,9 @@ Depth is not read from the depth buffer: the vertex shader passes the OpenCV cam
 vertex, the rasteriser interpolates it perspective-correctly (exact for an affine function on a triangle) at
 each pixel centre, and the fragment shader writes it to a float32 colour attachment, together with the
 item's id. With ``antialias`` the RGB image is drawn in a second pass with 4x multisampling and resolved,
-so edges are smooth while depth and ids stay single-sample.
+so edges are smooth while depth and ids stay single-sample. llvmpipe offers at most 4 samples, which
+quantizes an edge's pixel coverage to quarters and shifts edges by up to ~0.1 px depending on the sub-pixel
+pose; ``supersample=k`` draws that pass at k times the resolution and box-filters it down (4 k^2 samples).
 
 Speed on llvmpipe: fragments dominate, so callers should list items front to back, with large
 background items (a table) last, letting the depth test reject hidden fragments before shading.
@@ -272,8 +274,11 @@ class ModernGLRenderer:
 
     def render(self, items: Sequence[DrawItem], camera: Camera, T_world_camera: np.ndarray,
                lighting: Lighting = Lighting(), background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               antialias: bool = True) -> RenderOutput:
+               antialias: bool = True, supersample: int = 1) -> RenderOutput:
         """Draw ``items`` (see :class:`~dfbvs.render.backend.Renderer`)."""
+        if int(supersample) != supersample or supersample < 1:
+            raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
+        supersample = int(supersample)
         t0 = time.perf_counter()
         T_world_camera = np.asarray(T_world_camera, dtype=np.float64)
         if T_world_camera.shape != (4, 4) or not np.all(np.isfinite(T_world_camera)):
@@ -301,30 +306,50 @@ class ModernGLRenderer:
 
         use_msaa = antialias and "msaa" in fb
         fb["z_id_only"].clear(0.0, 0.0, 0.0, 0.0)
-        if use_msaa:
+        rgb = None
+        if use_msaa or supersample > 1:
             fb["rgb_only"].clear(depth=1.0)
             fb["single"].use()
             self._set("geometry_only", True)  # 1x pass for depth and ids only: skip the lighting
             self._draw(items, clip_from_cv, T_camera_world)
             self._set("geometry_only", False)
-            fb["msaa"].clear(*bg, 1.0, depth=1.0)
-            fb["msaa"].use()
-            self._draw(items, clip_from_cv, T_camera_world)
-            ctx.copy_framebuffer(fb["resolved"], fb["msaa"])
-            rgb_fb = fb["resolved"]
+            rgb = self._draw_rgb(items, camera, T_camera_world, bg, supersample, use_msaa)
         else:
             fb["rgb_only"].clear(*bg, 1.0, depth=1.0)
             fb["single"].use()
             self._set("geometry_only", False)
             self._draw(items, clip_from_cv, T_camera_world)
             rgb_fb = fb["single"]
-        rgb = np.frombuffer(rgb_fb.read(components=3, attachment=0), dtype=np.uint8).reshape(H, W, 3)[::-1]
+        if rgb is None:
+            rgb = np.frombuffer(rgb_fb.read(components=3, attachment=0), dtype=np.uint8).reshape(H, W, 3)[::-1]
         z_id = np.frombuffer(fb["single"].read(components=2, attachment=1, dtype="f4"),
                              dtype=np.float32).reshape(H, W, 2)[::-1]
         ids = np.rint(z_id[:, :, 1]).astype(np.int32)
         depth = np.where(ids > 0, z_id[:, :, 0], np.float32(np.nan)).astype(np.float32)
         return RenderOutput(rgb=np.ascontiguousarray(rgb), depth_m=depth, ids=ids, camera=camera,
                             time_ms=(time.perf_counter() - t0) * 1e3)
+
+    def _draw_rgb(self, items: Sequence[DrawItem], camera: Camera, T_camera_world: np.ndarray,
+                  bg: tuple[float, ...], supersample: int, msaa: bool) -> np.ndarray:
+        """The lit RGB pass (H, W, 3) uint8, multisampled and/or drawn at ``supersample`` times the size and
+        box-filtered down."""
+        cam = camera.rescaled(camera.width_px * supersample, camera.height_px * supersample)
+        W, H = cam.width_px, cam.height_px
+        fb = self._framebuffers(W, H)
+        use_msaa = msaa and "msaa" in fb
+        draw_fb = fb["msaa"] if use_msaa else fb["rgb_only"]
+        draw_fb.clear(*bg, 1.0, depth=1.0)
+        draw_fb.use()
+        self._draw(items, clip_from_camera_cv(cam, self.near_m, self.far_m), T_camera_world)
+        if use_msaa:
+            self.ctx.copy_framebuffer(fb["resolved"], fb["msaa"])
+            draw_fb = fb["resolved"]
+        rgb = np.frombuffer(draw_fb.read(components=3, attachment=0), dtype=np.uint8).reshape(H, W, 3)[::-1]
+        if supersample == 1:
+            return rgb
+        k = supersample  # exact k x k box filter: hi-res pixels k*u .. k*u+k-1 make up low-res pixel u
+        blocks = rgb.reshape(camera.height_px, k, camera.width_px, k, 3).astype(np.float32)
+        return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
 
     def release(self) -> None:
         """Free GPU resources (the renderer is unusable afterwards)."""

@@ -22,7 +22,7 @@ from ..camera import Camera
 from ..geometry import make_pose, so3_exp
 from .backend import DirectionalLight, DrawItem, Lighting, Material, RenderOutput, get_renderer
 from .mesh import Mesh
-from .target import TARGET_BACKGROUND_RGB
+from .target import TARGET_BACKGROUND_RGB, TARGET_SUPERSAMPLE
 
 ID_TABLE = 2
 ID_FINGERTIPS = 3
@@ -60,7 +60,10 @@ class SceneConfig:
     ``layer_pitch_m`` > 0 draws 3D-print layer lines on the object (also pass it to the target render).
     ``antialias`` multisamples the RGB image. It is on by default: a real sensor integrates light over each
     pixel, and aliased edges shifted ALIKED keypoints by 0.16 px on average at the goal pose (measured), a
-    bias the servo loop turns into pose error. Turning it off roughly halves the frame time.
+    bias the servo loop turns into pose error. Turning it off roughly halves the frame time. The renderer's
+    4 samples still quantize an edge pixel's coverage to quarters (edges off by up to 0.12 px, depending on
+    the sub-pixel pose); ``supersample`` = 2 (default) draws the RGB image at twice the size and box-filters
+    it, for ~2.5x the frame time; 1 turns it off.
     """
 
     background: str = "procedural"
@@ -88,6 +91,7 @@ class SceneConfig:
     layer_pitch_m: float = 0.0
     renderer: str = "moderngl"
     antialias: bool = True  # a real sensor integrates over the pixel: aliased edges bias keypoints
+    supersample: int = 2  # RGB drawn at this many times the resolution and box-filtered down (1: off)
 
     def __post_init__(self) -> None:
         checks = {
@@ -101,6 +105,7 @@ class SceneConfig:
             "vignetting": 0 <= self.vignetting <= 1, "blur_sigma_px": self.blur_sigma_px >= 0,
             "noise_std_levels": self.noise_std_levels >= 0, "fingertip_coverage": 0 < self.fingertip_coverage < 1,
             "fingertip_depth_m": self.fingertip_depth_m > 0.02, "layer_pitch_m": self.layer_pitch_m >= 0,
+            "supersample": int(self.supersample) == self.supersample and 1 <= self.supersample <= 8,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -125,7 +130,8 @@ class SceneConfig:
     @classmethod
     def clean(cls) -> "SceneConfig":
         """No table, no distractors, no gap: renders exactly what :func:`render_target` renders."""
-        return replace(cls(), background="none", n_distractors=0, antialias=True).without_gap()
+        return replace(cls(), background="none", n_distractors=0, antialias=True,
+                       supersample=TARGET_SUPERSAMPLE).without_gap()
 
     @classmethod
     def similar_to_target(cls) -> "SceneConfig":
@@ -356,6 +362,7 @@ def render_scene(scene: Scene, camera: Camera, T_object_camera: np.ndarray,
     if scene.fingertips is not None:
         items += _fingertip_items(scene, camera, T)
     backend = get_renderer(scene.config.renderer)
-    out = backend.render(items, camera, T, scene.lighting, scene.background_rgb, scene.config.antialias)
+    out = backend.render(items, camera, T, scene.lighting, scene.background_rgb, scene.config.antialias,
+                         scene.config.supersample)
     rgb = apply_sensor_effects(out.rgb, scene.config, rng if rng is not None else scene.noise_rng)
     return dataclasses.replace(out, rgb=rgb)
