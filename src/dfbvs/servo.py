@@ -281,14 +281,10 @@ class DFBVSServo:
         else:
             rejection = self.rejector(matches)
         inliers = matches.subset(np.flatnonzero(rejection.inlier_mask))
-        T_current_target = getattr(rejection, "T_current_target", None)
-        if (cfg.guided_refinement and target.refinement is not None and T_current_target is not None
-                and len(inliers) >= cfg.min_inliers):
-            inliers = self._guided(inliers, T_current_target)
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
         if target.refinement is not None:
-            inliers = self._refine(inliers, image, rgb)
+            inliers = self._refine(inliers, image, rgb, getattr(rejection, "T_current_target", None))
             t4 = time.perf_counter()
             timings["refine_ms"] = (t4 - t3) * 1e3
             t3 = t4
@@ -324,23 +320,31 @@ class DFBVSServo:
                                  extra, np.zeros(len(extra)))
         return Correspondences.concatenate([inliers, guided])
 
-    def _refine(self, inliers: Correspondences, image: np.ndarray, rgb: np.ndarray) -> Correspondences:
-        """Sub-pixel refinement at ``target.refine_camera``'s resolution, then a PnP re-check of the refined
-        points at ``refined_threshold_px``; returned in working-resolution pixels."""
+    def _refine(self, inliers: Correspondences, image: np.ndarray, rgb: np.ndarray,
+                T_current_target: np.ndarray | None) -> Correspondences:
+        """Guided candidates (with a PnP pose), sub-pixel refinement at ``target.refine_camera``'s resolution
+        and a PnP re-check of the refined points at ``refined_threshold_px``; returned in working-resolution
+        pixels. When fewer than ``min_inliers`` pass, the unrefined descriptor inliers are returned."""
         cfg, target = self.config, self.target
+        if len(inliers) < cfg.min_inliers:
+            return inliers
+        candidates = inliers
+        if cfg.guided_refinement and T_current_target is not None:
+            candidates = self._guided(inliers, T_current_target)
         work, fine = target.camera, target.refine_camera
         native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
         if native:
             image = resize_image(np.asarray(image), fine.width_px, fine.height_px)
-            inliers = replace(inliers, uv_current_px=fine.pixels_from(work, inliers.uv_current_px),
-                              uv_target_px=fine.pixels_from(work, inliers.uv_target_px))
-        refined = refine_subpixel(inliers, image if native else rgb, target.refinement)
-        if len(refined) >= cfg.min_inliers:  # re-check the refined points against one rigid motion
-            threshold_px = cfg.refined_threshold_px * fine.width_px / work.width_px
-            again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,
-                               replace(self._pnp_config, threshold_px=threshold_px))
-            tight = refined.subset(np.flatnonzero(again.inlier_mask))
-            refined = tight if len(tight) >= cfg.min_inliers else refined
+            candidates = replace(candidates, uv_current_px=fine.pixels_from(work, candidates.uv_current_px),
+                                 uv_target_px=fine.pixels_from(work, candidates.uv_target_px))
+        refined = refine_subpixel(candidates, image if native else rgb, target.refinement)
+        if len(refined) < cfg.min_inliers:
+            return inliers
+        again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,  # one rigid motion
+                           replace(self._pnp_config, threshold_px=cfg.refined_threshold_px * fine.width_px / work.width_px))
+        refined = refined.subset(np.flatnonzero(again.inlier_mask))
+        if len(refined) < cfg.min_inliers:
+            return inliers
         if native:
             refined = replace(refined, uv_current_px=work.pixels_from(fine, refined.uv_current_px),
                               uv_target_px=work.pixels_from(fine, refined.uv_target_px))
