@@ -81,3 +81,20 @@ def test_correspondences_concatenate_keeps_order_and_fields():
     assert len(c) == 3 and c.index_target.tolist() == [5, 7, 8] and c.index_current.tolist() == [0, -1, -1]
     np.testing.assert_array_equal(c.uv_current_px[1], [5.0, 6.0])
     assert len(Correspondences.concatenate([])) == 0
+
+
+def test_refinement_skips_edge_like_patches_that_slide_along_the_edge():
+    """A bright square on a dark object: its corner is refinable, the middle of its straight sides is not
+    (the aperture problem), and with ``min_eigen_ratio=0`` both are."""
+    from dfbvs.matching import RefineConfig, RefinementTarget
+
+    img = np.full((120, 160, 3), 60, np.uint8)
+    img[40:90, 50:120] = 200
+    mask = np.ones((120, 160), bool)
+    t = RefinementTarget.from_render(img, mask, RefineConfig())
+    corner, edge_middle = (40, 50), (65, 50)  # (row, col)
+    assert t.refinable[corner] and not t.refinable[edge_middle]
+    loose = RefinementTarget.from_render(img, mask, RefineConfig(min_eigen_ratio=0.0))
+    assert loose.refinable[corner] and loose.refinable[edge_middle]
+    with pytest.raises(ValueError, match="min_eigen_ratio=1.5"):
+        RefineConfig(min_eigen_ratio=1.5)

@@ -291,6 +291,10 @@ class RefineConfig:
     - ``max_shift_px``: drop a correspondence whose refined position moved further than this.
     - ``mask_margin_px``: only patches lying entirely on the target object (its render mask eroded by this)
       are refined; others are dropped, since the target's plain background differs from the live scene's.
+    - ``min_eigen_ratio``: only patches whose gradient structure tensor has ``lambda_min / lambda_max`` above
+      this are refined. A patch on a straight edge (ratio ~0) is free to slide along the edge (the aperture
+      problem): such patches were ~25 % of the refined points and caused nearly all of the final pose
+      error (measured with benchmarks/goal_bias.py, docs/servo.md).
     """
 
     window_px: int = 15
@@ -299,12 +303,15 @@ class RefineConfig:
     max_shift_px: float = 3.0
     mask_margin_px: int = 1
     iterations: int = 30
+    min_eigen_ratio: float = 0.05
 
     def __post_init__(self) -> None:
         if self.window_px < 5 or self.window_px % 2 == 0:
             raise ValueError(f"window_px={self.window_px!r}: must be an odd number >= 5")
         if self.max_shift_px <= 0:
             raise ValueError(f"max_shift_px={self.max_shift_px!r}: must be > 0")
+        if not 0 <= self.min_eigen_ratio < 1:
+            raise ValueError(f"min_eigen_ratio={self.min_eigen_ratio!r}: must be in [0, 1)")
 
 
 def normalise_contrast(image: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -322,7 +329,8 @@ def normalise_contrast(image: np.ndarray, sigma_px: float) -> np.ndarray:
 @dataclass(frozen=True)
 class RefinementTarget:
     """What refinement needs from the target, computed once: its normalised grey image and the boolean
-    map (H, W) of pixels whose whole window lies on the object."""
+    map (H, W) of pixels whose whole window lies on the object and is not edge-like (see
+    :class:`RefineConfig`)."""
 
     normalised: np.ndarray
     refinable: np.ndarray
@@ -334,7 +342,12 @@ class RefinementTarget:
 
         k = config.window_px + 2 * config.mask_margin_px
         refinable = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
-        return cls(normalise_contrast(rgb, config.normalise_sigma_px), refinable, config)
+        normalised = normalise_contrast(rgb, config.normalise_sigma_px)
+        if config.min_eigen_ratio > 0:
+            eig = cv2.cornerEigenValsAndVecs(normalised, config.window_px, 3)  # (H, W, 6): l1, l2, vectors
+            l_max, l_min = np.maximum(eig[..., 0], eig[..., 1]), np.minimum(eig[..., 0], eig[..., 1])
+            refinable &= l_min > config.min_eigen_ratio * np.maximum(l_max, 1e-12)
+        return cls(normalised, refinable, config)
 
 
 def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
