@@ -15,6 +15,8 @@ def run(*args):
     (["sim", "--out", "x"], "exactly one of --object"),
     (["sim", "--object", "bracket", "--goal", "1,2", "--out", "x"], "'1,2'"),
     (["sim", "--object", "bracket", "--features", "foo", "--out", "x"], "'foo'"),
+    (["sim", "--object", "bracket", "--sensor", "640by480", "--out", "x"], "'640by480'"),
+    (["sim", "--object", "bracket", "--sensor", "0x480", "--out", "x"], "'0x480'"),
     (["sim", "--mesh", "/no/such.stl", "--features", "orb", "--out", "x"], "/no/such.stl"),
     (["bench", "run", "--protocol", "nope", "--methods", "dfbvs-orb", "--out", "x"], "'nope'"),
     (["bench", "run", "--protocol", "tiny", "--methods", "magic", "--out", "x"], "'magic'"),

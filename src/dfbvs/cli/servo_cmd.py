@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         background: str = typer.Option("procedural", help="procedural (cluttered), similar, or an image path."),
         distractors: Optional[int] = typer.Option(None, help="Number of distractor objects."),
         features: str = typer.Option("aliked", help="Feature extractor."),
+        sensor: str = typer.Option("640x480", help="Simulated sensor size WIDTHxHEIGHT (same ~34 deg lens); "
+                                   "features are found at 320x240 and refined at this size."),
         tracking: bool = typer.Option(False, help="Tracking mode near the goal (paper IV-D)."),
         keypointnet_checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for --features keypointnet."),
         max_iterations: int = typer.Option(300, help="Stop after this many cycles."),
@@ -70,6 +72,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., help="Output directory."),
     ) -> None:
         """Run one simulated DFBVS episode and write its summary, trajectory, plots and video."""
+        from ..camera import Camera
         from ..features import available_extractors
         from ..render import builtin_object_names
         from ..sim.episode import EpisodeConfig, GoalConfig, StartConfig
@@ -87,6 +90,12 @@ def register(app: typer.Typer) -> None:
             goal_cfg = GoalConfig(*goal_values)
         except (ValueError, TypeError):
             raise typer.BadParameter(f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'")
+        try:
+            width, height = (int(x) for x in sensor.lower().split("x"))
+            camera = Camera.default().rescaled(width, height)
+        except (ValueError, TypeError):
+            raise typer.BadParameter(f"--sensor {sensor!r}: expected WIDTHxHEIGHT with positive integers, "
+                                     f"e.g. 640x480")
         base = EpisodeConfig()
         config = replace(
             base, object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None, mesh_unit=mesh_unit,
@@ -94,7 +103,7 @@ def register(app: typer.Typer) -> None:
             scene=_scene(background, distractors, seed),
             servo=replace(base.servo, features=features, tracking=replace(base.servo.tracking, enabled=tracking),
                           keypointnet_checkpoint=str(keypointnet_checkpoint) if keypointnet_checkpoint else None),
-            stop=replace(base.stop, max_iterations=max_iterations), seed=seed)
+            stop=replace(base.stop, max_iterations=max_iterations), seed=seed, camera=camera.to_dict())
         try:
             _run_and_report(config, out)
         except (ValueError, FileNotFoundError) as exc:
