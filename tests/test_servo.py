@@ -34,10 +34,23 @@ def test_deep_features_converge_in_clutter_with_sim_to_real_gap(tmp_path):
     assert r.final_true_reprojection_px < 0.5, r.summary()
 
 
-def test_classical_orb_smoke(tmp_path):
+def test_classical_orb_smoke(tmp_path, monkeypatch):
+    import dfbvs.sim.episode as episode
+
+    drawn = []  # the video's feature positions must be in the (640x480) frame's pixels, not the working ones
+
+    def spy(current_rgb, target_rgb, uv_current_px, uv_target_px, text=""):
+        drawn.append((current_rgb.shape, np.asarray(uv_current_px)))
+        return original(current_rgb, target_rgb, uv_current_px, uv_target_px, text)
+
+    original = episode.draw_servo_frame
+    monkeypatch.setattr(episode, "draw_servo_frame", spy)
     config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb")
     config = replace(config, stop=replace(config.stop, max_iterations=120))
     r = run_episode(config, out_dir=tmp_path)
+    shape, uv = drawn[-1]
+    assert shape[:2] == (480, 640) and len(uv) > 0
+    assert uv[:, 0].max() > 330 and uv[:, 1].max() > 250, "drawn at working-resolution coordinates"
     assert r.status is EpisodeStatus.CONVERGED, r.summary()
     assert r.final_translation_error_mm < 3.0, r.summary()
     check_outputs(tmp_path, r)

@@ -199,6 +199,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
         traj = JsonlWriter(out / "trajectory.jsonl")
         gif = GifWriter(out / "servo.gif", stride=config.video_stride)
         target_rgb = target_render.rgb
+        work_camera = camera.rescaled(config.servo.working_width_px, config.servo.working_height_px)
 
     status = EpisodeStatus.RUNNING
     cycle_ms, stage_ms = [], {}
@@ -227,8 +228,9 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
                 })
                 caption = (f"it {monitor.iterations}  {step.mean_error_px:.2f}px  "
                            f"{t_err * 1e3:.1f}mm{'  TRACK' if step.tracking else ''}")
-                gif.add(lambda: draw_servo_frame(frame.rgb, target_rgb, step.correspondences.uv_current_px,
-                                                 step.correspondences.uv_target_px, caption),
+                gif.add(lambda: draw_servo_frame(  # correspondences are in working pixels, the frames are not
+                            frame.rgb, target_rgb, camera.pixels_from(work_camera, step.correspondences.uv_current_px),
+                            camera.pixels_from(work_camera, step.correspondences.uv_target_px), caption),
                         force=status is not EpisodeStatus.RUNNING)
             if progress is not None:
                 progress(monitor.iterations, step, t_err, r_err)
