@@ -112,6 +112,12 @@ def test_stop_monitor_rules():
     assert out[-1] is EpisodeStatus.DIVERGED
     m = StopMonitor(StopConfig(max_iterations=2))
     assert [m.update(_Step(9.0)) for _ in range(2)][-1] is EpisodeStatus.TIMEOUT
+    # lost right after the error grew past the bound: the loop drove the object away -> diverged
+    failed = _Step(float("nan"), StepStatus.TOO_FEW_MATCHES)
+    m = StopMonitor(StopConfig(diverged_factor=2.0, diverged_min_px=5, diverged_cycles=5, lost_cycles=2))
+    assert [m.update(s) for s in (_Step(3.0), _Step(10.0), failed, failed)][-1] is EpisodeStatus.DIVERGED
+    m = StopMonitor(StopConfig(diverged_factor=2.0, diverged_min_px=5, diverged_cycles=5, lost_cycles=2))
+    assert [m.update(s) for s in (_Step(3.0), _Step(4.0), failed, failed)][-1] is EpisodeStatus.LOST
 
 
 def test_scene_gap_is_on_by_default():

@@ -78,8 +78,11 @@ class StopConfig:
     converged_twist_m_s: float = 0.0  # alternatively |v_lin| below this (0 disables) ...
     converged_twist_rad_s: float = 0.0  # ... and |w| below this, for converged_cycles cycles
     lost_cycles: int = 10  # consecutive cycles with no usable inliers
-    diverged_factor: float = 3.0  # mean error above this times the best seen so far ...
-    diverged_min_px: float = 20.0  # ... and above this (px), for diverged_cycles cycles
+    # diverged: the mean error averaged over the last diverged_cycles usable cycles is above diverged_factor
+    # times the best error seen so far and above diverged_min_px (averaging catches the oscillating
+    # divergence of a too-high gain, which never stays above the bound for many cycles in a row)
+    diverged_factor: float = 2.0
+    diverged_min_px: float = 20.0
     diverged_cycles: int = 10
     max_iterations: int = 300
 
@@ -375,15 +378,18 @@ class DFBVSServo:
 
 
 class StopMonitor:
-    """Decides when a servo run ends, from the stream of :class:`ServoStep` results."""
+    """Decides when a servo run ends, from the stream of :class:`ServoStep` results.
+
+    Losing the object while the recent errors are past the divergence bound counts as DIVERGED (the loop
+    drove the object out of view), not LOST."""
 
     def __init__(self, config: StopConfig = StopConfig()):
         self.config = config
         self.iterations = 0
+        self._recent_errors_px: list[float] = []
         self._below = 0
         self._slow = 0
         self._lost = 0
-        self._diverging = 0
         self.best_error_px = np.inf
 
     def update(self, step: ServoStep) -> EpisodeStatus:
@@ -393,7 +399,7 @@ class StopMonitor:
             self._lost += 1
             self._below = 0
             if self._lost >= c.lost_cycles:
-                return EpisodeStatus.LOST
+                return EpisodeStatus.DIVERGED if self._diverging() else EpisodeStatus.LOST
         else:
             self._lost = 0
             err = step.mean_error_px  # NaN for methods without correspondences (photometric)
@@ -404,13 +410,20 @@ class StopMonitor:
             self._slow = self._slow + 1 if slow else 0
             if self._below >= c.converged_cycles or self._slow >= c.converged_cycles:
                 return EpisodeStatus.CONVERGED
-            growing = err > max(c.diverged_factor * self.best_error_px, c.diverged_min_px)
-            self._diverging = self._diverging + 1 if growing else 0
-            if self._diverging >= c.diverged_cycles:
+            if np.isfinite(err):
+                self._recent_errors_px = (self._recent_errors_px + [err])[-c.diverged_cycles:]
+            if len(self._recent_errors_px) >= c.diverged_cycles and self._diverging():
                 return EpisodeStatus.DIVERGED
         if self.iterations >= c.max_iterations:
             return EpisodeStatus.TIMEOUT
         return EpisodeStatus.RUNNING
+
+    def _diverging(self) -> bool:
+        """The recent mean error is beyond the bound (``diverged_factor`` x best and ``diverged_min_px``)."""
+        c = self.config
+        if not self._recent_errors_px:
+            return False
+        return bool(np.mean(self._recent_errors_px) > max(c.diverged_factor * self.best_error_px, c.diverged_min_px))
 
 
 # --- the whole-image baseline: photometric visual servoing (Collewet & Marchand 2011) ------------------------
