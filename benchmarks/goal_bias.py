@@ -14,15 +14,15 @@ Seconds per variant instead of minutes per episode.
                               "refine": {"window_px": 13, "min_eigen_ratio": 0}}' \
         --variant default '{}'
 
-Variant keys: "camera_scale" (render camera = Camera.default() times this; default 2 = 640x480), "servo" (ServoConfig fields),
-"refine" (RefineConfig fields), "scene" (SceneConfig fields), "target_supersample", "goal" (GoalConfig fields), "object", "seed".
+Variant keys: "camera_scale" (render camera = Camera.default() times this; default 2 = 640x480),
+"target_supersample", "object", and the episode overrides of benchmarks/servo_variant.py ("servo", "refine",
+"scene", "goal", "seed", ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 import numpy as np
 
@@ -30,13 +30,13 @@ from dfbvs.camera import Camera
 from dfbvs.control import interaction_matrix_normalized
 from dfbvs.geometry import inverse, se3_exp
 from dfbvs.render.objects import load_builtin
-from dfbvs.render.scene import SceneConfig, build_scene, render_scene
+from dfbvs.render.scene import build_scene, render_scene
 from dfbvs.render.target import render_target
-from dfbvs.servo import DFBVSServo, ServoConfig, StepStatus, prepare_target
-from dfbvs.sim.episode import GoalConfig
+from dfbvs.servo import DFBVSServo, StepStatus, prepare_target
+from servo_variant import episode_config  # same directory
 
 
-def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, float]:
+def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First-order settled camera offset ``-pinv(L*) r`` (6,) caused by the measurement error ``r`` of one
     cycle's inliers, and |r| (working px) of each inlier."""
     target, c = servo.target, step.correspondences
@@ -53,26 +53,20 @@ def run_variant(name: str, spec: dict, frames: int, offset_mm: float, offset_deg
                 same_pose: bool = False) -> dict:
     spec = dict(spec)
     scale = spec.pop("camera_scale", 2)  # 2: the episodes' default 640x480 sensor
+    target_ss = spec.pop("target_supersample", 3)
     base = Camera.default()
     camera = base.rescaled(base.width_px * scale, base.height_px * scale)
-    servo_cfg = ServoConfig()
-    if "refine" in spec:
-        servo_cfg = replace(servo_cfg, refine_config=replace(servo_cfg.refine_config, **spec.pop("refine")))
-    servo_cfg = replace(servo_cfg, **spec.pop("servo", {}))
-    scene_cfg = replace(SceneConfig(), **spec.pop("scene", {}))
-    goal = GoalConfig(**spec.pop("goal", {}))
-    mesh = load_builtin(spec.pop("object", "bracket"))
-    T_goal = goal.T_object_camera()
-    target_ss = spec.pop("target_supersample", 3)
-    seed = spec.pop("seed", 0)
-    if spec:
-        raise ValueError(f"variant {name!r}: unknown keys {sorted(spec)}")
+    object_name = spec.pop("object", "bracket")
+    config = episode_config({**spec, "object_name": object_name, "camera": camera.to_dict()})
+    servo_cfg, seed = config.servo, config.seed
+    mesh = load_builtin(config.object_name)
+    T_goal = config.goal.T_object_camera()
     target_render = render_target(mesh, camera, T_goal, supersample=target_ss)
     key = (servo_cfg.features, servo_cfg.max_keypoints)
     if key not in extractors:
         extractors[key] = DFBVSServo.from_render(target_render, servo_cfg).extractor
     servo = DFBVSServo(prepare_target(target_render, servo_cfg, extractors[key]), servo_cfg, extractors[key])
-    scene = build_scene(mesh, scene_cfg, seed=seed)
+    scene = build_scene(mesh, config.scene, seed=seed)
     rng = np.random.default_rng(seed)
     offsets, px, n = [], [], []
     for k in range(frames):

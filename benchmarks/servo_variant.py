@@ -15,8 +15,9 @@ from dataclasses import replace
 from dfbvs.sim.episode import EpisodeConfig, GoalConfig, run_episode
 
 
-def main() -> None:
-    name, kw = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
+def episode_config(overrides: dict) -> EpisodeConfig:
+    """The default episode with the JSON-style ``overrides`` (keys as in this module's docstring) applied."""
+    kw = dict(overrides)
     c = EpisodeConfig()
     servo = c.servo
     if "tracking" in kw:
@@ -32,7 +33,12 @@ def main() -> None:
     if "goal" in kw:
         c = replace(c, goal=GoalConfig(**kw.pop("goal")))
     stop = replace(c.stop, max_iterations=kw.pop("iters", 150), **kw.pop("stop", {}))
-    c = replace(c, servo=servo, stop=stop, **kw)
+    return replace(c, servo=servo, stop=stop, **kw)
+
+
+def main() -> None:
+    name = sys.argv[1]
+    c = episode_config(json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}"))
 
     def progress(it, step, t_err, r_err):
         if it % 10 == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -161,19 +162,24 @@ def make_extractor(config: ServoConfig):
     return get_extractor(config.features, **options)
 
 
+def _resize_nearest(array: np.ndarray, camera: Camera) -> np.ndarray:
+    """A depth map or mask at ``camera``'s size, nearest neighbour: never blend object and background."""
+    if array.shape[:2] == (camera.height_px, camera.width_px):
+        return array
+    import cv2
+
+    size = (camera.width_px, camera.height_px)
+    if array.dtype == bool:
+        return cv2.resize(array.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(array.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+
+
 def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> PreparedTarget:
     """Extract target features at the working resolution and keep those with valid rendered depth."""
     camera = render.camera.rescaled(config.working_width_px, config.working_height_px)
     rgb = resize_image(render.rgb, camera.width_px, camera.height_px)
-    depth_m, mask = render.depth_m, render.mask
-    if depth_m.shape != (camera.height_px, camera.width_px):  # nearest: never blend object and background
-        import cv2
-
-        size = (camera.width_px, camera.height_px)
-        depth_m = cv2.resize(depth_m.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
-        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     feats = extractor(rgb)
-    points = target_points_m(feats.keypoints_px, depth_m, camera)  # Z* at the nearest pixel
+    points = target_points_m(feats.keypoints_px, _resize_nearest(render.depth_m, camera), camera)  # Z*, nearest
     keep = np.flatnonzero(np.all(np.isfinite(points), axis=1))
     feats, points = feats.subset(keep), points[keep]
     xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
@@ -184,7 +190,7 @@ def prepare_target(render: TargetRender, config: ServoConfig, extractor) -> Prep
             refinement = RefinementTarget.from_render(render.rgb, render.mask, config.refine_config)
         else:
             refine_camera = camera
-            refinement = RefinementTarget.from_render(rgb, mask, config.refine_config)
+            refinement = RefinementTarget.from_render(rgb, _resize_nearest(render.mask, camera), config.refine_config)
     return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
                           points_camera_goal_m=points, refinement=refinement, refine_camera=refine_camera)
 
@@ -316,8 +322,7 @@ class DFBVSServo:
         front = p[:, 2] > 0
         extra, p = extra[front], p[front]
         uv = target.camera.project(p)
-        cam = target.camera
-        inside = (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] <= cam.width_px - 1) & (uv[:, 1] <= cam.height_px - 1)
+        inside = target.camera.in_image(uv, margin_px=0.5)  # pixel centres 0 .. width - 1
         extra, uv = extra[inside], uv[inside]
         guided = Correspondences(uv, target.features.keypoints_px[extra], np.full(len(extra), -1, np.int64),
                                  extra, np.zeros(len(extra)))
@@ -336,11 +341,11 @@ class DFBVSServo:
             candidates = self._guided(inliers, T_current_target)
         work, fine = target.camera, target.refine_camera
         native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
+        image = resize_image(np.asarray(image), fine.width_px, fine.height_px) if native else rgb
         if native:
-            image = resize_image(np.asarray(image), fine.width_px, fine.height_px)
             candidates = replace(candidates, uv_current_px=fine.pixels_from(work, candidates.uv_current_px),
                                  uv_target_px=fine.pixels_from(work, candidates.uv_target_px))
-        refined = refine_subpixel(candidates, image if native else rgb, target.refinement)
+        refined = refine_subpixel(candidates, image, target.refinement)
         if len(refined) < cfg.min_inliers:
             return inliers
         again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,  # one rigid motion
@@ -386,7 +391,7 @@ class StopMonitor:
     def __init__(self, config: StopConfig = StopConfig()):
         self.config = config
         self.iterations = 0
-        self._recent_errors_px: list[float] = []
+        self._recent_errors_px: deque[float] = deque(maxlen=config.diverged_cycles)
         self._below = 0
         self._slow = 0
         self._lost = 0
@@ -411,7 +416,7 @@ class StopMonitor:
             if self._below >= c.converged_cycles or self._slow >= c.converged_cycles:
                 return EpisodeStatus.CONVERGED
             if np.isfinite(err):
-                self._recent_errors_px = (self._recent_errors_px + [err])[-c.diverged_cycles:]
+                self._recent_errors_px.append(err)
             if len(self._recent_errors_px) >= c.diverged_cycles and self._diverging():
                 return EpisodeStatus.DIVERGED
         if self.iterations >= c.max_iterations:

@@ -190,6 +190,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
     t0_err, r0_err = pose_error(T_object_goal, body.T_world_camera)
     monitor = StopMonitor(config.stop)
 
+    work_camera = camera.rescaled(config.servo.working_width_px, config.servo.working_height_px)  # px figures
     out = Path(out_dir) if out_dir is not None else None
     traj = gif = None
     if out is not None:
@@ -199,7 +200,6 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
         traj = JsonlWriter(out / "trajectory.jsonl")
         gif = GifWriter(out / "servo.gif", stride=config.video_stride)
         target_rgb = target_render.rgb
-        work_camera = camera.rescaled(config.servo.working_width_px, config.servo.working_height_px)
 
     status = EpisodeStatus.RUNNING
     cycle_ms, stage_ms = [], {}
@@ -249,7 +249,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progre
         median_stage_ms={k: float(np.median(v)) for k, v in stage_ms.items()},
         final_n_inliers=last_step.n_inliers if last_step is not None else 0,
         final_true_reprojection_px=true_reprojection_px(target_render, camera, T_object_goal, body.T_world_camera)
-        * config.servo.working_width_px / camera.width_px,
+        * work_camera.width_px / camera.width_px,
         out_dir=str(out) if out is not None else None)
     if out is not None:
         (out / "summary.json").write_text(json.dumps(to_jsonable(result.summary()), indent=2) + "\n")
