@@ -10,29 +10,32 @@ variant, the settled-pose offset of single frames (noise) and of their mean (bia
 Seconds per variant instead of minutes per episode.
 
     .venv/bin/python benchmarks/goal_bias.py --frames 6 \
-        --variant previous '{"camera_scale": 1, "servo": {"guided_refinement": false},
-                              "refine": {"window_px": 13, "min_eigen_ratio": 0}}' \
-        --variant default '{}'
+        --variant previous 'camera_scale=1 servo.refine.guided=false servo.refine.window_px=13
+                            servo.refine.min_eigen_ratio=0' \
+        --variant default ''
 
-Variant keys: "camera_scale" (render camera = Camera.default() times this; default 2 = 640x480),
-"target_supersample", "object", and the episode overrides of benchmarks/servo_variant.py ("servo", "refine",
-"scene", "goal", "seed", ...).
+A variant is a space-separated list of ``PATH=VALUE`` overrides of the episode config (the ``--set`` syntax,
+``dfbvs config show``), plus three keys of this script: ``camera_scale`` (render camera = Camera.default()
+times this; default 2 = 640x480), ``target_supersample`` and ``object``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 
 from dfbvs.camera import Camera
 from dfbvs.control import interaction_matrix_normalized
-from dfbvs.geometry import inverse, se3_exp
+from dfbvs.features import build_extractor
+from dfbvs.geometry import inverse, se3_exp, transform_points
 from dfbvs.render.objects import load_builtin
 from dfbvs.render.scene import build_scene, render_scene
 from dfbvs.render.target import render_target
-from dfbvs.servo import DFBVSServo, StepStatus, prepare_target
+from dfbvs.servo import DFBVSServo, StepStatus
+from dfbvs.target import prepare_target
 from servo_variant import episode_config  # same directory
 
 
@@ -42,30 +45,37 @@ def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, n
     target, c = servo.target, step.correspondences
     idx = c.index_target
     p_goal = target.points_camera_goal_m[idx]
-    uv_true = target.camera.project(p_goal @ T_camera_goal[:3, :3].T + T_camera_goal[:3, 3])
+    uv_true = target.camera.project(transform_points(T_camera_goal, p_goal))
     r_px = c.uv_current_px - uv_true
     r = (target.camera.pixel_to_normalized(c.uv_current_px) - target.camera.pixel_to_normalized(uv_true))
     L = interaction_matrix_normalized(target.xy_star[idx], target.Z_star_m[idx])
     return -np.linalg.pinv(L) @ r.reshape(-1), np.linalg.norm(r_px, axis=1)
 
 
-def run_variant(name: str, spec: dict, frames: int, offset_mm: float, offset_deg: float, extractors: dict,
+def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg: float, extractors: dict,
                 same_pose: bool = False) -> dict:
-    spec = dict(spec)
-    scale = spec.pop("camera_scale", 2)  # 2: the episodes' default 640x480 sensor
-    target_ss = spec.pop("target_supersample", 3)
+    own = {"camera_scale": "2", "target_supersample": "3", "object": "bracket"}  # 2: the default 640x480
+    overrides = []
+    for item in spec.split():
+        key, _, value = item.partition("=")
+        if key in own:
+            own[key] = value
+        else:
+            overrides.append(item)
+    scale, target_ss = int(own["camera_scale"]), int(own["target_supersample"])
     base = Camera.default()
     camera = base.rescaled(base.width_px * scale, base.height_px * scale)
-    object_name = spec.pop("object", "bracket")
-    config = episode_config({**spec, "object_name": object_name, "camera": camera.to_dict()})
+    config = replace(episode_config(overrides), object_name=own["object"], camera=camera)
     servo_cfg, seed = config.servo, config.seed
     mesh = load_builtin(config.object_name)
     T_goal = config.goal.T_object_camera()
     target_render = render_target(mesh, camera, T_goal, supersample=target_ss)
-    key = (servo_cfg.features, servo_cfg.max_keypoints)
+    key = servo_cfg.features
     if key not in extractors:
-        extractors[key] = DFBVSServo.from_render(target_render, servo_cfg).extractor
-    servo = DFBVSServo(prepare_target(target_render, servo_cfg, extractors[key]), servo_cfg, extractors[key])
+        extractors[key] = build_extractor(servo_cfg.features)
+    target = prepare_target(target_render, extractors[key], servo_cfg.working_width_px, servo_cfg.working_height_px,
+                            servo_cfg.refine)
+    servo = DFBVSServo(target, servo_cfg, extractors[key])
     scene = build_scene(mesh, config.scene, seed=seed)
     rng = np.random.default_rng(seed)
     offsets, px, n = [], [], []
@@ -103,11 +113,11 @@ def main() -> None:
     ap.add_argument("--offset-mm", type=float, default=0.5)
     ap.add_argument("--same-pose", action="store_true", help="all frames at one pose: noise only")
     ap.add_argument("--offset-deg", type=float, default=0.15)
-    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True)
+    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), required=True)
     args = ap.parse_args()
     extractors: dict = {}
     for name, spec in args.variant:
-        print(json.dumps(run_variant(name, json.loads(spec), args.frames, args.offset_mm, args.offset_deg,
+        print(json.dumps(run_variant(name, spec, args.frames, args.offset_mm, args.offset_deg,
                                      extractors, args.same_pose)), flush=True)
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .errors import CalibrationError
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -32,17 +34,17 @@ class Camera:
         for name in ("fx", "fy"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"intrinsics {name}={value!r}: focal length must be a positive number of pixels")
+                raise CalibrationError(f"intrinsics {name}={value!r}: focal length must be a positive number of pixels")
         for name in ("cx", "cy"):
             value = getattr(self, name)
             if not np.isfinite(value):
-                raise ValueError(f"intrinsics {name}={value!r}: principal point must be finite")
+                raise CalibrationError(f"intrinsics {name}={value!r}: principal point must be finite")
         for name in ("width_px", "height_px"):
             value = getattr(self, name)
             if int(value) != value or value <= 0:
-                raise ValueError(f"camera {name}={value!r}: image size must be a positive integer")
+                raise CalibrationError(f"camera {name}={value!r}: image size must be a positive integer")
         if len(self.dist) not in (4, 5) or not all(np.isfinite(self.dist)):
-            raise ValueError(f"distortion must be 4 or 5 finite coefficients (k1,k2,p1,p2[,k3]), got {self.dist!r}")
+            raise CalibrationError(f"distortion must be 4 or 5 finite coefficients (k1,k2,p1,p2[,k3]), got {self.dist!r}")
         object.__setattr__(self, "dist", tuple(float(d) for d in self.dist) + (0.0,) * (5 - len(self.dist)))
         object.__setattr__(self, "width_px", int(self.width_px))
         object.__setattr__(self, "height_px", int(self.height_px))
@@ -52,7 +54,7 @@ class Camera:
     def from_fov(cls, width_px: int, height_px: int, hfov_deg: float) -> "Camera":
         """Centred camera with square pixels and horizontal field of view ``hfov_deg``."""
         if not 0 < hfov_deg < 180:
-            raise ValueError(f"horizontal field of view must be in (0, 180) deg, got {hfov_deg!r}")
+            raise CalibrationError(f"horizontal field of view must be in (0, 180) deg, got {hfov_deg!r}")
         f = 0.5 * width_px / np.tan(np.deg2rad(hfov_deg) / 2)
         return cls(f, f, (width_px - 1) / 2.0, (height_px - 1) / 2.0, width_px, height_px)
 

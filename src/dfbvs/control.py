@@ -4,16 +4,26 @@ Features are points. ``s`` and ``e = s - s*`` interleave ``[x0, y0, x1, y1, ...]
 matrix ``L`` is ``(2N, 6)``, mapping the camera body twist ``v_camera = (vx, vy, vz, wx, wy, wz)`` (m/s,
 rad/s, camera frame, OpenCV axes) to the feature velocity: ``ds/dt = L @ v_camera``.
 The law is ``v_camera = -lambda * pinv(L_hat) @ e`` (Chaumette & Hutchinson 2006).
+
+Control laws sit behind one interface, :class:`ControlLaw`: a :class:`ControlInput` (the inlier features in
+normalized coordinates, the target depths and, when PnP found it, the pose ``T_current_target``) in, a
+:class:`ControlOutput` (camera twist, gain, conditioning of ``L_hat``) out. They are registered in
+:data:`CONTROL_LAWS` and chosen by the type of ``ServoConfig.control``; a new law (PBVS, ...) is a config
+dataclass, a class taking it, and one ``CONTROL_LAWS.register`` line.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Optional, Protocol
 
 import numpy as np
 
 from .camera import Camera
+from .errors import ConfigError
+from .geometry import transform_points
+from .registry import Registry
 
 
 class InteractionChoice(str, enum.Enum):
@@ -76,9 +86,9 @@ class GainConfig:
 
     def __post_init__(self) -> None:
         if not (self.gain_at_zero > 0 and self.gain_at_infinity > 0):
-            raise ValueError(f"gains must be > 0, got {self.gain_at_zero!r}, {self.gain_at_infinity!r}")
+            raise ConfigError(f"gains must be > 0, got {self.gain_at_zero!r}, {self.gain_at_infinity!r}")
         if self.gain_at_zero < self.gain_at_infinity:
-            raise ValueError(f"adaptive gain expects gain_at_zero ({self.gain_at_zero}) >= gain_at_infinity "
+            raise ConfigError(f"adaptive gain expects gain_at_zero ({self.gain_at_zero}) >= gain_at_infinity "
                              f"({self.gain_at_infinity})")
 
     def __call__(self, error_inf_norm: float) -> float:
@@ -89,7 +99,7 @@ class GainConfig:
 
 
 @dataclass(frozen=True)
-class ControlConfig:
+class IBVSConfig:
     """IBVS law configuration (units in the names)."""
 
     interaction: InteractionChoice = InteractionChoice.DESIRED
@@ -101,10 +111,10 @@ class ControlConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "interaction", InteractionChoice(self.interaction))
         if not (self.max_linear_m_s > 0 and self.max_angular_rad_s > 0):
-            raise ValueError(f"speed limits must be > 0, got linear {self.max_linear_m_s!r} m/s, "
+            raise ConfigError(f"speed limits must be > 0, got linear {self.max_linear_m_s!r} m/s, "
                              f"angular {self.max_angular_rad_s!r} rad/s")
         if self.damping < 0:
-            raise ValueError(f"damping must be >= 0, got {self.damping!r}")
+            raise ConfigError(f"damping must be >= 0, got {self.damping!r}")
 
 
 def saturate_twist(v: np.ndarray, max_linear_m_s: float, max_angular_rad_s: float) -> np.ndarray:
@@ -117,12 +127,14 @@ def saturate_twist(v: np.ndarray, max_linear_m_s: float, max_angular_rad_s: floa
 
 @dataclass(frozen=True)
 class ControlOutput:
-    """One control cycle: camera body twist (m/s, rad/s), the error it used and the gain."""
+    """One control cycle: camera body twist (m/s, rad/s), the error it used, the gain (1/s) and the
+    condition number of the interaction matrix the law inverted (``inf`` when rank deficient)."""
 
     v_camera: np.ndarray  # (6,), saturated
     error: np.ndarray  # (2N,) normalized-coordinate error e = s - s*
     gain: float
     saturated: bool
+    condition_number: float = float("nan")
 
 
 def ibvs_control(
@@ -147,40 +159,64 @@ def ibvs_control(
         L_hat = interaction_matrix_normalized(xy_star, Z_star_m)
     else:
         if Z_m is None:
-            raise ValueError(f"interaction '{choice.value}' needs the current depths Z_m")
+            raise ConfigError(f"interaction '{choice.value}' needs the current depths Z_m, got None")
         L_cur = interaction_matrix_normalized(xy, Z_m)
         L_hat = L_cur if choice is InteractionChoice.CURRENT else 0.5 * (
             L_cur + interaction_matrix_normalized(xy_star, Z_star_m))
     gain = config.gain(float(np.max(np.abs(e))))
     v = -gain * (damped_pinv(L_hat, config.damping) @ e)
     v_sat = saturate_twist(v, config.max_linear_m_s, config.max_angular_rad_s)
-    return ControlOutput(v_camera=v_sat, error=e, gain=gain, saturated=bool(not np.allclose(v, v_sat)))
+    return ControlOutput(v_camera=v_sat, error=e, gain=gain, saturated=bool(not np.allclose(v, v_sat)),
+                         condition_number=float(np.linalg.cond(L_hat)))
 
 
-# --- photometric visual servoing (Collewet & Marchand 2011), the whole-image baseline -----------------------
+# --- the control-law interface and its registry ------------------------------------------------------------
+@dataclass(frozen=True)
+class ControlInput:
+    """What a law gets each cycle, over the ``N`` inlier correspondences.
+
+    ``xy`` (N, 2) current and ``xy_star`` (N, 2) desired normalized coordinates; ``Z_star_m`` (N,) target
+    depths (rendered); ``points_target_m`` (N, 3) the target points in the goal camera frame;
+    ``T_current_target`` (4x4) the pose of the goal camera in the current camera frame from PnP, or None.
+    """
+
+    xy: np.ndarray
+    xy_star: np.ndarray
+    Z_star_m: np.ndarray
+    points_target_m: np.ndarray
+    T_current_target: Optional[np.ndarray] = None
+
+    def current_depths_m(self) -> Optional[np.ndarray]:
+        """Depth (N,) of each point in the current camera from the PnP pose, or None without a pose."""
+        if self.T_current_target is None:
+            return None
+        return transform_points(self.T_current_target, self.points_target_m)[:, 2]
 
 
-def photometric_interaction_matrix(
-    camera: Camera, grad_u: np.ndarray, grad_v: np.ndarray, Z_m: np.ndarray, stride_px: int = 1
-) -> np.ndarray:
-    """``(H*W, 6)`` interaction matrix of the luminance at every pixel (brightness constancy):
-    ``L_I = -(dI/dx L_x + dI/dy L_y)`` with ``dI/dx = fx dI/du`` (normalized coordinates), ``L_x, L_y`` the
-    point interaction rows at depth ``Z_m`` (H, W). ``grad_u``/``grad_v`` are intensity gradients per pixel.
-    ``stride_px`` subsamples pixels (rows of the result follow the subsampled raster)."""
-    h, w = grad_u.shape
-    vv, uu = np.mgrid[0:h:stride_px, 0:w:stride_px]
-    xy = camera.pixel_to_normalized(np.column_stack([uu.ravel(), vv.ravel()]).astype(np.float64))
-    Z = Z_m[::stride_px, ::stride_px].ravel().astype(np.float64)
-    Ix = grad_u[::stride_px, ::stride_px].ravel() * camera.fx
-    Iy = grad_v[::stride_px, ::stride_px].ravel() * camera.fy
-    L = interaction_matrix_normalized(xy, Z)
-    return -(Ix[:, None] * L[0::2] + Iy[:, None] * L[1::2])
+class ControlLaw(Protocol):
+    """``law(control_input) -> ControlOutput``; built from its config by :data:`CONTROL_LAWS`."""
+
+    config: object
+
+    def __call__(self, inputs: ControlInput) -> ControlOutput: ...
 
 
-def photometric_control(L_I: np.ndarray, error: np.ndarray, gain: float, mu: float,
-                        max_linear_m_s: float, max_angular_rad_s: float) -> np.ndarray:
-    """Levenberg-Marquardt photometric law ``v = -gain (H + mu diag(H))^-1 L^T e``, ``H = L^T L``;
-    returns the saturated camera twist (m/s, rad/s)."""
-    H = L_I.T @ L_I
-    v = -gain * np.linalg.solve(H + mu * np.diag(np.diag(H)), L_I.T @ error)
-    return saturate_twist(v, max_linear_m_s, max_angular_rad_s)
+class IBVSLaw:
+    """Point IBVS ``v = -lambda pinv(L_hat) e`` with ``L_hat`` = ``L*`` (the paper), ``L`` or their mean;
+    the current depths of ``L`` come from the PnP pose (a cycle without a pose cannot use them)."""
+
+    def __init__(self, config: IBVSConfig = IBVSConfig()) -> None:
+        self.config = config
+
+    def __call__(self, inputs: ControlInput) -> ControlOutput:
+        Z_m = None if self.config.interaction is InteractionChoice.DESIRED else inputs.current_depths_m()
+        return ibvs_control(inputs.xy, inputs.xy_star, inputs.Z_star_m, self.config, Z_m=Z_m)
+
+
+CONTROL_LAWS: Registry[ControlLaw] = Registry("control law")
+CONTROL_LAWS.register("ibvs", IBVSLaw, IBVSConfig, help="image-based visual servoing on points")
+
+
+def build_control_law(config: object) -> ControlLaw:
+    """The law a config describes (its type names the law)."""
+    return CONTROL_LAWS.build(config)

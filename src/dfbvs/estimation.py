@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 import numpy as np
 
 from .camera import Camera
+from .errors import ConfigError
+from .geometry import transform_points
 from .matching import Correspondences
+from .registry import Registry
 
 
 class EstimationStatus(enum.Enum):
@@ -52,11 +55,11 @@ class RobustConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", RobustMethod(self.method))
         if not (np.isfinite(self.threshold_px) and self.threshold_px > 0):
-            raise ValueError(f"threshold_px={self.threshold_px!r}: must be > 0")
+            raise ConfigError(f"threshold_px={self.threshold_px!r}: must be > 0")
         if not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"confidence={self.confidence!r}: must be in (0, 1)")
+            raise ConfigError(f"confidence={self.confidence!r}: must be in (0, 1)")
         if int(self.max_iterations) != self.max_iterations or self.max_iterations <= 0:
-            raise ValueError(f"max_iterations={self.max_iterations!r}: must be a positive integer")
+            raise ConfigError(f"max_iterations={self.max_iterations!r}: must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,7 @@ def reject_pnp(correspondences: Correspondences, points_target_m: np.ndarray, ca
     T = np.eye(4)
     T[:3, :3] = so3_exp(np.asarray(rvec, dtype=np.float64).reshape(3))
     T[:3, 3] = np.asarray(tvec, dtype=np.float64).reshape(3)
-    p_current = obj @ T[:3, :3].T + T[:3, 3]
+    p_current = transform_points(T, obj)
     err = np.full(n, np.nan)
     in_front = p_current[:, 2] > 0
     sub = np.full(len(obj), np.inf)
@@ -296,64 +299,110 @@ def reject_pnp(correspondences: Correspondences, points_target_m: np.ndarray, ca
     return PnPResult(EstimationStatus.OK, mask, "pnp", T, err, has_depth)
 
 
-# --- a uniform interface for the CLI and the benchmarks ----------------------------------------------------
+# --- rejectors: one interface, one registry -----------------------------------------------------------------
 @dataclass(frozen=True)
 class TargetGeometry:
-    """What PnP needs beyond the correspondences: the target's rendered depth ``Z*`` (H, W) in metres (NaN
-    background), the target camera, and the current camera (the target camera when None)."""
+    """What PnP needs beyond the correspondences: the 3D point (target camera frame, metres) of each target
+    keypoint, given either as ``points_by_target_index_m`` (N_target, 3), row ``i`` for target keypoint
+    ``i`` (NaN rows: no depth), or as the target's rendered depth ``Z*`` (H, W, metres, NaN background)
+    sampled at the target pixels; the target camera; the current camera (the target camera when None)."""
 
-    depth_target_m: np.ndarray
     camera_target: Camera
+    depth_target_m: Optional[np.ndarray] = None
+    points_by_target_index_m: Optional[np.ndarray] = None
     camera_current: Optional[Camera] = None
 
+    def __post_init__(self) -> None:
+        if (self.depth_target_m is None) == (self.points_by_target_index_m is None):
+            raise ConfigError("TargetGeometry needs exactly one of depth_target_m or points_by_target_index_m")
 
-class Rejector:
-    """``rejector(correspondences, geometry=None) -> RejectionResult`` for a model chosen by name."""
+    def points_m(self, correspondences: Correspondences) -> np.ndarray:
+        """(M, 3) target points of the correspondences (NaN rows where the target has no depth)."""
+        if self.points_by_target_index_m is not None:
+            return np.asarray(self.points_by_target_index_m)[correspondences.index_target]
+        return target_points_m(correspondences.uv_target_px, self.depth_target_m, self.camera_target)
 
-    def __init__(self, name: str, config: Optional[RobustConfig]) -> None:
-        self.name = name
+
+class Rejector(Protocol):
+    """``rejector(correspondences, geometry=None) -> RejectionResult``."""
+
+    config: object
+
+    def __call__(self, correspondences: Correspondences,
+                 geometry: Optional[TargetGeometry] = None) -> RejectionResult: ...
+
+
+@dataclass(frozen=True)
+class NoRejectionConfig:
+    """The pass-through rejector has no settings."""
+
+
+class NoRejection:
+    """Keeps every correspondence (a baseline)."""
+
+    def __init__(self, config: NoRejectionConfig = NoRejectionConfig()) -> None:
         self.config = config
 
     def __call__(self, correspondences: Correspondences,
                  geometry: Optional[TargetGeometry] = None) -> RejectionResult:
-        if self.name == "none":
-            return RejectionResult(EstimationStatus.NOT_ESTIMATED, np.ones(len(correspondences), bool), "none")
-        if self.name == "fundamental":
-            return reject_fundamental(correspondences, self.config)  # type: ignore[arg-type]
-        if self.name == "homography":
-            return reject_homography(correspondences, self.config)  # type: ignore[arg-type]
+        return RejectionResult(EstimationStatus.NOT_ESTIMATED, np.ones(len(correspondences), bool), "none")
+
+
+class FundamentalRejector:
+    def __init__(self, config: FundamentalConfig = FundamentalConfig()) -> None:
+        self.config = config
+
+    def __call__(self, correspondences: Correspondences,
+                 geometry: Optional[TargetGeometry] = None) -> RejectionResult:
+        return reject_fundamental(correspondences, self.config)
+
+
+class HomographyRejector:
+    def __init__(self, config: HomographyConfig = HomographyConfig()) -> None:
+        self.config = config
+
+    def __call__(self, correspondences: Correspondences,
+                 geometry: Optional[TargetGeometry] = None) -> RejectionResult:
+        return reject_homography(correspondences, self.config)
+
+
+class PnPRejector:
+    """PnP with the target's 3D points (needs the :class:`TargetGeometry`); its result carries
+    ``T_current_target``."""
+
+    def __init__(self, config: PnPConfig = PnPConfig()) -> None:
+        self.config = config
+
+    def __call__(self, correspondences: Correspondences,
+                 geometry: Optional[TargetGeometry] = None) -> PnPResult:
         if geometry is None:
-            raise ValueError("rejector 'pnp' needs the target geometry (rendered depth Z* and cameras)")
-        pts = target_points_m(correspondences.uv_target_px, geometry.depth_target_m, geometry.camera_target)
-        return reject_pnp(correspondences, pts, geometry.camera_current or geometry.camera_target,
-                          self.config)  # type: ignore[arg-type]
+            raise ConfigError("rejector 'pnp' needs the target geometry (rendered depth Z* and cameras), got None")
+        return reject_pnp(correspondences, geometry.points_m(correspondences),
+                          geometry.camera_current or geometry.camera_target, self.config)
 
 
-_REJECTORS: dict[str, Optional[type]] = {"none": None, "fundamental": FundamentalConfig,
-                                         "homography": HomographyConfig, "pnp": PnPConfig}
+REJECTORS: Registry[Rejector] = Registry("rejector")
+REJECTORS.register("none", NoRejection, NoRejectionConfig)
+REJECTORS.register("fundamental", FundamentalRejector, FundamentalConfig)
+REJECTORS.register("homography", HomographyRejector, HomographyConfig)
+REJECTORS.register("pnp", PnPRejector, PnPConfig)
 DEFAULT_REJECTOR = "fundamental"
 
 
 def available_rejectors() -> list[str]:
-    return list(_REJECTORS)
+    return REJECTORS.names()
+
+
+def build_rejector(config: object) -> Rejector:
+    """The rejector a config describes (its type names the model)."""
+    return REJECTORS.build(config)
 
 
 def get_rejector(name: str = DEFAULT_REJECTOR, config: Optional[RobustConfig] = None,
                  **overrides: Union[float, int, str, bool]) -> Rejector:
     """Rejector by name ("none", "fundamental", "homography", "pnp") with config and/or overrides
     (e.g. ``threshold_px=2.0, method="ransac"``)."""
-    key = name.strip().lower()
-    if key not in _REJECTORS:
-        raise ValueError(f"unknown rejector {name!r}; available: {', '.join(available_rejectors())}")
-    config_cls = _REJECTORS[key]
-    if config_cls is None:
-        if overrides:
-            raise ValueError(f"rejector 'none' takes no settings, got {sorted(overrides)}")
-        return Rejector(key, None)
-    allowed = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"rejector {name!r} has no setting {unknown}; settings: {sorted(allowed)}")
-    values = {f.name: getattr(config, f.name) for f in fields(config_cls) if config is not None and hasattr(config, f.name)}
+    values = {} if config is None else {f.name: getattr(config, f.name) for f in fields(REJECTORS.config_class(name))
+                                        if hasattr(config, f.name)}
     values.update(overrides)
-    return Rejector(key, config_cls(**values))
+    return REJECTORS.build(REJECTORS.default_config(name, **values))

@@ -126,6 +126,13 @@ def inverse(T_a_b: np.ndarray) -> np.ndarray:
     return T
 
 
+def transform_points(T_a_b: np.ndarray, p_b: np.ndarray) -> np.ndarray:
+    """Points ``p_b`` (N, 3) expressed in frame b, returned in frame a: ``p_a = R_a_b p_b + t_a_b`` (N, 3)."""
+    T_a_b = np.asarray(T_a_b, dtype=np.float64)
+    p = np.asarray(p_b, dtype=np.float64).reshape(-1, 3)
+    return p @ T_a_b[:3, :3].T + T_a_b[:3, 3]
+
+
 def adjoint(T_a_b: np.ndarray) -> np.ndarray:
     """6x6 adjoint mapping a twist in frame b to the same motion in frame a: ``v_a = adjoint(T_a_b) @ v_b``.
 

@@ -2,28 +2,36 @@
 
 Names: ``dfbvs`` (default deep features and settings), ``dfbvs-<extractor>`` (e.g. ``dfbvs-orb``,
 ``dfbvs-sift``, ``dfbvs-disk``, ``dfbvs-keypointnet`` with a checkpoint), each with optional flags from
-:data:`FLAGS` (``-track``, ``-prevtrack``, ``-notrack``, ``-norefine``, ``-noguide``, ``-coarse``), and ``photometric`` (Collewet &
-Marchand's direct visual servoing).
+:data:`FLAGS` (``-track``, ``-prevtrack``, ``-notrack``, ``-norefine``, ``-noguide``, ``-coarse``), and
+``photometric`` (Collewet & Marchand's direct visual servoing). A method is a list of config overrides in
+the syntax of ``--set`` (:func:`method_overrides`), applied on top of the run's base config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
-from ..servo import TrackingMode
+from ..config import PRESETS, apply_overrides
+from ..errors import ConfigError
 from ..sim.episode import EpisodeConfig, GoalConfig, StartConfig
 from .protocols import EpisodeSpec
 
 PHOTOMETRIC = "photometric"
 
 
-FLAGS = {
-    "track": "tracking mode on, keeping the entry set (our default variant of the paper's rule)",
-    "prevtrack": "tracking mode on with the paper's rule R(t) within R(t-1)",
-    "notrack": "tracking mode off",
-    "norefine": "no sub-pixel refinement of the correspondences (the paper's pipeline)",
-    "noguide": "refine only the descriptor matches, not every target keypoint predicted by the PnP pose",
-    "coarse": "refine on the working-resolution image (320x240) instead of the camera's own",
+#: Method flags: each is a list of config overrides (the one syntax of ``--set``) and what it means.
+FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "track": (("servo.tracking.enabled=true", "servo.tracking.mode=entry"),
+              "tracking mode on, keeping the entry set (our default variant of the paper's rule)"),
+    "prevtrack": (("servo.tracking.enabled=true", "servo.tracking.mode=previous"),
+                  "tracking mode on with the paper's rule R(t) within R(t-1)"),
+    "notrack": (("servo.tracking.enabled=false",), "tracking mode off"),
+    "norefine": (("servo.refine.enabled=false",), "no sub-pixel refinement of the correspondences (the paper's pipeline)"),
+    "noguide": (("servo.refine.guided=false",),
+                "refine only the descriptor matches, not every target keypoint predicted by the PnP pose"),
+    "coarse": (("servo.refine.at_native_resolution=false",),
+               "refine on the working-resolution image (320x240) instead of the camera's own"),
 }
 
 
@@ -42,7 +50,7 @@ def parse_method(name: str) -> Method:
         return Method(PHOTOMETRIC)
     parts = name.split("-")
     if parts[0] != "dfbvs":
-        raise ValueError(f"unknown method {name!r}: use dfbvs[-<extractor>][-{'|-'.join(FLAGS)}] or photometric")
+        raise ConfigError(f"unknown method {name!r}: use dfbvs[-<extractor>][-{'|-'.join(FLAGS)}] or photometric")
     flags = []
     while len(parts) > 1 and parts[-1] in FLAGS:
         flags.insert(0, parts.pop())
@@ -50,7 +58,7 @@ def parse_method(name: str) -> Method:
     from ..features import available_extractors
 
     if extractor not in available_extractors():
-        raise ValueError(f"method {name!r}: unknown extractor {extractor!r}; available: {available_extractors()}")
+        raise ConfigError(f"method {name!r}: unknown extractor {extractor!r}; available: {available_extractors()}")
     return Method("dfbvs", extractor, tuple(flags))
 
 
@@ -66,30 +74,29 @@ def scene_for_background(background: str, seed: int):
     return replace(SceneConfig(), background=background)
 
 
-def episode_config(spec: EpisodeSpec, method: str, base: EpisodeConfig = EpisodeConfig(),
-                   keypointnet_checkpoint: str | None = None) -> EpisodeConfig:
+def method_overrides(method: str, keypointnet_checkpoint: str | None = None) -> tuple[str, ...]:
+    """The config overrides that turn the base episode into ``method``'s."""
     parsed = parse_method(method)
+    if parsed.controller == PHOTOMETRIC:  # no correspondences: converge on a small twist
+        return PRESETS["photometric"]
+    overrides = [f"servo.features={parsed.extractor}"]
+    if keypointnet_checkpoint is not None and parsed.extractor == "keypointnet":
+        overrides.append(f"servo.features.checkpoint_path={keypointnet_checkpoint}")
+    for flag in parsed.flags:
+        overrides.extend(FLAGS[flag][0])
+    return tuple(overrides)
+
+
+def episode_config(spec: EpisodeSpec, method: str, overrides: Sequence[str] = (),
+                   keypointnet_checkpoint: str | None = None) -> EpisodeConfig:
+    """The episode config of ``spec`` run with ``method``: the default episode, the method's overrides, then
+    the run's own ``overrides`` (e.g. ``stop.max_iterations=150``), then the spec's object, goal, start,
+    scene and seed."""
     obj_is_path = "/" in spec.object or "." in spec.object
-    servo = base.servo
-    stop = base.stop
-    if parsed.controller == "dfbvs":
-        for flag in parsed.flags:
-            if flag in ("track", "prevtrack", "notrack"):
-                mode = TrackingMode.PREVIOUS if flag == "prevtrack" else TrackingMode.ENTRY
-                servo = replace(servo, tracking=replace(servo.tracking, enabled=flag != "notrack", mode=mode))
-            elif flag == "norefine":
-                servo = replace(servo, refine=False)
-            elif flag == "noguide":
-                servo = replace(servo, guided_refinement=False)
-            elif flag == "coarse":
-                servo = replace(servo, refine_at_native_resolution=False)
-        servo = replace(servo, features=parsed.extractor, keypointnet_checkpoint=keypointnet_checkpoint)
-    else:  # no correspondences: converge on a small twist
-        stop = replace(stop, converged_twist_m_s=2e-4, converged_twist_rad_s=2e-3)
+    config = apply_overrides(EpisodeConfig(), (*method_overrides(method, keypointnet_checkpoint), *overrides))
     return replace(
-        base, controller=parsed.controller, object_name=spec.object if not obj_is_path else "custom",
+        config, object_name=spec.object if not obj_is_path else "custom",
         mesh_path=spec.object if obj_is_path else None,
         goal=GoalConfig(*spec.goal), start=StartConfig(T_goal_start=spec.T_goal_start),
-        scene=scene_for_background(spec.background, spec.seed), servo=servo, stop=stop, seed=spec.seed,
+        scene=scene_for_background(spec.background, spec.seed), seed=spec.seed,
     )
-

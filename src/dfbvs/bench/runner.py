@@ -14,10 +14,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
-from ..sim.artifacts import JsonlWriter, read_jsonl
-from ..sim.episode import EpisodeConfig, to_jsonable
+from ..config import describe
+from ..recorder import JsonlWriter, read_jsonl, to_jsonable
+from ..sim.episode import EpisodeConfig
 from .methods import PHOTOMETRIC, episode_config
 from .protocols import EpisodeSpec
 
@@ -41,7 +42,7 @@ class Job:
 
     @property
     def config_hash(self) -> str:
-        blob = json.dumps(to_jsonable(self.config), sort_keys=True).encode()
+        blob = json.dumps(describe(self.config), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -49,9 +50,10 @@ class ConfigMismatch(RuntimeError):
     pass
 
 
-def make_jobs(specs: Iterable[EpisodeSpec], methods: list[str], base: EpisodeConfig = EpisodeConfig(),
+def make_jobs(specs: Iterable[EpisodeSpec], methods: list[str], overrides: Sequence[str] = (),
               keypointnet_checkpoint: str | None = None) -> list[Job]:
-    return [Job(f"{s.episode_id}/{m}", s, m, episode_config(s, m, base, keypointnet_checkpoint))
+    """One job per (episode, method); ``overrides`` (``PATH=VALUE``) apply to every job after the method's."""
+    return [Job(f"{s.episode_id}/{m}", s, m, episode_config(s, m, overrides, keypointnet_checkpoint))
             for s in specs for m in methods]
 
 

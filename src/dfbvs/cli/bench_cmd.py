@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @bench.command("run")
     def run(
         protocol: str = typer.Option(..., help="accuracy18, distance-sweep, wide or tiny."),
-        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>][-track|-prevtrack|-notrack|-norefine], photometric."),
+        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>][-track|-prevtrack|-notrack|-norefine|-noguide|-coarse], photometric."),
         objects: Optional[str] = typer.Option(None, help="Comma-separated built-in names (default: all)."),
         mesh: Optional[list[Path]] = typer.Option(None, help="User meshes in place of the built-in objects."),
         background: Optional[list[str]] = typer.Option(None, help="similar, cluttered or image paths."),
@@ -29,16 +29,15 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
         save_episodes: bool = typer.Option(False, help="Also write each episode's trajectory, plot and video."),
         seed: int = typer.Option(0, help="Protocol seed."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="Config override PATH=VALUE for every "
+                                                 "episode, applied after the method's (see `dfbvs config show`)."),
         out: Path = typer.Option(..., help="Output directory (re-running resumes)."),
     ) -> None:
         """Run a protocol for the given methods on identical episodes; resumable."""
-        from dataclasses import replace
-
         from ..bench.protocols import make_protocol
         from ..bench.report import write_report
         from ..bench.runner import ConfigMismatch, make_jobs, run_jobs
         from ..render import builtin_object_names
-        from ..sim.episode import EpisodeConfig
 
         names = [str(m) for m in mesh] if mesh else (objects.split(",") if objects else builtin_object_names())
         for m in mesh or []:
@@ -55,16 +54,16 @@ def register(app: typer.Typer) -> None:
             options[key] = episodes_per_batch
         try:
             specs = make_protocol(protocol, names, backgrounds=background, seed=seed, **options)
-            base = EpisodeConfig()
-            base = replace(base, stop=replace(base.stop, max_iterations=max_iterations))
-            jobs = make_jobs(specs, [m.strip() for m in methods.split(",") if m.strip()], base,
+            overrides = [f"stop.max_iterations={max_iterations}", *(set_ or [])]
+            jobs = make_jobs(specs, [m.strip() for m in methods.split(",") if m.strip()], overrides,
                              str(keypointnet_checkpoint) if keypointnet_checkpoint else None)
         except (ValueError, TypeError) as exc:
             raise typer.BadParameter(str(exc))
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps({"protocol": protocol, "methods": methods, "objects": names,
                                                   "backgrounds": background, "seed": seed, "options": options,
-                                                  "max_iterations": max_iterations}, indent=2) + "\n")
+                                                  "max_iterations": max_iterations, "overrides": set_ or []},
+                                                 indent=2) + "\n")
 
         def progress(i, n, rec):
             s = rec["summary"]

@@ -32,10 +32,11 @@ def _run_and_report(config, out: Path) -> None:
 
     console = Console(stderr=True)
     with console.status("preparing target (render + features)...") as status:
-        def progress(it, step, t_err, r_err):
-            status.update(f"it {it:3d}  {step.status.value:16s} inliers {step.n_inliers:3d}  "
-                          f"error {step.mean_error_px:7.2f} px  pose {t_err * 1e3:6.2f} mm "
-                          f"{np.rad2deg(r_err):5.2f} deg  {'tracking' if step.tracking else ''}")
+        def progress(cycle):
+            step, e = cycle.step, cycle.extras
+            status.update(f"it {cycle.iteration:3d}  {step.status.value:16s} inliers {step.n_inliers:3d}  "
+                          f"error {step.mean_error_px:7.2f} px  pose {e['translation_error_mm']:6.2f} mm "
+                          f"{e['rotation_error_deg']:5.2f} deg  {'tracking' if step.tracking_mode else ''}")
         result = run_episode(config, out_dir=out, progress=progress)
     s = result.summary()
     typer.echo(
@@ -51,6 +52,24 @@ def _run_and_report(config, out: Path) -> None:
         raise typer.Exit(code=1)
 
 
+SET_HELP = ("Config override PATH=VALUE, repeatable, applied after the options above, e.g. "
+            "--set servo.refine.window_px=15 --set servo.features=disk (see `dfbvs config show`).")
+PRESET_HELP = "Named set of overrides applied first: default, paper, sift, photometric."
+
+
+def configured(base, preset: Optional[str], options: list[str], overrides: Optional[list[str]]):
+    """``base`` with the preset, the command's own options (as overrides) and the user's ``--set``
+    overrides, in that order; a bad one becomes a usage error naming it."""
+    from ..config import apply_overrides, apply_preset
+    from ..errors import ConfigError
+
+    try:
+        config = apply_preset(base, preset) if preset else base
+        return apply_overrides(config, [*options, *(overrides or [])])
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("sim")
     def sim(
@@ -62,18 +81,20 @@ def register(app: typer.Typer) -> None:
         start_offset_deg: float = typer.Option(8.0, help="Start rotation from the goal (deg)."),
         background: str = typer.Option("procedural", help="procedural (cluttered), similar, or an image path."),
         distractors: Optional[int] = typer.Option(None, help="Number of distractor objects."),
-        features: str = typer.Option("aliked", help="Feature extractor."),
+        features: Optional[str] = typer.Option(None, help="Feature extractor (= --set servo.features=NAME)."),
         sensor: str = typer.Option("640x480", help="Simulated sensor size WIDTHxHEIGHT (same ~34 deg lens); "
                                    "features are found at 320x240 and refined at this size."),
-        tracking: bool = typer.Option(False, help="Tracking mode near the goal (paper IV-D)."),
+        tracking: Optional[bool] = typer.Option(None, "--tracking/--no-tracking",
+                                                help="Tracking mode near the goal (paper IV-D)."),
         keypointnet_checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for --features keypointnet."),
-        max_iterations: int = typer.Option(300, help="Stop after this many cycles."),
+        max_iterations: Optional[int] = typer.Option(None, help="Stop after this many cycles (= stop.max_iterations)."),
         seed: int = typer.Option(0, help="Seed of the scene and the start pose."),
+        preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
         out: Path = typer.Option(..., help="Output directory."),
     ) -> None:
         """Run one simulated DFBVS episode and write its summary, trajectory, plots and video."""
         from ..camera import Camera
-        from ..features import available_extractors
         from ..render import builtin_object_names
         from ..sim.episode import EpisodeConfig, GoalConfig, StartConfig
 
@@ -81,8 +102,6 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
         if object_name is not None and object_name not in builtin_object_names():
             raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
-        if features not in available_extractors():
-            raise typer.BadParameter(f"--features {features!r}: available are {available_extractors()}")
         try:
             goal_values = [float(x) for x in goal.split(",")]
             if len(goal_values) != 4:
@@ -96,14 +115,18 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError):
             raise typer.BadParameter(f"--sensor {sensor!r}: expected WIDTHxHEIGHT with positive integers, "
                                      f"e.g. 640x480")
-        base = EpisodeConfig()
-        config = replace(
-            base, object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None, mesh_unit=mesh_unit,
-            goal=goal_cfg, start=StartConfig(offset_mm=start_offset_mm, offset_deg=start_offset_deg),
-            scene=_scene(background, distractors, seed),
-            servo=replace(base.servo, features=features, tracking=replace(base.servo.tracking, enabled=tracking),
-                          keypointnet_checkpoint=str(keypointnet_checkpoint) if keypointnet_checkpoint else None),
-            stop=replace(base.stop, max_iterations=max_iterations), seed=seed, camera=camera.to_dict())
+        options = [f"servo.features={features}"] if features else []
+        if keypointnet_checkpoint is not None:
+            options.append(f"servo.features.checkpoint_path={keypointnet_checkpoint}")
+        if tracking is not None:
+            options.append(f"servo.tracking.enabled={tracking}")
+        if max_iterations is not None:
+            options.append(f"stop.max_iterations={max_iterations}")
+        base = replace(
+            EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,
+            mesh_unit=mesh_unit, goal=goal_cfg, start=StartConfig(offset_mm=start_offset_mm, offset_deg=start_offset_deg),
+            scene=_scene(background, distractors, seed), seed=seed, camera=camera)
+        config = configured(base, preset, options, set_)
         try:
             _run_and_report(config, out)
         except (ValueError, FileNotFoundError) as exc:
@@ -111,8 +134,27 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2)
 
     @app.command("demo")
-    def demo(out: Path = typer.Option(Path("runs/demo"), help="Output directory.")) -> None:
+    def demo(out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
+             preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+             set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP)) -> None:
         """The paper's scenario: a built-in unseen object on a cluttered table, start ~5 cm / ~8 deg away."""
         from ..sim.episode import EpisodeConfig
 
-        _run_and_report(EpisodeConfig(), out)
+        _run_and_report(configured(EpisodeConfig(), preset, [], set_), out)
+
+    @app.command("config")
+    def config_show(preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+                    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+                    as_json: bool = typer.Option(False, "--json", help="The config as config.json stores it.")) -> None:
+        """Every setting of a simulated run (path, type, value): what --set can change."""
+        import json
+
+        from ..config import describe, settings
+        from ..sim.episode import EpisodeConfig
+
+        config = configured(EpisodeConfig(), preset, [], set_)
+        if as_json:
+            typer.echo(json.dumps(describe(config), indent=2))
+            return
+        for path, kind, value in settings(config):
+            typer.echo(f"{path} = {json.dumps(value)}    [{kind}]")

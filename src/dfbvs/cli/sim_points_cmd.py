@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON to this file."),
     ) -> None:
         """Run a 4-point IBVS episode (camera 0.5 m above a 10 cm square, start ~10 cm / ~30 deg away)."""
-        from ..control import ControlConfig, GainConfig, InteractionChoice
+        from ..control import IBVSConfig, GainConfig, InteractionChoice
         from ..sim.points import PointEpisodeConfig, run_point_episode
 
         try:
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--law {law!r}: choose one of {[c.value for c in InteractionChoice]}")
         if noise_px < 0:
             raise typer.BadParameter(f"--noise-px {noise_px!r}: must be >= 0")
-        control = ControlConfig(interaction=choice, gain=GainConfig(gain, gain), max_linear_m_s=0.2,
+        control = IBVSConfig(interaction=choice, gain=GainConfig(gain, gain), max_linear_m_s=0.2,
                                 max_angular_rad_s=1.0)
         config = PointEpisodeConfig(pixel_noise_px=noise_px, seed=seed, control=control,
                                     max_iterations=1500 if noise_px == 0 else 400)

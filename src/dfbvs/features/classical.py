@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._base import Extractor, FeatureConfig, RawDetections, to_gray_float
+from ..imaging import grey_float32
+from ._base import Extractor, FeatureConfig, RawDetections
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,12 @@ class _OpenCVExtractor(Extractor):
     def _make(self):
         """The cv2 Feature2D object of the backend."""
 
-    def __init__(self, name: str, config: FeatureConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, config: FeatureConfig, name: str = "") -> None:
+        super().__init__(config, name)
         self._detector = self._make()
 
     def _detect(self, rgb: np.ndarray) -> RawDetections:
-        gray = np.clip(np.rint(to_gray_float(rgb)), 0, 255).astype(np.uint8)
+        gray = np.clip(np.rint(grey_float32(rgb)), 0, 255).astype(np.uint8)
         keypoints, desc = self._detector.detectAndCompute(gray, None)
         if desc is None or len(keypoints) == 0:
             return RawDetections(np.zeros((0, 2)), np.zeros((0, self.descriptor_dim), np.float32), np.zeros(0))

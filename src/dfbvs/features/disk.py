@@ -34,8 +34,8 @@ class DiskExtractor(Extractor):
     min_image_side_px: ClassVar[int] = 16
     descriptor_dim = 128
 
-    def __init__(self, name: str, config: DiskConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, config: DiskConfig, name: str = "") -> None:
+        super().__init__(config, name)
         import torch
         from kornia.feature.disk.disk import DISK
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from ..errors import ConfigError, WeightsError
 from ._base import Extractor, FeatureConfig, RawDetections, limit_torch_threads, torch_device
 
 #: the official KP2D input normalisation: (x - 0.5) * 0.225 (sic: a multiplication, not a division)
@@ -51,10 +52,10 @@ class KeyPointNetConfig(FeatureConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"min_score={self.min_score!r}: must be in [0, 1]")
+            raise ConfigError(f"min_score={self.min_score!r}: must be in [0, 1]")
 
 
-class KeyPointNetCheckpointError(ValueError):
+class KeyPointNetCheckpointError(WeightsError, ValueError):
     """A checkpoint file that is not an official KP2D KeyPointNet checkpoint."""
 
 
@@ -154,11 +155,11 @@ def load_keypointnet(checkpoint_path: Optional[str | Path], trust_pickle: bool =
     import torch
 
     if checkpoint_path is None or str(checkpoint_path) == "":
-        raise ValueError("keypointnet needs checkpoint_path=<an official KP2D checkpoint, e.g. v4.ckpt>; no "
+        raise ConfigError("keypointnet needs checkpoint_path=<an official KP2D checkpoint, e.g. v4.ckpt>; no "
                          "weights ship with dfbvs (get them from the TRI-ML/KP2D release)")
     path = Path(checkpoint_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"KeyPointNet checkpoint not found: {path}")
+        raise WeightsError(f"KeyPointNet checkpoint not found: {path}")
     try:
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad files
@@ -201,8 +202,8 @@ class KeyPointNetExtractor(Extractor):
     min_image_side_px: ClassVar[int] = 3 * CELL_PX
     descriptor_dim = 256
 
-    def __init__(self, name: str, config: KeyPointNetConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, config: KeyPointNetConfig, name: str = "") -> None:
+        super().__init__(config, name)
         import torch
 
         limit_torch_threads(config.num_threads)

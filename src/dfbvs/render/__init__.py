@@ -13,7 +13,7 @@ Heavy libraries (moderngl, trimesh, manifold3d) are imported only when used.
 
 from __future__ import annotations
 
-from .backend import (ID_NOTHING, ID_TARGET, DirectionalLight, DrawItem, Lighting, Material, Renderer,
+from .backend import (ID_NOTHING, ID_TARGET, RENDERERS, DirectionalLight, DrawItem, Lighting, Material, Renderer,
                       RenderOutput, available_renderers, get_renderer, register_renderer)
 from .mesh import Mesh, load_mesh, mesh_from_trimesh
 
@@ -27,7 +27,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "ID_NOTHING", "ID_TARGET", "DirectionalLight", "DrawItem", "Lighting", "Material", "Mesh", "Renderer",
+    "ID_NOTHING", "ID_TARGET", "RENDERERS", "DirectionalLight", "DrawItem", "Lighting", "Material", "Mesh", "Renderer",
     "RenderOutput", "available_renderers", "builtin_distractor_names", "builtin_object_names", "get_renderer",
     "load_builtin", "load_mesh", "mesh_from_trimesh", "register_renderer",
 ]

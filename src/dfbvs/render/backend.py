@@ -14,6 +14,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..camera import Camera
+from ..registry import Registry
 from .mesh import Mesh
 
 #: id image values
@@ -146,37 +147,27 @@ class Renderer(Protocol):
         ...
 
 
-# --- registry (the only module-level mutable state of the package) ------------------------------------
-_FACTORIES: dict[str, Callable[[], Renderer]] = {}
-_INSTANCES: dict[str, Renderer] = {}
+# --- registry ----------------------------------------------------------------------------------------------
+RENDERERS: Registry[Renderer] = Registry("renderer")
+RENDERERS.register("moderngl", "dfbvs.render.moderngl_backend:build_moderngl",
+                   "dfbvs.render.moderngl_backend:ModernGLConfig")
+_INSTANCES: dict[str, Renderer] = {}  # one per backend and process: a GL context and its uploaded meshes
 
 
-def register_renderer(name: str, factory: Callable[[], Renderer]) -> None:
-    """Make a backend available under ``name``; ``factory`` is called once, on first use."""
-    _FACTORIES[name] = factory
+def register_renderer(name: str, factory: Callable[..., Renderer], config: type | str) -> None:
+    """Make a backend available under ``name``; ``factory(config)`` is called once, on first use, with the
+    default ``config`` (a dataclass, or "module:Class")."""
+    RENDERERS.register(name, factory, config)
     _INSTANCES.pop(name, None)
 
 
 def available_renderers() -> list[str]:
-    _register_builtin()
-    return sorted(_FACTORIES)
+    return sorted(RENDERERS.names())
 
 
 def get_renderer(name: str = "moderngl") -> Renderer:
-    """The process-wide instance of the backend ``name`` (created on first use)."""
-    _register_builtin()
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown renderer {name!r}; available: {sorted(_FACTORIES)}")
-    if name not in _INSTANCES:
-        _INSTANCES[name] = _FACTORIES[name]()
-    return _INSTANCES[name]
-
-
-def _register_builtin() -> None:
-    if "moderngl" not in _FACTORIES:
-        def _moderngl() -> Renderer:
-            from .moderngl_backend import ModernGLRenderer
-
-            return ModernGLRenderer()
-
-        _FACTORIES["moderngl"] = _moderngl
+    """The process-wide instance of the backend ``name`` (created on first use, with its default config)."""
+    key = name.strip().lower()
+    if key not in _INSTANCES:
+        _INSTANCES[key] = RENDERERS.create(key)
+    return _INSTANCES[key]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MeshError
+
 #: metres per unit of a mesh file
 MESH_UNITS_M: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
@@ -49,58 +51,58 @@ class Mesh:
         v = np.ascontiguousarray(self.vertices_m, dtype=np.float64)
         f = np.ascontiguousarray(self.faces, dtype=np.int64)
         if v.ndim != 2 or v.shape[1] != 3:
-            raise ValueError(f"mesh {self.name}: vertices must be (V, 3), got shape {v.shape}")
+            raise MeshError(f"mesh {self.name}: vertices must be (V, 3), got shape {v.shape}")
         if f.ndim != 2 or f.shape[1] != 3:
-            raise ValueError(f"mesh {self.name}: faces must be (F, 3) triangles, got shape {f.shape}")
+            raise MeshError(f"mesh {self.name}: faces must be (F, 3) triangles, got shape {f.shape}")
         if len(f) == 0:
-            raise ValueError(f"mesh has 0 faces: {self.name}")
+            raise MeshError(f"mesh has 0 faces: {self.name}")
         if not np.all(np.isfinite(v)):
             bad = int(np.sum(~np.all(np.isfinite(v), axis=1)))
-            raise ValueError(f"mesh {self.name}: {bad} vertices are not finite (NaN or inf)")
+            raise MeshError(f"mesh {self.name}: {bad} vertices are not finite (NaN or inf)")
         if f.min() < 0 or f.max() >= len(v):
-            raise ValueError(f"mesh {self.name}: face indices must be in [0, {len(v) - 1}], "
+            raise MeshError(f"mesh {self.name}: face indices must be in [0, {len(v) - 1}], "
                              f"got [{f.min()}, {f.max()}]")
         used = v[np.unique(f)]
         extent = used.max(axis=0) - used.min(axis=0)
         if not np.any(extent > 0):
-            raise ValueError(f"mesh {self.name}: degenerate, zero extent (all faces collapse to a point)")
+            raise MeshError(f"mesh {self.name}: degenerate, zero extent (all faces collapse to a point)")
         if np.sum(extent > 0) < 2:
-            raise ValueError(f"mesh {self.name}: degenerate, zero extent in two axes (extent {extent.tolist()} m)")
+            raise MeshError(f"mesh {self.name}: degenerate, zero extent in two axes (extent {extent.tolist()} m)")
         areas = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
         if not np.any(areas > 0):
-            raise ValueError(f"mesh {self.name}: degenerate, all {len(f)} faces have zero area")
+            raise MeshError(f"mesh {self.name}: degenerate, all {len(f)} faces have zero area")
         object.__setattr__(self, "vertices_m", v)
         object.__setattr__(self, "faces", f)
         if self.vertex_normals is not None:
             n = np.asarray(self.vertex_normals, dtype=np.float64)
             if n.shape != v.shape or not np.all(np.isfinite(n)):
-                raise ValueError(f"mesh {self.name}: vertex normals must be finite (V, 3) = {v.shape}, got {n.shape}")
+                raise MeshError(f"mesh {self.name}: vertex normals must be finite (V, 3) = {v.shape}, got {n.shape}")
             object.__setattr__(self, "vertex_normals", n)
         if self.vertex_colors is not None:
             c = np.asarray(self.vertex_colors)
             if c.ndim != 2 or c.shape[0] != len(v) or c.shape[1] not in (3, 4):
-                raise ValueError(f"mesh {self.name}: vertex colours must be (V, 3) RGB, got shape {c.shape}")
+                raise MeshError(f"mesh {self.name}: vertex colours must be (V, 3) RGB, got shape {c.shape}")
             if c.dtype != np.uint8:
                 c = np.clip(np.round(c * 255.0 if c.max() <= 1.0 else c), 0, 255)
             object.__setattr__(self, "vertex_colors", np.ascontiguousarray(c[:, :3], dtype=np.uint8))
         if (self.uv is None) != (self.texture is None):
-            raise ValueError(f"mesh {self.name}: uv and texture must be given together")
+            raise MeshError(f"mesh {self.name}: uv and texture must be given together")
         if self.uv is not None:
             uv = np.asarray(self.uv, dtype=np.float64)
             if uv.shape != (len(v), 2) or not np.all(np.isfinite(uv)):
-                raise ValueError(f"mesh {self.name}: uv must be finite (V, 2) = ({len(v)}, 2), got {uv.shape}")
+                raise MeshError(f"mesh {self.name}: uv must be finite (V, 2) = ({len(v)}, 2), got {uv.shape}")
             tex = np.asarray(self.texture)
             if tex.ndim == 2:
                 tex = np.repeat(tex[:, :, None], 3, axis=2)
             if tex.ndim != 3 or tex.shape[2] not in (3, 4) or tex.shape[0] == 0 or tex.shape[1] == 0:
-                raise ValueError(f"mesh {self.name}: texture must be an (H, W, 3) image, got shape {tex.shape}")
+                raise MeshError(f"mesh {self.name}: texture must be an (H, W, 3) image, got shape {tex.shape}")
             if tex.dtype != np.uint8:
                 tex = np.clip(np.round(tex * 255.0 if tex.max() <= 1.0 else tex), 0, 255).astype(np.uint8)
             object.__setattr__(self, "uv", uv)
             object.__setattr__(self, "texture", np.ascontiguousarray(tex[:, :, :3]))
         rgb = tuple(float(x) for x in self.base_rgb)
         if len(rgb) != 3 or not all(0.0 <= x <= 1.0 for x in rgb):
-            raise ValueError(f"mesh {self.name}: base_rgb must be 3 values in [0, 1], got {self.base_rgb!r}")
+            raise MeshError(f"mesh {self.name}: base_rgb must be 3 values in [0, 1], got {self.base_rgb!r}")
         object.__setattr__(self, "base_rgb", rgb)
 
     @property
@@ -128,7 +130,7 @@ class Mesh:
 
 def _unit_scale(unit: str, path: Path | str) -> float:
     if unit not in MESH_UNITS_M:
-        raise ValueError(f"unknown mesh unit {unit!r} for {path}: use one of {sorted(MESH_UNITS_M)}")
+        raise MeshError(f"unknown mesh unit {unit!r} for {path}: use one of {sorted(MESH_UNITS_M)}")
     return MESH_UNITS_M[unit]
 
 
@@ -190,22 +192,22 @@ def load_mesh(path: Path | str, unit: str = "m") -> Mesh:
     if not path.exists():
         raise FileNotFoundError(f"mesh file not found: {path}")
     if not path.is_file():
-        raise ValueError(f"mesh path is not a file: {path}")
+        raise MeshError(f"mesh path is not a file: {path}")
     try:
         loaded = trimesh.load(str(path), process=False)
     except Exception as exc:  # trimesh raises many types for bad files
-        raise ValueError(f"cannot read mesh {path}: {type(exc).__name__}: {exc}") from None
+        raise MeshError(f"cannot read mesh {path}: {type(exc).__name__}: {exc}") from None
     if isinstance(loaded, trimesh.Scene):
         geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)] if loaded.geometry else []
         if not geoms:
-            raise ValueError(f"mesh has 0 faces: {path} (the file holds no triangle geometry)")
+            raise MeshError(f"mesh has 0 faces: {path} (the file holds no triangle geometry)")
         if len(geoms) == 1:
             loaded = geoms[0]
         else:
             # Mixed visuals cannot be concatenated faithfully: keep vertex colours where possible.
             loaded = trimesh.util.concatenate(geoms)
     if not isinstance(loaded, trimesh.Trimesh):
-        raise ValueError(f"mesh has 0 faces: {path} (read a {type(loaded).__name__}, not a triangle mesh)")
+        raise MeshError(f"mesh has 0 faces: {path} (read a {type(loaded).__name__}, not a triangle mesh)")
     if len(loaded.faces) == 0:
-        raise ValueError(f"mesh has 0 faces: {path}")
+        raise MeshError(f"mesh has 0 faces: {path}")
     return mesh_from_trimesh(loaded, name=path.name, scale=scale)

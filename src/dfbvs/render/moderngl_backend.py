@@ -20,6 +20,8 @@ the renderer (meshes are uploaded once and cached by identity, least recently us
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import time
 from collections import OrderedDict
 from typing import Sequence
@@ -30,6 +32,7 @@ from ..camera import Camera
 from ..geometry import inverse
 from .backend import MAX_LIGHTS, DrawItem, Lighting, RenderOutput
 from .gl import clip_from_camera_cv
+from ..errors import ConfigError
 from .mesh import Mesh
 
 _VERTEX_SHADER = """
@@ -169,6 +172,21 @@ def preload_llvm_users() -> None:
         import triton  # noqa: F401
 
 
+@dataclass(frozen=True)
+class ModernGLConfig:
+    """The OpenGL rasteriser (headless EGL on Mesa llvmpipe): clip planes (m), MSAA samples, and how many
+    meshes stay uploaded."""
+
+    near_m: float = 0.01
+    far_m: float = 50.0
+    msaa_samples: int = 4
+    max_cached_meshes: int = 64
+
+
+def build_moderngl(config: ModernGLConfig = ModernGLConfig()) -> "ModernGLRenderer":
+    return ModernGLRenderer(config.near_m, config.far_m, config.msaa_samples, config.max_cached_meshes)
+
+
 class ModernGLRenderer:
     """The ``moderngl`` backend (see the module docstring). Not thread-safe; one per process is enough."""
 
@@ -187,7 +205,7 @@ class ModernGLRenderer:
                 f"cannot create a headless OpenGL context over EGL ({exc}); on Debian/Ubuntu install "
                 "libegl1 libegl-mesa0 libgl1-mesa-dri") from None
         if not 0 < near_m < far_m:
-            raise ValueError(f"need 0 < near_m < far_m, got {near_m!r}, {far_m!r}")
+            raise ConfigError(f"need 0 < near_m < far_m, got {near_m!r}, {far_m!r}")
         self.near_m, self.far_m = near_m, far_m
         self.msaa_samples = min(int(msaa_samples), int(self.ctx.max_samples))
         self.max_cached_meshes = max_cached_meshes

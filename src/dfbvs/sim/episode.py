@@ -8,9 +8,6 @@ The world frame of the simulation is the object frame: ``T_object_camera`` is th
 from __future__ import annotations
 
 import dataclasses
-import enum
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,13 +15,17 @@ from typing import Callable
 import numpy as np
 
 from ..camera import Camera
-from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp
+from ..config import describe
+from ..errors import ConfigError
+from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
+from ..photometric import PhotometricConfig
+from ..recorder import RunRecorder
 from ..render import load_builtin, load_mesh
-from ..render.scene import SceneConfig, build_scene, render_scene
-from ..render.target import render_target
-from ..servo import (DFBVSServo, EpisodeStatus, PhotometricConfig, PhotometricServo, ServoConfig, ServoStep,
-                     StopConfig, StopMonitor)
-from .artifacts import GifWriter, JsonlWriter, draw_servo_frame, plot_profile
+from ..render.scene import Scene, SceneConfig, build_scene, render_scene
+from ..render.target import TargetRender, render_target
+from ..runtime import Cycle, Frame, Probe, ProbeReading, run_servo_loop
+from ..servo import SERVOS, ServoConfig, build_servo
+from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from .free_camera import FreeFlyingCamera
 
 
@@ -57,19 +58,18 @@ class StartConfig:
 class EpisodeConfig:
     """Everything that defines a simulated episode (the run stores it as config.json)."""
 
-    controller: str = "dfbvs"  # or "photometric" (the whole-image baseline)
     object_name: str = "bracket"
     mesh_path: str | None = None
     mesh_unit: str = "m"
     goal: GoalConfig = field(default_factory=GoalConfig)
     start: StartConfig = field(default_factory=StartConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
-    servo: ServoConfig = field(default_factory=ServoConfig)
-    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    # the servo: ServoConfig (DFBVS) or PhotometricConfig (the whole-image baseline); `--set servo=photometric`
+    servo: ServoConfig | PhotometricConfig = field(default_factory=ServoConfig, metadata={"registry": SERVOS})
     stop: StopConfig = field(default_factory=StopConfig)
     # The simulated sensor: the working camera's lens at 640x480. Features are found at the working
     # resolution (320x240) and refined on this image (docs/servo.md: 4x smaller final rotation error).
-    camera: dict = field(default_factory=lambda: Camera.default().rescaled(640, 480).to_dict())
+    camera: Camera = field(default_factory=lambda: Camera.default().rescaled(640, 480))
     dt_s: float = 0.1
     max_distance_from_goal_m: float = 0.25  # leaving this ball around the goal counts as diverged
     seed: int = 0
@@ -106,32 +106,13 @@ class EpisodeResult:
         return d
 
 
-def to_jsonable(obj):
-    """Dataclasses, enums, numpy values and paths to plain JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray) -> np.ndarray:
     """``T_object_camera`` at the start of the episode (see :class:`StartConfig`)."""
     s = config.start
     if s.T_goal_start is not None:
         T = np.asarray(s.T_goal_start, dtype=np.float64)
         if T.shape != (4, 4):
-            raise ValueError(f"start.T_goal_start must be 4x4, got shape {T.shape}")
+            raise ConfigError(f"start.T_goal_start must be 4x4, got shape {T.shape}")
         return T_object_goal @ T
     rng = np.random.default_rng([config.seed, 7919])
     for _ in range(1000):
@@ -143,10 +124,7 @@ def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray)
         centre_camera = (inverse(T) @ np.array([0.0, 0.0, 0.0, 1.0]))[:3]
         if centre_camera[2] > 0 and camera.in_image(camera.project(centre_camera), s.margin_px)[0]:
             return T
-    raise ValueError(f"no start pose {s.offset_mm} mm / {s.offset_deg} deg from the goal keeps the object in view")
-
-
-ProgressFn = Callable[[int, ServoStep, float, float], None]
+    raise ConfigError(f"no start pose {s.offset_mm} mm / {s.offset_deg} deg from the goal keeps the object in view")
 
 
 def true_reprojection_px(target_render, camera: Camera, T_object_goal: np.ndarray, T_object_camera: np.ndarray,
@@ -161,102 +139,87 @@ def true_reprojection_px(target_render, camera: Camera, T_object_goal: np.ndarra
     uv_goal = np.column_stack([uu[valid], vv[valid]]).astype(np.float64)
     p_goal = camera.unproject(uv_goal, Z[valid])
     T_camera_goal = inverse(T_object_camera) @ T_object_goal
-    p_cur = p_goal @ T_camera_goal[:3, :3].T + T_camera_goal[:3, 3]
+    p_cur = transform_points(T_camera_goal, p_goal)
     return float(np.mean(np.linalg.norm(camera.project(p_cur) - uv_goal, axis=1)))
 
 
-def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None, progress: ProgressFn | None = None,
-                servo_cache: dict | None = None) -> EpisodeResult:
+class SimulatedCamera:
+    """A frame source: renders the cluttered scene (with its sim-to-real gap) from the pose a motion sink
+    reports, one frame every ``dt_s`` of simulated time (timestamps ``0, dt_s, 2 dt_s, ...``)."""
+
+    def __init__(self, scene: Scene, camera: Camera, body: FreeFlyingCamera, dt_s: float) -> None:
+        self.scene, self.camera, self.body, self.dt_s = scene, camera, body, dt_s
+        self._count = 0
+
+    def grab(self) -> Frame:
+        frame = render_scene(self.scene, self.camera, self.body.T_world_camera)
+        t = self._count * self.dt_s
+        self._count += 1
+        return Frame(frame.rgb, t)
+
+
+def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float) -> Probe:
+    """Ground truth of a simulated run: the camera's pose error to the goal in every cycle
+    (``translation_error_mm``, ``rotation_error_deg``), and DIVERGED once it leaves the ball around the goal."""
+
+    def probe(T_object_camera: np.ndarray | None) -> ProbeReading:
+        if T_object_camera is None:
+            return ProbeReading()
+        t_err, r_err = pose_error(T_object_goal, T_object_camera)
+        return ProbeReading({"translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err))},
+                            EpisodeStatus.DIVERGED if t_err > max_distance_from_goal_m else None)
+
+    return probe
+
+
+def _servo(config: EpisodeConfig, target_render: TargetRender, servo_cache: dict | None):
+    """The episode's servo, reusing a DFBVS servo (its loaded networks) from ``servo_cache`` when it has one
+    for the same config."""
+    if servo_cache is not None and isinstance(config.servo, ServoConfig) and config.servo in servo_cache:
+        servo = servo_cache[config.servo]
+        servo.retarget(target_render)
+        return servo
+    servo = build_servo(config.servo, target_render)
+    if servo_cache is not None and isinstance(config.servo, ServoConfig):
+        servo_cache[config.servo] = servo
+    return servo
+
+
+def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
+                progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None) -> EpisodeResult:
     """Run one episode; with ``out_dir``, write summary.json, trajectory.jsonl (appended as cycles finish),
     config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
     networks between episodes with the same servo config."""
-    camera = Camera.from_dict(config.camera)
+    camera = config.camera
     mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
     T_object_goal = config.goal.T_object_camera()
     target_render = render_target(mesh, camera, T_object_goal)
-    if config.controller == "photometric":
-        servo = PhotometricServo(target_render, config.photometric)
-    elif config.controller != "dfbvs":
-        raise ValueError(f"unknown controller {config.controller!r}: use dfbvs or photometric")
-    elif servo_cache is not None and config.servo in servo_cache:
-        servo = servo_cache[config.servo]
-        servo.retarget(target_render)
-    else:
-        servo = DFBVSServo.from_render(target_render, config.servo)
-        if servo_cache is not None:
-            servo_cache[config.servo] = servo
+    servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
     body = FreeFlyingCamera(start_pose(config, camera, T_object_goal), dt_s=config.dt_s)
     t0_err, r0_err = pose_error(T_object_goal, body.T_world_camera)
-    monitor = StopMonitor(config.stop)
-
-    work_camera = camera.rescaled(config.servo.working_width_px, config.servo.working_height_px)  # px figures
-    out = Path(out_dir) if out_dir is not None else None
-    traj = gif = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(to_jsonable(config), indent=2) + "\n")
-        (out / "trajectory.jsonl").unlink(missing_ok=True)
-        traj = JsonlWriter(out / "trajectory.jsonl")
-        gif = GifWriter(out / "servo.gif", stride=config.video_stride)
-        target_rgb = target_render.rgb
-
-    status = EpisodeStatus.RUNNING
-    cycle_ms, stage_ms = [], {}
-    last_step: ServoStep | None = None
-    t_err, r_err = t0_err, r0_err
-    try:
-        while status is EpisodeStatus.RUNNING:
-            frame = render_scene(scene, camera, body.T_world_camera)
-            step = servo.step(frame.rgb)
-            last_step = step
-            t_err, r_err = pose_error(T_object_goal, body.T_world_camera)
-            status = monitor.update(step)
-            if status is EpisodeStatus.RUNNING and t_err > config.max_distance_from_goal_m:
-                status = EpisodeStatus.DIVERGED
-            cycle_ms.append(step.timings_ms["total_ms"])
-            for k, v in step.timings_ms.items():
-                stage_ms.setdefault(k, []).append(v)
-            if traj is not None:
-                traj.write({
-                    "iteration": monitor.iterations, "status": step.status.value, "episode_status": status.value,
-                    "v_camera": step.v_camera.tolist(),
-                    "mean_error_px": None if not np.isfinite(step.mean_error_px) else step.mean_error_px,
-                    "n_matches": len(step.all_matches), "n_inliers": step.n_inliers, "tracking": step.tracking,
-                    "translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err)),
-                    "T_object_camera": body.T_world_camera.tolist(), "timings_ms": step.timings_ms,
-                })
-                caption = (f"it {monitor.iterations}  {step.mean_error_px:.2f}px  "
-                           f"{t_err * 1e3:.1f}mm{'  TRACK' if step.tracking else ''}")
-                gif.add(lambda: draw_servo_frame(  # correspondences are in working pixels, the frames are not
-                            frame.rgb, target_rgb, camera.pixels_from(work_camera, step.correspondences.uv_current_px),
-                            camera.pixels_from(work_camera, step.correspondences.uv_target_px), caption),
-                        force=status is not EpisodeStatus.RUNNING)
-            if progress is not None:
-                progress(monitor.iterations, step, t_err, r_err)
-            if status is EpisodeStatus.RUNNING:
-                body.step(step.v_camera)
-    finally:
-        if traj is not None:
-            traj.close()
-
-    final_px = last_step.mean_error_px if last_step is not None else float("nan")
+    # pixel figures at the DFBVS working resolution (the paper's 320x240 for a whole-image method)
+    work = config.servo if isinstance(config.servo, ServoConfig) else ServoConfig()
+    work_camera = camera.rescaled(work.working_width_px, work.working_height_px)
+    recorder = None if out_dir is None else RunRecorder(out_dir, describe(config), target_render.rgb, camera,
+                                                        work_camera, video_stride=config.video_stride)
+    outcome = run_servo_loop(SimulatedCamera(scene, camera, body, config.dt_s), servo, body,
+                             StopMonitor(config.stop), recorder, goal_probe(T_object_goal,
+                                                                            config.max_distance_from_goal_m),
+                             progress)
+    t_err, r_err = pose_error(T_object_goal, outcome.last.T_world_camera) if outcome.last else (t0_err, r0_err)
+    last_step = outcome.last.step if outcome.last else None
     result = EpisodeResult(
-        status=status, iterations=monitor.iterations, final_translation_error_mm=t_err * 1e3,
-        final_rotation_error_deg=float(np.rad2deg(r_err)), final_mean_px_error=float(final_px),
+        status=outcome.status, iterations=outcome.iterations, final_translation_error_mm=t_err * 1e3,
+        final_rotation_error_deg=float(np.rad2deg(r_err)),
+        final_mean_px_error=float(last_step.mean_error_px) if last_step is not None else float("nan"),
         initial_translation_mm=t0_err * 1e3, initial_rotation_deg=float(np.rad2deg(r0_err)),
-        median_cycle_ms=float(np.median(cycle_ms)) if cycle_ms else float("nan"),
-        median_stage_ms={k: float(np.median(v)) for k, v in stage_ms.items()},
+        median_cycle_ms=outcome.median_cycle_ms, median_stage_ms=outcome.median_stage_ms,
         final_n_inliers=last_step.n_inliers if last_step is not None else 0,
         final_true_reprojection_px=true_reprojection_px(target_render, camera, T_object_goal, body.T_world_camera)
         * work_camera.width_px / camera.width_px,
-        out_dir=str(out) if out is not None else None)
-    if out is not None:
-        (out / "summary.json").write_text(json.dumps(to_jsonable(result.summary()), indent=2) + "\n")
-        from .artifacts import read_jsonl
-
-        plot_profile(read_jsonl(out / "trajectory.jsonl"), out / "profile.png",
-                     title=f"{config.object_name if not config.mesh_path else Path(config.mesh_path).name}: "
-                           f"{status.value} after {monitor.iterations} iterations")
-        gif.close()
+        out_dir=str(recorder.out) if recorder is not None else None)
+    if recorder is not None:
+        name = config.object_name if not config.mesh_path else Path(config.mesh_path).name
+        recorder.finish(result.summary(), title=f"{name}: {outcome.status.value} after {outcome.iterations} iterations")
     return result

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..camera import Camera
-from ..control import ControlConfig, InteractionChoice, ibvs_control
+from ..control import IBVSConfig, InteractionChoice, ibvs_control
 from ..geometry import inverse, look_at, make_pose, pose_error, so3_exp
 from .free_camera import FreeFlyingCamera
 
@@ -28,7 +28,7 @@ class PointEpisodeConfig:
     noisy_converged_px: float = 1.0  # with pixel noise: success when the final true error is below this
     settle_iterations: int = 5
     seed: int = 0
-    control: ControlConfig = field(default_factory=lambda: ControlConfig(max_linear_m_s=0.2, max_angular_rad_s=1.0))
+    control: IBVSConfig = field(default_factory=lambda: IBVSConfig(max_linear_m_s=0.2, max_angular_rad_s=1.0))
 
 
 @dataclass(frozen=True)

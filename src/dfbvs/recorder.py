@@ -1,4 +1,5 @@
-"""Files a servo run leaves behind: an append-only trajectory, a profile plot and a video.
+"""Files a servo run leaves behind, for every run (simulation, replay, hardware): ``config.json``,
+``trajectory.jsonl`` (append-only), ``summary.json``, ``profile.png`` and ``servo.gif``.
 
 ``trajectory.jsonl`` is written one line per cycle and flushed, so a crash or Ctrl-C keeps every finished
 cycle. The plot mirrors the paper's Fig. 6 (twist components; mean correspondence error and correspondence
@@ -7,10 +8,17 @@ count), the video its Fig. 7 (current image beside the target, inlier feature er
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .camera import Camera
+    from .runtime import Cycle
 
 TWIST_LABELS = ("vx", "vy", "vz", "wx", "wy", "wz")
 
@@ -28,7 +36,8 @@ class JsonlWriter:
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.close()
 
     def __enter__(self) -> "JsonlWriter":
         return self
@@ -59,7 +68,7 @@ def plot_profile(records: list[dict], path: Path, title: str = "") -> Path:
     v = np.array([r["v_camera"] for r in records]).reshape(-1, 6)
     err = np.array([np.nan if r["mean_error_px"] is None else r["mean_error_px"] for r in records], dtype=float)
     count = np.array([r["n_inliers"] for r in records])
-    tracking = np.array([bool(r["tracking"]) for r in records])
+    tracking = np.array([bool(r["tracking_mode"]) for r in records])
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for k in range(6):
@@ -136,3 +145,80 @@ class GifWriter:
         images[0].save(self.path, save_all=True, append_images=images[1:], duration=int(1000 / self.fps), loop=0,
                        optimize=False)
         return self.path
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, numpy values and paths to plain JSON types. A backend config (a dataclass whose
+    type a registry knows) is written as it is; :func:`dfbvs.config.describe` adds backend names."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # JSON has no NaN
+    return obj
+
+
+def write_json(path: Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+
+
+class RunRecorder:
+    """Records one run in ``out_dir``: ``config.json`` at the start, one ``trajectory.jsonl`` line per cycle
+    as it happens (with a GIF frame every ``video_stride`` cycles), and at the end ``summary.json``,
+    ``profile.png`` and ``servo.gif``.
+
+    ``target_rgb`` is drawn beside each frame; correspondences are in the servo's working pixels
+    (``work_camera``) and drawn on frames of ``frame_camera``'s size.
+    """
+
+    def __init__(self, out_dir: Path | str, config: Any, target_rgb: np.ndarray, frame_camera: "Camera",
+                 work_camera: "Camera", video_stride: int = 2) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", config)
+        (self.out / "trajectory.jsonl").unlink(missing_ok=True)
+        self._trajectory = JsonlWriter(self.out / "trajectory.jsonl")
+        self._gif = GifWriter(self.out / "servo.gif", stride=video_stride)
+        self._target_rgb = target_rgb
+        self._frame_camera, self._work_camera = frame_camera, work_camera
+
+    def record(self, cycle: "Cycle") -> None:
+        """Append one cycle (and maybe a video frame); the last cycle of a run always gets a frame."""
+        step = cycle.step
+        self._trajectory.write(to_jsonable({
+            "iteration": cycle.iteration, "timestamp_s": cycle.frame.timestamp_s, "status": step.status,
+            "episode_status": cycle.status, "source": step.source, "v_camera": step.v_camera,
+            "mean_error_px": step.mean_error_px, "n_matches": len(step.all_matches), "n_inliers": step.n_inliers,
+            "tracking_mode": step.tracking_mode, "gain": step.gain, "condition_number": step.condition_number,
+            **cycle.extras, "T_world_camera": cycle.T_world_camera, "T_current_target": step.T_current_target,
+            "timings_ms": step.timings_ms,
+        }))
+        mm = cycle.extras.get("translation_error_mm")
+        caption = (f"it {cycle.iteration}  {step.mean_error_px:.2f}px"
+                   + (f"  {mm:.1f}mm" if mm is not None else "") + ("  TRACK" if step.tracking_mode else ""))
+        fc, wc = self._frame_camera, self._work_camera
+        self._gif.add(lambda: draw_servo_frame(
+            cycle.frame.rgb, self._target_rgb, fc.pixels_from(wc, step.correspondences.uv_current_px),
+            fc.pixels_from(wc, step.correspondences.uv_target_px), caption), force=cycle.finished)
+
+    def close(self) -> None:
+        """Close the trajectory (safe to call twice); everything recorded so far is on disk."""
+        self._trajectory.close()
+
+    def finish(self, summary: dict, title: str = "") -> None:
+        """Write summary.json, profile.png and servo.gif."""
+        self.close()
+        write_json(self.out / "summary.json", summary)
+        plot_profile(read_jsonl(self.out / "trajectory.jsonl"), self.out / "profile.png", title=title)
+        self._gif.close()

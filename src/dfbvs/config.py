@@ -1,0 +1,160 @@
+"""Typed configs made usable from the command line: one override syntax everywhere, presets by name, and a
+JSON form that names each backend.
+
+An override is ``PATH=VALUE`` where ``PATH`` walks the nested frozen dataclasses
+(``servo.refine.window_px=15``, ``stop.max_iterations=150``). ``VALUE`` is parsed by the type of the field
+it sets: numbers, ``true``/``false``, enum values, ``none`` for optional fields, JSON for tuples. A field
+that holds a backend config (marked with its registry) takes a backend name and gets that backend's default
+config (``servo.features=disk``, ``servo.matcher=lightglue``, ``servo=photometric``); later overrides then
+set its fields (``servo.features.max_keypoints=300``). Unknown paths and bad values raise
+:class:`~dfbvs.errors.ConfigError` naming what was received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from typing import Any, Iterable
+
+from .errors import ConfigError
+from .recorder import to_jsonable
+
+#: Named override lists over an episode config (``--preset NAME``); applied before ``--set`` overrides.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    # the paper's pipeline: no refinement, tracking mode with the paper's rule R(t) within R(t-1)
+    "paper": ("servo.refine.enabled=false", "servo.tracking.enabled=true", "servo.tracking.mode=previous"),
+    # classical features in place of the network (no torch at run time)
+    "sift": ("servo.features=sift",),
+    "photometric": ("servo=photometric", "stop.converged_twist_m_s=2e-4", "stop.converged_twist_rad_s=2e-3"),
+}
+
+_TRUE, _FALSE, _NONE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}, {"none", "null"}
+
+
+def _registry_of(field: dataclasses.Field) -> Any:
+    return field.metadata.get("registry") if field.metadata else None
+
+
+def _parse(text: str, annotation: Any, what: str) -> Any:
+    """``text`` as a value of type ``annotation`` (``what`` names the path in errors)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if text.strip().lower() in _NONE and len(args) < len(typing.get_args(annotation)):
+            return None
+        errors = []
+        for arg in args:
+            try:
+                return _parse(text, arg, what)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{what}={text!r}: not a valid value ({'; '.join(errors)})")
+    if annotation is bool:
+        low = text.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ConfigError(f"{what}={text!r}: expected true or false")
+    if annotation in (int, float, str):
+        try:
+            value = annotation(text)
+        except ValueError:
+            raise ConfigError(f"{what}={text!r}: expected {annotation.__name__}") from None
+        return value
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ConfigError(f"{what}={text!r}: choose one of {[m.value for m in annotation]}") from None
+    if origin in (tuple, list) or annotation in (tuple, list):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{what}={text!r}: expected a JSON list, e.g. [1, 2]") from None
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value) if origin is tuple else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set(obj: Any, path: list[str], text: str, full: str) -> Any:
+    """A copy of dataclass ``obj`` with the field at ``path`` set from ``text``."""
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"--set {full}: {type(obj).__name__} has no settings below it")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    name = path[0]
+    if name not in fields:
+        raise ConfigError(f"--set {full}: {type(obj).__name__} has no setting {name!r}; settings: {sorted(fields)}")
+    field = fields[name]
+    if len(path) > 1:
+        return dataclasses.replace(obj, **{name: _set(getattr(obj, name), path[1:], text, full)})
+    registry = _registry_of(field)
+    if registry is not None:
+        try:
+            value = registry.default_config(text)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {full}: {exc}") from None
+    elif dataclasses.is_dataclass(getattr(obj, name)):
+        raise ConfigError(f"--set {full}: {name!r} is a group of settings; set one of them, e.g. "
+                          f"{full.split('=')[0]}.{dataclasses.fields(getattr(obj, name))[0].name}=...")
+    else:
+        hints = typing.get_type_hints(type(obj))
+        value = _parse(text, hints.get(name, str), full.split("=")[0])
+    try:
+        return dataclasses.replace(obj, **{name: value})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--set {full}: {exc}") from None
+
+
+def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
+    """``config`` with each ``PATH=VALUE`` override applied in order (see the module docstring)."""
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        if not sep or not path.strip():
+            raise ConfigError(f"--set {item!r}: expected PATH=VALUE, e.g. servo.refine.window_px=15")
+        config = _set(config, [p for p in path.strip().split(".")], text.strip(), item)
+    return config
+
+
+def apply_preset(config: Any, name: str) -> Any:
+    """``config`` with the overrides of preset ``name`` (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return apply_overrides(config, PRESETS[name])
+
+
+def describe(config: Any) -> Any:
+    """JSON form of a config tree; a backend config gets a ``"backend"`` key with its registry name."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return to_jsonable(config)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        registry = _registry_of(f)
+        described = describe(value)
+        if registry is not None and isinstance(described, dict):
+            described = {"backend": registry.name_of(value), **described}
+        out[f.name] = described
+    return out
+
+
+def settings(config: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """Every settable path below ``config``: ``(path, type name, current value)``, in field order; a
+    backend field is listed with its backend name and then its own settings."""
+    rows: list[tuple[str, str, Any]] = []
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, path = getattr(config, f.name), f"{prefix}{f.name}"
+        registry = _registry_of(f)
+        if registry is not None:
+            rows.append((path, f"one of {registry.names()}", registry.name_of(value)))
+        if dataclasses.is_dataclass(value):
+            rows.extend(settings(value, path + "."))
+        else:
+            hint = hints.get(f.name, type(value))
+            rows.append((path, getattr(hint, "__name__", str(hint).replace("typing.", "")), to_jsonable(value)))
+    return rows

@@ -1,0 +1,211 @@
+"""Sub-pixel refinement of correspondences and guided candidates (beyond the paper).
+
+Features are detected and matched at the working resolution (320x240), where a keypoint is only good to a
+fraction of a working pixel. Refinement re-measures each target keypoint in the current image by aligning
+its target patch (pyramidal Lucas-Kanade on contrast-normalised grey images) on the camera's own
+image, so the current position measures the *same* surface point. *Guided* candidates: once PnP has the
+pose ``T_current_target``, every target keypoint (not only the descriptor matches) is predicted into the
+current image and refined there, a classic guided-matching step. A PnP re-check at ``recheck_threshold_px``
+keeps the refined points that agree on one rigid motion.
+
+Data flow: :func:`refine_correspondences` = :func:`guided_candidates` -> :func:`refine_subpixel` -> PnP
+re-check; pixels go in and out at the working resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .camera import Camera
+from .errors import ConfigError
+from .estimation import PnPConfig, reject_pnp
+from .geometry import transform_points
+from .imaging import grey_uint8, resize_area, resize_nearest
+from .matching import Correspondences
+
+if TYPE_CHECKING:
+    from .target import PreparedTarget
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Sub-pixel refinement (units in the names; pixels of the image refined unless said otherwise).
+
+    - ``enabled``: refine at all (off = the paper's pipeline).
+    - ``at_native_resolution``: refine on the camera's own image (the target render's resolution) rather
+      than the working-resolution one: features are found at 320x240 but measured where the sensor has
+      more pixels (4x smaller final rotation error, docs/servo.md).
+    - ``guided``: add every target keypoint predicted by the PnP pose as a candidate (``index_current = -1``
+      for those without a descriptor match).
+    - ``recheck_threshold_px``: PnP inlier threshold applied again to the refined points, in *working* px.
+    - ``window_px``: side of the aligned patch (odd); ``levels``: pyramid levels above the base. 15 px at
+      640x480 measured best (13-27 tried, docs/servo.md).
+    - ``normalise_sigma_px``: Gaussian scale of the local mean/contrast normalisation (lighting changes).
+    - ``max_shift_px``: drop a correspondence whose refined position moved further than this.
+    - ``mask_margin_px``: only patches lying entirely on the target object (its render mask eroded by this)
+      are refined; others are dropped, since the target's plain background differs from the live scene's.
+    - ``min_eigen_ratio``: only patches whose gradient structure tensor has ``lambda_min / lambda_max`` above
+      this are refined. A patch on a straight edge (ratio ~0) is free to slide along the edge (the aperture
+      problem): such patches were ~25 % of the refined points and caused nearly all of the final pose
+      error (measured with benchmarks/goal_bias.py, docs/servo.md).
+    """
+
+    enabled: bool = True
+    at_native_resolution: bool = True
+    guided: bool = True
+    recheck_threshold_px: float = 0.5
+    window_px: int = 15
+    levels: int = 1
+    normalise_sigma_px: float = 4.0
+    max_shift_px: float = 3.0
+    mask_margin_px: int = 1
+    iterations: int = 30
+    min_eigen_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.window_px < 5 or self.window_px % 2 == 0:
+            raise ConfigError(f"window_px={self.window_px!r}: must be an odd number >= 5")
+        if self.max_shift_px <= 0:
+            raise ConfigError(f"max_shift_px={self.max_shift_px!r}: must be > 0")
+        if not 0 <= self.min_eigen_ratio < 1:
+            raise ConfigError(f"min_eigen_ratio={self.min_eigen_ratio!r}: must be in [0, 1)")
+        if not self.recheck_threshold_px > 0:
+            raise ConfigError(f"recheck_threshold_px={self.recheck_threshold_px!r}: must be > 0")
+
+
+def normalise_contrast(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Grey image with local mean removed and local contrast equalised, as uint8 centred on 128."""
+    import cv2
+
+    g = grey_uint8(image).astype(np.float32)
+    mean = cv2.GaussianBlur(g, (0, 0), sigma_px)
+    centred = g - mean
+    std = np.sqrt(cv2.GaussianBlur(centred * centred, (0, 0), sigma_px)) + 4.0
+    return np.clip(128.0 + 40.0 * centred / std, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class RefinementTarget:
+    """What refinement needs from the target, computed once: its normalised grey image and the boolean
+    map (H, W) of pixels whose whole window lies on the object and is not edge-like (see
+    :class:`RefineConfig`), at the resolution of ``camera`` (the image refinement works on)."""
+
+    normalised: np.ndarray
+    refinable: np.ndarray
+    config: RefineConfig
+    camera: Camera | None = None
+
+    @classmethod
+    def from_render(cls, rgb: np.ndarray, mask: np.ndarray, config: RefineConfig = RefineConfig(),
+                    camera: Camera | None = None) -> "RefinementTarget":
+        import cv2
+
+        k = config.window_px + 2 * config.mask_margin_px
+        refinable = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+        normalised = normalise_contrast(rgb, config.normalise_sigma_px)
+        if config.min_eigen_ratio > 0:
+            eig = cv2.cornerEigenValsAndVecs(normalised, config.window_px, 3)  # (H, W, 6): l1, l2, vectors
+            l_max, l_min = np.maximum(eig[..., 0], eig[..., 1]), np.minimum(eig[..., 0], eig[..., 1])
+            refinable &= l_min > config.min_eigen_ratio * np.maximum(l_max, 1e-12)
+        return cls(normalised, refinable, config, camera)
+
+
+def refinement_target(render_rgb: np.ndarray, render_mask: np.ndarray, render_camera: Camera,
+                      working_camera: Camera, config: RefineConfig) -> RefinementTarget | None:
+    """The refinement data of a target render, at the render's resolution or the working one
+    (``config.at_native_resolution``); None when refinement is off."""
+    if not config.enabled:
+        return None
+    if config.at_native_resolution:
+        return RefinementTarget.from_render(render_rgb, render_mask, config, render_camera)
+    w, h = working_camera.width_px, working_camera.height_px
+    return RefinementTarget.from_render(resize_area(render_rgb, w, h), resize_nearest(render_mask, w, h), config,
+                                        working_camera)
+
+
+def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
+                    target: RefinementTarget) -> Correspondences:
+    """Correspondences whose current pixels are re-measured by aligning the target patch (see
+    :class:`RefineConfig`); those that cannot be refined are dropped. Target pixels are unchanged."""
+    import cv2
+
+    c = target.config
+    n = len(correspondences)
+    if n == 0:
+        return correspondences
+    h, w = target.refinable.shape
+    ut = np.clip(np.rint(correspondences.uv_target_px).astype(int), [0, 0], [w - 1, h - 1])
+    ok = target.refinable[ut[:, 1], ut[:, 0]]
+    if not ok.any():
+        return correspondences.subset(np.zeros(0, dtype=np.int64))
+    idx = np.flatnonzero(ok)
+    prev = correspondences.uv_target_px[idx].astype(np.float32).reshape(-1, 1, 2)
+    guess = correspondences.uv_current_px[idx].astype(np.float32).reshape(-1, 1, 2)
+    current = normalise_contrast(current_rgb, c.normalise_sigma_px)
+    refined, status, _ = cv2.calcOpticalFlowPyrLK(
+        target.normalised, current, prev, guess.copy(), winSize=(c.window_px, c.window_px), maxLevel=c.levels,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, c.iterations, 1e-3),
+        flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    refined = refined.reshape(-1, 2).astype(np.float64)
+    moved = np.linalg.norm(refined - guess.reshape(-1, 2), axis=1)
+    good = (status.reshape(-1) == 1) & (moved <= c.max_shift_px) & np.all(np.isfinite(refined), axis=1)
+    keep = idx[good]
+    sub = correspondences.subset(keep)
+    return Correspondences(refined[good], sub.uv_target_px, sub.index_current, sub.index_target, sub.scores)
+
+
+def guided_candidates(inliers: Correspondences, candidate_target_idx: np.ndarray, target: "PreparedTarget",
+                      T_current_target: np.ndarray) -> Correspondences:
+    """The inliers plus every other candidate target keypoint at the position the pose ``T_current_target``
+    predicts in the current image (working px), to be refined like the matches (``index_current = -1``)."""
+    extra = np.setdiff1d(candidate_target_idx, inliers.index_target)
+    if len(extra) == 0:
+        return inliers
+    p = transform_points(T_current_target, target.points_camera_goal_m[extra])
+    front = p[:, 2] > 0
+    extra, p = extra[front], p[front]
+    uv = target.camera.project(p)
+    inside = target.camera.in_image(uv, margin_px=0.5)  # pixel centres 0 .. width - 1
+    extra, uv = extra[inside], uv[inside]
+    guided = Correspondences(uv, target.features.keypoints_px[extra], np.full(len(extra), -1, np.int64),
+                             extra, np.zeros(len(extra)))
+    return Correspondences.concatenate([inliers, guided])
+
+
+def _rescaled(correspondences: Correspondences, to: Camera, frm: Camera) -> Correspondences:
+    return replace(correspondences, uv_current_px=to.pixels_from(frm, correspondences.uv_current_px),
+                   uv_target_px=to.pixels_from(frm, correspondences.uv_target_px))
+
+
+def refine_correspondences(inliers: Correspondences, image: np.ndarray, working_rgb: np.ndarray,
+                           target: "PreparedTarget", T_current_target: np.ndarray | None,
+                           candidate_target_idx: np.ndarray, pnp: PnPConfig, min_inliers: int) -> Correspondences:
+    """Guided candidates (with a pose), sub-pixel refinement on the camera's image (or the working one) and a
+    PnP re-check of the refined points; returned in working-resolution pixels. When fewer than
+    ``min_inliers`` survive any step, the unrefined descriptor ``inliers`` are returned (an unverified
+    refined point is never used)."""
+    refinement = target.refinement
+    if refinement is None or refinement.camera is None or len(inliers) < min_inliers:
+        return inliers
+    config = refinement.config
+    candidates = inliers
+    if config.guided and T_current_target is not None:
+        candidates = guided_candidates(inliers, candidate_target_idx, target, T_current_target)
+    work, fine = target.camera, refinement.camera
+    native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
+    fine_image = resize_area(np.asarray(image), fine.width_px, fine.height_px) if native else working_rgb
+    if native:
+        candidates = _rescaled(candidates, fine, work)
+    refined = refine_subpixel(candidates, fine_image, refinement)
+    if len(refined) < min_inliers:
+        return inliers
+    threshold_px = config.recheck_threshold_px * fine.width_px / work.width_px
+    again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,  # one rigid motion
+                       replace(pnp, threshold_px=threshold_px))
+    refined = refined.subset(np.flatnonzero(again.inlier_mask))
+    if len(refined) < min_inliers:
+        return inliers
+    return _rescaled(refined, work, fine) if native else refined

@@ -1,0 +1,95 @@
+"""Stop rules: when a servo run ends, decided from the stream of :class:`~dfbvs.servo.ServoStep` results.
+
+Converged: the mean correspondence error stayed below ``converged_px`` (or the twist below the twist
+bounds) for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cycles. Diverged: the
+mean error over the last ``diverged_cycles`` usable cycles is beyond the bound (losing the object while
+diverging is DIVERGED, not LOST). Timeout: ``max_iterations`` cycles.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .servo import ServoStep
+
+
+class EpisodeStatus(str, enum.Enum):
+    RUNNING = "running"
+    CONVERGED = "converged"
+    DIVERGED = "diverged"
+    LOST = "lost"
+    TIMEOUT = "timeout"
+    STOPPED = "stopped"  # ended from outside the rules: a frame source ran dry, a user or a safety layer
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """When an episode ends (units in the names)."""
+
+    converged_px: float = 0.2  # mean correspondence error (working px) below this ...
+    converged_cycles: int = 5  # ... held for this many consecutive cycles
+    converged_twist_m_s: float = 0.0  # alternatively |v_lin| below this (0 disables) ...
+    converged_twist_rad_s: float = 0.0  # ... and |w| below this, for converged_cycles cycles
+    lost_cycles: int = 10  # consecutive cycles with no usable inliers
+    # diverged: the mean error averaged over the last diverged_cycles usable cycles is above diverged_factor
+    # times the best error seen so far and above diverged_min_px (averaging catches the oscillating
+    # divergence of a too-high gain, which never stays above the bound for many cycles in a row)
+    diverged_factor: float = 2.0
+    diverged_min_px: float = 20.0
+    diverged_cycles: int = 10
+    max_iterations: int = 300
+
+
+class StopMonitor:
+    """Decides when a servo run ends, from the stream of :class:`ServoStep` results.
+
+    Losing the object while the recent errors are past the divergence bound counts as DIVERGED (the loop
+    drove the object out of view), not LOST."""
+
+    def __init__(self, config: StopConfig = StopConfig()):
+        self.config = config
+        self.iterations = 0
+        self._recent_errors_px: deque[float] = deque(maxlen=config.diverged_cycles)
+        self._below = 0
+        self._slow = 0
+        self._lost = 0
+        self.best_error_px = np.inf
+
+    def update(self, step: "ServoStep") -> EpisodeStatus:
+        c = self.config
+        self.iterations += 1
+        if not step.ok:
+            self._lost += 1
+            self._below = 0
+            if self._lost >= c.lost_cycles:
+                return EpisodeStatus.DIVERGED if self._diverging() else EpisodeStatus.LOST
+        else:
+            self._lost = 0
+            err = step.mean_error_px  # NaN for methods without correspondences (photometric)
+            self.best_error_px = min(self.best_error_px, err) if np.isfinite(err) else self.best_error_px
+            self._below = self._below + 1 if err < c.converged_px else 0
+            slow = (c.converged_twist_m_s > 0 and np.linalg.norm(step.v_camera[:3]) < c.converged_twist_m_s
+                    and np.linalg.norm(step.v_camera[3:]) < c.converged_twist_rad_s)
+            self._slow = self._slow + 1 if slow else 0
+            if self._below >= c.converged_cycles or self._slow >= c.converged_cycles:
+                return EpisodeStatus.CONVERGED
+            if np.isfinite(err):
+                self._recent_errors_px.append(err)
+            if len(self._recent_errors_px) >= c.diverged_cycles and self._diverging():
+                return EpisodeStatus.DIVERGED
+        if self.iterations >= c.max_iterations:
+            return EpisodeStatus.TIMEOUT
+        return EpisodeStatus.RUNNING
+
+    def _diverging(self) -> bool:
+        """The recent mean error is beyond the bound (``diverged_factor`` x best and ``diverged_min_px``)."""
+        c = self.config
+        if not self._recent_errors_px:
+            return False
+        return bool(np.mean(self._recent_errors_px) > max(c.diverged_factor * self.best_error_px, c.diverged_min_px))

@@ -1,0 +1,54 @@
+"""The target as the servo sees it: the rendered target's features at the working resolution, the depth
+``Z*`` and 3D point of each kept keypoint, and what sub-pixel refinement needs (computed once per target).
+
+:mod:`dfbvs.render.target` renders the target; this module prepares it for the cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .camera import Camera
+from .estimation import target_points_m
+from .features import Extractor, Features
+from .imaging import resize_area, resize_nearest
+from .refine import RefineConfig, RefinementTarget, refinement_target
+from .render.target import TargetRender
+
+
+@dataclass(frozen=True)
+class PreparedTarget:
+    """A rendered target with its features and the depth ``Z*`` (m) of each kept keypoint.
+
+    ``camera`` is the working camera (the render's lens at the working resolution); ``features`` holds only
+    target keypoints with valid depth, in working pixels; ``Z_star_m`` (N,) and ``xy_star`` (N, 2,
+    normalized) align with them; ``points_camera_goal_m`` (N, 3) are their 3D points in the goal camera
+    frame. ``refinement`` holds what sub-pixel refinement needs (None when it is off), at the resolution of
+    its own camera (the render's, or the working one).
+    """
+
+    render: TargetRender
+    camera: Camera
+    features: Features
+    Z_star_m: np.ndarray
+    xy_star: np.ndarray
+    points_camera_goal_m: np.ndarray
+    refinement: RefinementTarget | None = None
+
+
+def prepare_target(render: TargetRender, extractor: Extractor, working_width_px: int, working_height_px: int,
+                   refine: RefineConfig = RefineConfig()) -> PreparedTarget:
+    """Extract target features at the working resolution and keep those with valid rendered depth."""
+    camera = render.camera.rescaled(working_width_px, working_height_px)
+    rgb = resize_area(render.rgb, camera.width_px, camera.height_px)
+    feats = extractor(rgb)
+    depth = resize_nearest(render.depth_m, camera.width_px, camera.height_px)  # Z*, never blended
+    points = target_points_m(feats.keypoints_px, depth, camera)
+    keep = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    feats, points = feats.subset(keep), points[keep]
+    xy = camera.pixel_to_normalized(feats.keypoints_px) if len(feats) else np.zeros((0, 2))
+    return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
+                          points_camera_goal_m=points,
+                          refinement=refinement_target(render.rgb, render.mask, render.camera, camera, refine))
