@@ -33,4 +33,6 @@ demo: setup
 	$(VENV)/bin/dfbvs demo --out runs/demo
 
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 -q --durations=10
