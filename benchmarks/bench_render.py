@@ -45,7 +45,8 @@ def main() -> None:
         backend_ms.append(out.time_ms)
     print(f"{args.object} scene: {len(scene.items)} items, {n_tri} triangles, {args.width}x{args.height}, "
           f"antialias={config.antialias}, {args.frames} frames")
-    for name, values in (("backend render (RGB+depth+ids)", backend_ms), ("render_scene incl. sensor effects", total_ms)):
+    for name, values in (("backend render (RGB+depth+ids)", backend_ms),
+                         ("render_scene incl. sensor effects", total_ms)):
         print(f"  {name}: median {np.median(values):.2f} ms, p90 {np.percentile(values, 90):.2f} ms")
 
 

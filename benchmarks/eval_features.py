@@ -46,7 +46,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _feature_pairs import apply_homography, textured_image  # noqa: E402
-
 from dfbvs.estimation import TargetGeometry, get_rejector, target_points_m  # noqa: E402
 from dfbvs.features import available_extractors, get_extractor  # noqa: E402
 from dfbvs.matching import get_matcher  # noqa: E402
@@ -258,7 +257,7 @@ def evaluate(pairs, extractors, rejectors, threads: int, log=print) -> list[dict
         cache: dict[int, object] = {}  # id(image) -> Features: each image is extracted once
         t_ex: list[float] = []
 
-        def extract(image):
+        def extract(image, cache=cache, ex=ex, t_ex=t_ex):
             if id(image) not in cache:
                 t0 = time.perf_counter()
                 cache[id(image)] = ex(image)
@@ -280,7 +279,7 @@ def evaluate(pairs, extractors, rejectors, threads: int, log=print) -> list[dict
             for r_name in rejectors:
                 rejector = get_rejector(r_name)
                 per_pair = []
-                for (fc, ft), pair, (corr, t_match, err) in zip(feats, pairs, matched):
+                for (fc, _ft), pair, (corr, t_match, err) in zip(feats, pairs, matched):
                     good = err < TOL_PX
                     t0 = time.perf_counter()
                     try:
@@ -352,7 +351,8 @@ def rendered_section(rows, pairs, command: str, threads: int, wall_s: float) -> 
         "Columns: keypoints in the current image, matches per pair, precision (correct / matches, pooled over "
         "pairs), inliers per pair after rejection and their precision (pooled), the share of inliers within "
         "5 px of the truth (the rest are gross outliers; 2-5 px are near misses of the keypoint "
-        "localisation), then inliers / inlier precision (2 px) per bin, median extraction time per 320x240 image, mean match and rejection time per "
+        "localisation), then inliers / inlier precision (2 px) per bin, median extraction time per 320x240 image, "
+        "mean match and rejection time per "
         "pair. Rejectors with their default settings: `fundamental` MAGSAC++ 1 px Sampson, `homography` "
         "MAGSAC++ 3 px, `pnp` MAGSAC++ 2 px reprojection with the target's 3D points from Z* (only target "
         "keypoints with depth can be inliers). `lightglue` only for 128-D ALIKED and DISK descriptors "

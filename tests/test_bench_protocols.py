@@ -51,18 +51,25 @@ def test_bad_protocol_and_objects():
 
 def test_method_names_map_to_configs():
     from dfbvs.bench.methods import episode_config, parse_method
-    from dfbvs.servo import TrackingMode
+    from dfbvs.features.aliked import AlikedConfig
+    from dfbvs.features.classical import SiftConfig
+    from dfbvs.photometric import PhotometricConfig
+    from dfbvs.servo import ServoConfig
+    from dfbvs.tracking_mode import TrackingMode
 
     spec = make_protocol("tiny", OBJS)[0]
     c = episode_config(spec, "dfbvs-sift-prevtrack-norefine")
-    assert c.controller == "dfbvs" and c.servo.features == "sift" and c.servo.refine is False
+    assert isinstance(c.servo, ServoConfig) and isinstance(c.servo.features, SiftConfig)
+    assert c.servo.refine.enabled is False
     assert c.servo.tracking.enabled and c.servo.tracking.mode is TrackingMode.PREVIOUS
-    assert episode_config(spec, "dfbvs").servo.features == "aliked"
+    assert isinstance(episode_config(spec, "dfbvs").servo.features, AlikedConfig)
     c = episode_config(spec, "dfbvs-noguide-coarse")
-    assert not c.servo.guided_refinement and not c.servo.refine_at_native_resolution and c.servo.refine
+    assert not c.servo.refine.guided and not c.servo.refine.at_native_resolution and c.servo.refine.enabled
     d = episode_config(spec, "dfbvs").servo
-    assert d.guided_refinement and d.refine_at_native_resolution
-    assert episode_config(spec, "photometric").controller == "photometric"
+    assert d.refine.guided and d.refine.at_native_resolution and d == ServoConfig()
+    assert isinstance(episode_config(spec, "photometric").servo, PhotometricConfig)
+    # the run's own overrides come after the method's
+    assert episode_config(spec, "dfbvs-sift", ["servo.features.max_keypoints=300"]).servo.features.max_keypoints == 300
     assert episode_config(spec, "dfbvs").scene != episode_config(make_protocol("tiny", OBJS)[1], "dfbvs").scene
     for bad in ("nope", "dfbvs-foo"):
         with pytest.raises(ValueError, match=repr(bad.split("-")[-1]) if bad != "nope" else "'nope'"):

@@ -6,8 +6,6 @@ from dfbvs.camera import Camera
 from dfbvs.geometry import inverse, se3_exp
 from dfbvs.sim.points import PointEpisodeConfig, run_point_episode
 
-rng = np.random.default_rng(3)
-
 
 def project_normalized(T_world_camera, p_world):
     p = (inverse(T_world_camera) @ np.column_stack([p_world, np.ones(len(p_world))]).T).T[:, :3]
@@ -15,7 +13,7 @@ def project_normalized(T_world_camera, p_world):
 
 
 @pytest.mark.parametrize("depth", [0.2, 0.5, 1.5])
-def test_interaction_matrix_matches_finite_differences(depth):
+def test_interaction_matrix_matches_finite_differences(depth, rng):
     for _ in range(5):
         T_world_camera = se3_exp(rng.normal(size=6) * 0.5)
         p_camera = np.column_stack([rng.uniform(-0.3, 0.3, (8, 2)) * depth, rng.uniform(0.8, 1.2, 8) * depth])
@@ -31,7 +29,7 @@ def test_interaction_matrix_matches_finite_differences(depth):
             np.testing.assert_allclose((xp - xm).reshape(-1) / (2 * h), L[:, k], atol=1e-6, rtol=1e-6)
 
 
-def test_pixel_interaction_matrix_matches_finite_differences():
+def test_pixel_interaction_matrix_matches_finite_differences(rng):
     cam = Camera(300.0, 280.0, 150.0, 130.0, 320, 240)
     T = se3_exp(rng.normal(size=6) * 0.3)
     p_camera = np.column_stack([rng.uniform(-0.1, 0.1, (6, 2)), rng.uniform(0.4, 0.6, 6)])
@@ -75,33 +73,33 @@ def test_adaptive_gain():
         c.GainConfig(-1, 0.1)
 
 
-def test_damped_pinv_tends_to_pinv():
+def test_damped_pinv_tends_to_pinv(rng):
     L = rng.normal(size=(12, 6))
     np.testing.assert_allclose(c.damped_pinv(L, 1e-9), np.linalg.pinv(L), atol=1e-8)
 
 
 def test_too_few_points_and_missing_depth():
     with pytest.raises(ValueError, match="at least 3"):
-        c.ibvs_control(np.zeros((2, 2)), np.zeros((2, 2)), np.ones(2), c.ControlConfig())
+        c.ibvs_control(np.zeros((2, 2)), np.zeros((2, 2)), np.ones(2), c.IBVSConfig())
     with pytest.raises(ValueError, match="current depths"):
-        c.ibvs_control(np.zeros((4, 2)), np.ones((4, 2)), np.ones(4), c.ControlConfig(interaction="current"))
+        c.ibvs_control(np.zeros((4, 2)), np.ones((4, 2)), np.ones(4), c.IBVSConfig(interaction="current"))
 
 
-def test_one_step_decreases_error():
+def test_one_step_decreases_error(rng):
     # the IBVS direction decreases the feature error to first order
     T_goal = se3_exp([0, 0, -0.5, 0, 0, 0])
     p_world = rng.uniform(-0.1, 0.1, (6, 3)) * [1, 1, 0.2]
     xy_star, Z_star = project_normalized(T_goal, p_world)
     T = T_goal @ se3_exp([0.02, -0.01, 0.03, 0.05, -0.02, 0.1])
     xy, _ = project_normalized(T, p_world)
-    out = c.ibvs_control(xy, xy_star, Z_star, c.ControlConfig())
+    out = c.ibvs_control(xy, xy_star, Z_star, c.IBVSConfig())
     xy_next, _ = project_normalized(T @ se3_exp(out.v_camera * 0.01), p_world)
     assert np.linalg.norm(xy_next - xy_star) < np.linalg.norm(xy - xy_star)
 
 
 @pytest.mark.parametrize("law", ["desired", "current", "mean"])
 def test_four_point_ibvs_converges_noise_free(law):
-    cfg = PointEpisodeConfig(control=c.ControlConfig(interaction=law, max_linear_m_s=0.2, max_angular_rad_s=1.0))
+    cfg = PointEpisodeConfig(control=c.IBVSConfig(interaction=law, max_linear_m_s=0.2, max_angular_rad_s=1.0))
     # the start is ~10 cm and ~30 deg away
     assert 0.09 < np.linalg.norm(cfg.start_offset_m) < 0.11
     assert 25 < np.linalg.norm(cfg.start_rotation_deg) < 35
@@ -114,7 +112,7 @@ def test_four_point_ibvs_converges_noise_free(law):
 @pytest.mark.parametrize("law", ["desired", "current", "mean"])
 def test_four_point_ibvs_with_noise(law):
     cfg = PointEpisodeConfig(pixel_noise_px=0.5, max_iterations=400, seed=7,
-                             control=c.ControlConfig(interaction=law, max_linear_m_s=0.2, max_angular_rad_s=1.0))
+                             control=c.IBVSConfig(interaction=law, max_linear_m_s=0.2, max_angular_rad_s=1.0))
     r = run_point_episode(cfg)
     assert r.converged and r.final_mean_px_error < 1.0
     assert r.pixel_error_history[0] > 50  # it really started far away

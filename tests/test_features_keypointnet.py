@@ -6,8 +6,13 @@ import torch
 
 from _feature_pairs import textured_image, write_random_keypointnet_checkpoint
 from dfbvs.features import get_extractor
-from dfbvs.features.keypointnet import (INPUT_MEAN, INPUT_SCALE, KeyPointNetCheckpointError, build_keypointnet,
-                                        load_keypointnet)
+from dfbvs.features.keypointnet import (
+    INPUT_MEAN,
+    INPUT_SCALE,
+    KeyPointNetCheckpointError,
+    build_keypointnet,
+    load_keypointnet,
+)
 
 OFFICIAL_KEYS = ["conv1a.0.weight", "conv1a.1.running_var", "conv4b.0.weight", "convDb.weight", "convDb.bias",
                  "convPb.weight", "convFb.0.weight", "convFaa.1.weight", "convFbb.weight", "convFbb.bias"]

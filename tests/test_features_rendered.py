@@ -48,7 +48,7 @@ MIN_PRECISION_2PX = 0.70
 MIN_PRECISION_5PX = 0.95
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rendered_pair(object_name: str):
     """Target and current renders of one object, 5 cm / 8 deg from the goal, clutter + gap (seed 0)."""
     return EVAL.render_pair(object_name, 50.0, 8.0, 0.0, seed=0)

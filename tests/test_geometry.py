@@ -4,18 +4,16 @@ from scipy.spatial.transform import Rotation
 
 from dfbvs import geometry as g
 
-rng = np.random.default_rng(1)
 
-
-def random_rotvec(angle):
+def random_rotvec(rng, angle):
     axis = rng.normal(size=3)
     return axis / np.linalg.norm(axis) * angle
 
 
 @pytest.mark.parametrize("angle", [0.0, 1e-9, 1e-7, 1e-5, 1e-3, 0.3, 1.5, 3.0, np.pi - 1e-3, np.pi - 1e-6, np.pi])
-def test_so3_exp_log_roundtrip_and_reference(angle):
+def test_so3_exp_log_roundtrip_and_reference(angle, rng):
     for _ in range(20):
-        w = random_rotvec(angle)
+        w = random_rotvec(rng, angle)
         R = g.so3_exp(w)
         np.testing.assert_allclose(R, Rotation.from_rotvec(w).as_matrix(), atol=1e-12)
         np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
@@ -34,16 +32,16 @@ def test_so3_sign():
 
 
 @pytest.mark.parametrize("angle", [0.0, 1e-8, 1e-4, 0.7, 2.5, np.pi - 1e-5])
-def test_se3_exp_log_roundtrip(angle):
+def test_se3_exp_log_roundtrip(angle, rng):
     for _ in range(10):
-        xi = np.concatenate([rng.normal(size=3) * 0.3, random_rotvec(angle)])
+        xi = np.concatenate([rng.normal(size=3) * 0.3, random_rotvec(rng, angle)])
         T = g.se3_exp(xi)
         np.testing.assert_allclose(g.se3_exp(g.se3_log(T)), T, atol=1e-9)
         if angle < 3:
             np.testing.assert_allclose(g.se3_log(T), xi, atol=1e-9)
 
 
-def test_se3_exp_matches_matrix_exponential():
+def test_se3_exp_matches_matrix_exponential(rng):
     from scipy.linalg import expm
 
     for _ in range(10):
@@ -61,7 +59,7 @@ def test_pure_translation_twist_moves_along_body_axes():
     np.testing.assert_allclose(T[:3, 3], [1, 2.2, 3], atol=1e-12)
 
 
-def test_inverse_and_composition():
+def test_inverse_and_composition(rng):
     T_a_b = g.se3_exp(rng.normal(size=6))
     T_b_c = g.se3_exp(rng.normal(size=6))
     np.testing.assert_allclose(g.inverse(T_a_b) @ T_a_b, np.eye(4), atol=1e-12)
@@ -70,7 +68,15 @@ def test_inverse_and_composition():
     np.testing.assert_allclose(p_a, (T_a_b @ np.append((T_b_c @ np.append(p_c, 1))[:3], 1))[:3])
 
 
-def test_adjoint_consistent_with_composition():
+def test_transform_points_matches_homogeneous_product(rng):
+    T_a_b = g.se3_exp(rng.normal(size=6))
+    p_b = rng.normal(size=(5, 3))
+    expected = (T_a_b @ np.column_stack([p_b, np.ones(5)]).T).T[:, :3]
+    np.testing.assert_allclose(g.transform_points(T_a_b, p_b), expected, atol=1e-12)
+    np.testing.assert_allclose(g.transform_points(g.inverse(T_a_b), g.transform_points(T_a_b, p_b)), p_b, atol=1e-12)
+
+
+def test_adjoint_consistent_with_composition(rng):
     # exp(Ad_T xi) = T exp(xi) T^-1
     for _ in range(10):
         T = g.se3_exp(rng.normal(size=6))

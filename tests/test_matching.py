@@ -86,7 +86,7 @@ def test_correspondences_concatenate_keeps_order_and_fields():
 def test_refinement_skips_edge_like_patches_that_slide_along_the_edge():
     """A bright square on a dark object: its corner is refinable, the middle of its straight sides is not
     (the aperture problem), and with ``min_eigen_ratio=0`` both are."""
-    from dfbvs.matching import RefineConfig, RefinementTarget
+    from dfbvs.refine import RefineConfig, RefinementTarget
 
     img = np.full((120, 160, 3), 60, np.uint8)
     img[40:90, 50:120] = 200

@@ -3,8 +3,8 @@
 import numpy as np
 
 from dfbvs.camera import Camera
-from dfbvs.control import photometric_interaction_matrix
 from dfbvs.geometry import make_pose, se3_exp, so3_exp
+from dfbvs.photometric import photometric_interaction_matrix
 
 CAM = Camera(200.0, 190.0, 31.0, 23.0, 64, 48)
 

@@ -213,7 +213,6 @@ def test_shading_shows_the_shape_of_a_uniform_part():
 
 
 def test_vertex_colours_and_textures_are_drawn():
-    import trimesh
 
     plane, T = _tilted_quad(0.5, 0.1, 0.0)
     colours = np.array([[255, 0, 0], [255, 0, 0], [0, 0, 255], [0, 0, 255]], np.uint8)

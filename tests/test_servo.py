@@ -1,27 +1,29 @@
 """The DFBVS loop, simulated end to end (render -> features -> matching -> rejection -> IBVS -> camera)."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from dfbvs.control import ControlConfig, GainConfig
+from dfbvs.config import apply_overrides
+from dfbvs.features.aliked import AlikedConfig
 from dfbvs.geometry import make_pose, so3_exp
+from dfbvs.matching import Correspondences
+from dfbvs.recorder import read_jsonl
 from dfbvs.render.scene import SceneConfig
-from dfbvs.servo import EpisodeStatus, StepStatus, StopConfig, StopMonitor
-from dfbvs.sim.artifacts import read_jsonl
+from dfbvs.servo import CorrespondenceSource, ServoStep, StepStatus
 from dfbvs.sim.episode import EpisodeConfig, StartConfig, run_episode
+from dfbvs.stop import EpisodeStatus, StopConfig, StopMonitor
 
 
-def quick(config: EpisodeConfig, **servo) -> EpisodeConfig:
-    return replace(config, servo=replace(config.servo, **servo))
+def quick(config: EpisodeConfig, *overrides: str) -> EpisodeConfig:
+    return apply_overrides(config, overrides)
 
 
 @pytest.mark.slow
 def test_deep_features_converge_in_clutter_with_sim_to_real_gap(tmp_path):
     config = EpisodeConfig()  # aliked, cluttered procedural table, distractors, every gap knob on
-    assert config.servo.features == "aliked"
+    assert isinstance(config.servo.features, AlikedConfig)
     assert config.scene.n_distractors > 0 and config.scene.background == "procedural"
     assert config.scene.light_rotation_deg > 0 and config.scene.noise_std_levels > 0
     r = run_episode(config, out_dir=tmp_path)
@@ -35,7 +37,7 @@ def test_deep_features_converge_in_clutter_with_sim_to_real_gap(tmp_path):
 
 
 def test_classical_orb_smoke(tmp_path, monkeypatch):
-    import dfbvs.sim.episode as episode
+    import dfbvs.recorder as recorder
 
     drawn = []  # the video's feature positions must be in the (640x480) frame's pixels, not the working ones
 
@@ -43,10 +45,10 @@ def test_classical_orb_smoke(tmp_path, monkeypatch):
         drawn.append((current_rgb.shape, np.asarray(uv_current_px)))
         return original(current_rgb, target_rgb, uv_current_px, uv_target_px, text)
 
-    original = episode.draw_servo_frame
-    monkeypatch.setattr(episode, "draw_servo_frame", spy)
-    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb")
-    config = replace(config, stop=replace(config.stop, max_iterations=120))
+    original = recorder.draw_servo_frame
+    monkeypatch.setattr(recorder, "draw_servo_frame", spy)
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), "servo.features=orb",
+                   "stop.max_iterations=120")
     r = run_episode(config, out_dir=tmp_path)
     shape, uv = drawn[-1]
     assert shape[:2] == (480, 640) and len(uv) > 0
@@ -62,7 +64,9 @@ def check_outputs(out, result):
     summary = json.loads((out / "summary.json").read_text())
     traj = read_jsonl(out / "trajectory.jsonl")
     config = json.loads((out / "config.json").read_text())
-    assert config["servo"]["features"]
+    assert config["servo"]["backend"] == "dfbvs" and config["servo"]["features"]["backend"] == "orb"
+    assert traj[-1]["source"] in {s.value for s in CorrespondenceSource}
+    assert [t["timestamp_s"] for t in traj[:3]] == pytest.approx([0.0, 0.1, 0.2])  # the simulated clock
     assert summary["iterations"] == len(traj) == traj[-1]["iteration"]
     assert summary["status"] == traj[-1]["episode_status"] == result.status.value
     assert summary["converged"] == (result.status is EpisodeStatus.CONVERGED)
@@ -81,7 +85,7 @@ def test_object_out_of_view_ends_lost(tmp_path):
     # start turned 180 deg about the camera's x axis: looking away from the table, at the empty background
     away = make_pose(so3_exp([np.pi, 0.0, 0.0]), [0.0, 0.0, 0.0])
     config = quick(EpisodeConfig(start=StartConfig(T_goal_start=tuple(map(tuple, away))),
-                                 max_distance_from_goal_m=1.0), features="orb")
+                                 max_distance_from_goal_m=1.0), "servo.features=orb")
     r = run_episode(config, out_dir=tmp_path)
     assert r.status is EpisodeStatus.LOST, r.summary()
     traj = read_jsonl(tmp_path / "trajectory.jsonl")
@@ -89,16 +93,18 @@ def test_object_out_of_view_ends_lost(tmp_path):
 
 
 def test_excessive_gain_ends_diverged(tmp_path):
-    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb",
-                   control=ControlConfig(gain=GainConfig(25.0, 25.0), max_linear_m_s=2.0, max_angular_rad_s=6.0))
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), "servo.features=orb",
+                   "servo.control.gain.gain_at_zero=25", "servo.control.gain.gain_at_infinity=25",
+                   "servo.control.max_linear_m_s=2.0", "servo.control.max_angular_rad_s=6.0")
     r = run_episode(config, out_dir=tmp_path)
     assert r.status is EpisodeStatus.DIVERGED, r.summary()
     assert r.final_translation_error_mm > r.initial_translation_mm
 
 
-class _Step:
-    def __init__(self, err, status=StepStatus.OK, v=np.ones(6)):
-        self.mean_error_px, self.status, self.v_camera = err, status, v
+def _Step(err: float, status: StepStatus = StepStatus.OK) -> ServoStep:
+    return ServoStep(v_camera=np.ones(6) if status is StepStatus.OK else np.zeros(6), status=status,
+                     correspondences=Correspondences.empty(), all_matches=Correspondences.empty(),
+                     mean_error_px=err, tracking_mode=False, timings_ms={})
 
 
 def test_stop_monitor_rules():
@@ -128,35 +134,49 @@ def test_scene_gap_is_on_by_default():
 def test_tracking_restricts_correspondences(mode):
     """Paper IV-D: once in tracking, the target points used are a subset of the previous cycle's inliers
     ('previous') or of the set at entry ('entry'); the set of 3D points never switches to new ones."""
-    from dfbvs.servo import TrackingConfig
-
-    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), features="orb",
-                   tracking=TrackingConfig(enabled=True, mode=mode, enter_px=3.0, min_inliers=6))
-    config = replace(config, stop=replace(config.stop, max_iterations=80))
+    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), "servo.features=orb",
+                   "servo.tracking.enabled=true", f"servo.tracking.mode={mode}", "servo.tracking.enter_px=3.0",
+                   "servo.tracking.min_inliers=6", "stop.max_iterations=80")
     steps = []
-    run_episode(config, progress=lambda it, step, t, r: steps.append(step))
-    tracked = [i for i, s in enumerate(steps) if s.tracking and s.status is StepStatus.OK]
+    run_episode(config, progress=lambda cycle: steps.append(cycle.step))
+    tracked = [i for i, s in enumerate(steps) if s.tracking_mode and s.status is StepStatus.OK]
     assert len(tracked) >= 5, "the episode never entered tracking mode"
     entry_set = None
     for i in tracked:
         now = set(steps[i].correspondences.index_target.tolist())
-        if not steps[i - 1].tracking:
+        if not steps[i - 1].tracking_mode:
             entry_set = set(steps[i - 1].correspondences.index_target.tolist())
         reference = set(steps[i - 1].correspondences.index_target.tolist()) if mode == "previous" else entry_set
         assert now <= reference, (i, now - reference)
 
 
 def test_high_resolution_camera_is_served_at_the_working_resolution():
-    """A 640x480 camera (target and live images) served at 320x240 with consistent intrinsics."""
+    """A 640x480 camera: features are found at 320x240 with the same lens rescaled, the law works in those
+    working pixels, and refinement works on the camera's own 640x480 image."""
     from dfbvs.camera import Camera
+    from dfbvs.geometry import se3_exp
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.scene import build_scene, render_scene
+    from dfbvs.render.target import render_target
+    from dfbvs.servo import DFBVSServo
+    from dfbvs.sim.episode import GoalConfig
 
     cam = Camera.default().rescaled(640, 480)
-    config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0), camera=cam.to_dict()),
-                   features="orb")
-    config = replace(config, stop=replace(config.stop, max_iterations=120))
-    r = run_episode(config)
-    assert r.status is EpisodeStatus.CONVERGED, r.summary()
-    assert r.final_translation_error_mm < 3.0, r.summary()
+    config = quick(EpisodeConfig(), "servo.features=orb").servo
+    mesh = load_builtin("bracket")
+    T_goal = GoalConfig().T_object_camera()
+    servo = DFBVSServo.from_render(render_target(mesh, cam, T_goal), config)
+    work = servo.target.camera
+    assert (work.width_px, work.height_px) == (320, 240) and work == cam.rescaled(320, 240)
+    assert servo.target.refinement.camera == cam and servo.target.refinement.refinable.shape == (480, 640)
+    assert servo.target.features.image_size == (320, 240)
+    frame = render_scene(build_scene(mesh, SceneConfig(), seed=0), cam, T_goal @ se3_exp([0.003, 0, 0, 0, 0, 0.01]))
+    step = servo.step(frame.rgb, timestamp_s=1.5)
+    assert step.status is StepStatus.OK and step.n_inliers >= config.min_inliers
+    uv = step.correspondences.uv_current_px
+    assert uv[:, 0].max() <= 319.5 and uv[:, 1].max() <= 239.5  # working pixels, not the frame's
+    assert step.all_matches.uv_current_px[:, 0].max() <= 319.5
+    assert step.timestamp_s == 1.5 and step.source is CorrespondenceSource.DETECTION
 
 
 def test_guided_refinement_at_native_resolution_measures_true_positions():
@@ -179,6 +199,10 @@ def test_guided_refinement_at_native_resolution_measures_true_positions():
     T_current = T_goal @ se3_exp([0.002, -0.001, 0.001, 0.004, -0.003, 0.002])  # 2.4 mm, 0.31 deg
     step = servo.step(render_scene(build_scene(mesh, SceneConfig(), seed=0), cam, T_current).rgb)
     assert step.status is StepStatus.OK
+    # what a real-time loop and a robot need: the PnP pose, the gain and the conditioning of L*
+    T_current_goal = inverse(T_current) @ T_goal
+    assert np.linalg.norm(step.T_current_target[:3, 3] - T_current_goal[:3, 3]) < 1e-3  # measured ~0.1 mm
+    assert 0.5 <= step.gain <= 1.0 and 1.0 < step.condition_number < 1e4
     c, work = step.correspondences, servo.target.camera
     guided = c.index_current < 0
     assert guided.sum() >= 20 and len(c) >= 60, (guided.sum(), len(c))

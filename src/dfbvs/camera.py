@@ -44,14 +44,15 @@ class Camera:
             if int(value) != value or value <= 0:
                 raise CalibrationError(f"camera {name}={value!r}: image size must be a positive integer")
         if len(self.dist) not in (4, 5) or not all(np.isfinite(self.dist)):
-            raise CalibrationError(f"distortion must be 4 or 5 finite coefficients (k1,k2,p1,p2[,k3]), got {self.dist!r}")
+            raise CalibrationError(
+                f"distortion must be 4 or 5 finite coefficients (k1,k2,p1,p2[,k3]), got {self.dist!r}")
         object.__setattr__(self, "dist", tuple(float(d) for d in self.dist) + (0.0,) * (5 - len(self.dist)))
         object.__setattr__(self, "width_px", int(self.width_px))
         object.__setattr__(self, "height_px", int(self.height_px))
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_fov(cls, width_px: int, height_px: int, hfov_deg: float) -> "Camera":
+    def from_fov(cls, width_px: int, height_px: int, hfov_deg: float) -> Camera:
         """Centred camera with square pixels and horizontal field of view ``hfov_deg``."""
         if not 0 < hfov_deg < 180:
             raise CalibrationError(f"horizontal field of view must be in (0, 180) deg, got {hfov_deg!r}")
@@ -59,7 +60,7 @@ class Camera:
         return cls(f, f, (width_px - 1) / 2.0, (height_px - 1) / 2.0, width_px, height_px)
 
     @classmethod
-    def default(cls) -> "Camera":
+    def default(cls) -> Camera:
         """The working camera of the project: 320x240 with a ~34 deg horizontal field of view, like the
         paper's FLIR BFS-U3-120S4C (4000x3000, 1.85 um pixels, 7.4 mm wide) behind a 12 mm lens.
 
@@ -81,10 +82,10 @@ class Camera:
                 "height_px": self.height_px, "dist": list(self.dist)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
+    def from_dict(cls, d: dict) -> Camera:
         return cls(d["fx"], d["fy"], d["cx"], d["cy"], d["width_px"], d["height_px"], tuple(d.get("dist", (0,) * 5)))
 
-    def rescaled(self, width_px: int, height_px: int) -> "Camera":
+    def rescaled(self, width_px: int, height_px: int) -> Camera:
         """The same physical camera sampled at another resolution (e.g. 1280x960 served at 320x240).
 
         With integer pixel centres, pixel ``u`` at the old resolution maps to ``(u + 0.5) * s - 0.5``.
@@ -93,7 +94,7 @@ class Camera:
         return replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=(self.cx + 0.5) * sx - 0.5,
                        cy=(self.cy + 0.5) * sy - 0.5, width_px=width_px, height_px=height_px)
 
-    def pixels_from(self, other: "Camera", uv_px: np.ndarray) -> np.ndarray:
+    def pixels_from(self, other: Camera, uv_px: np.ndarray) -> np.ndarray:
         """Pixels ``(N, 2)`` of ``other`` (this physical camera sampled at another resolution, see
         :meth:`rescaled`) expressed in this camera's pixels."""
         sx, sy = self.width_px / other.width_px, self.height_px / other.height_px

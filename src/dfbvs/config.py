@@ -17,10 +17,14 @@ import enum
 import json
 import types
 import typing
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from .errors import ConfigError
 from .recorder import to_jsonable
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 
 #: Named override lists over an episode config (``--preset NAME``); applied before ``--set`` overrides.
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -91,7 +95,8 @@ def _set(obj: Any, path: list[str], text: str, full: str) -> Any:
         raise ConfigError(f"--set {full}: {type(obj).__name__} has no setting {name!r}; settings: {sorted(fields)}")
     field = fields[name]
     if len(path) > 1:
-        return dataclasses.replace(obj, **{name: _set(getattr(obj, name), path[1:], text, full)})
+        return dataclasses.replace(cast("DataclassInstance", obj),
+                                   **{name: _set(getattr(obj, name), path[1:], text, full)})
     registry = _registry_of(field)
     if registry is not None:
         try:
@@ -105,7 +110,7 @@ def _set(obj: Any, path: list[str], text: str, full: str) -> Any:
         hints = typing.get_type_hints(type(obj))
         value = _parse(text, hints.get(name, str), full.split("=")[0])
     try:
-        return dataclasses.replace(obj, **{name: value})
+        return dataclasses.replace(cast("DataclassInstance", obj), **{name: value})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--set {full}: {exc}") from None
 

@@ -138,7 +138,7 @@ class ControlOutput:
 
 
 def ibvs_control(
-    xy: np.ndarray, xy_star: np.ndarray, Z_star_m: np.ndarray, config: ControlConfig,
+    xy: np.ndarray, xy_star: np.ndarray, Z_star_m: np.ndarray, config: IBVSConfig,
     Z_m: np.ndarray | None = None,
 ) -> ControlOutput:
     """IBVS on normalized point features.
@@ -196,7 +196,8 @@ class ControlInput:
 class ControlLaw(Protocol):
     """``law(control_input) -> ControlOutput``; built from its config by :data:`CONTROL_LAWS`."""
 
-    config: object
+    @property
+    def config(self) -> object: ...  # read-only here, so that implementations may narrow its type
 
     def __call__(self, inputs: ControlInput) -> ControlOutput: ...
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
-from typing import Optional, Protocol, Union
+from typing import Callable, Optional, Protocol, TypeVar, Union
 
 import numpy as np
 
@@ -174,8 +174,11 @@ def _seed(config: RobustConfig) -> None:
 
 
 # --- the three models --------------------------------------------------------------------------------------
+_R = TypeVar("_R", bound=RejectionResult)
+
+
 def _fit_two_view(correspondences: Correspondences, config: RobustConfig, min_points: int, name: str,
-                  result_cls: type, fit) -> RejectionResult:
+                  result_cls: Callable[..., _R], fit) -> _R:
     """Shared path of the 3x3 two-view models: too few points -> INSUFFICIENT; an OpenCV failure (None, or
     a ``cv2.error`` that MAGSAC raises on some degenerate sets, e.g. '!model.empty()') -> FAILED.
     ``fit(cv2, uv_target_px, uv_current_px, method)`` returns ``(model, mask)``."""
@@ -307,10 +310,10 @@ class TargetGeometry:
     ``i`` (NaN rows: no depth), or as the target's rendered depth ``Z*`` (H, W, metres, NaN background)
     sampled at the target pixels; the target camera; the current camera (the target camera when None)."""
 
+    depth_target_m: Optional[np.ndarray]
     camera_target: Camera
-    depth_target_m: Optional[np.ndarray] = None
-    points_by_target_index_m: Optional[np.ndarray] = None
     camera_current: Optional[Camera] = None
+    points_by_target_index_m: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         if (self.depth_target_m is None) == (self.points_by_target_index_m is None):
@@ -320,13 +323,16 @@ class TargetGeometry:
         """(M, 3) target points of the correspondences (NaN rows where the target has no depth)."""
         if self.points_by_target_index_m is not None:
             return np.asarray(self.points_by_target_index_m)[correspondences.index_target]
+        if self.depth_target_m is None:  # excluded by __post_init__
+            raise ConfigError("TargetGeometry needs exactly one of depth_target_m or points_by_target_index_m")
         return target_points_m(correspondences.uv_target_px, self.depth_target_m, self.camera_target)
 
 
 class Rejector(Protocol):
     """``rejector(correspondences, geometry=None) -> RejectionResult``."""
 
-    config: object
+    @property
+    def config(self) -> object: ...  # read-only here, so that implementations may narrow its type
 
     def __call__(self, correspondences: Correspondences,
                  geometry: Optional[TargetGeometry] = None) -> RejectionResult: ...

@@ -8,6 +8,7 @@ A *body* twist ``v_b`` of frame b moves it as ``T_a_b(t + dt) = T_a_b(t) @ exp(v
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 _SMALL_ANGLE_RAD = 1e-6
 
@@ -101,7 +102,7 @@ def se3_log(T: np.ndarray) -> np.ndarray:
     return np.concatenate([v, w])
 
 
-def make_pose(R: np.ndarray | None = None, t: np.ndarray | None = None) -> np.ndarray:
+def make_pose(R: np.ndarray | None = None, t: ArrayLike | None = None) -> np.ndarray:
     """4x4 pose from a rotation matrix and a translation (metres)."""
     T = np.eye(4)
     if R is not None:
@@ -161,7 +162,7 @@ def pose_error(T_world_a: np.ndarray, T_world_b: np.ndarray) -> tuple[float, flo
 
 
 def look_at(
-    eye_m: np.ndarray, target_m: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)
+    eye_m: ArrayLike, target_m: ArrayLike, up: ArrayLike = (0.0, 0.0, 1.0)
 ) -> np.ndarray:
     """``T_world_camera`` of an OpenCV camera (z forward, y down) at ``eye_m`` looking at ``target_m``.
 
@@ -184,7 +185,7 @@ def look_at(
 
 def look_at_spherical(
     distance_m: float, azimuth_deg: float, elevation_deg: float, roll_deg: float = 0.0,
-    target_m: np.ndarray = (0.0, 0.0, 0.0),
+    target_m: ArrayLike = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
     """``T_object_camera`` for a camera on a sphere around ``target_m`` in the object frame.
 

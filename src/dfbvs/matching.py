@@ -54,23 +54,23 @@ class Correspondences:
         return len(self.scores)
 
     @classmethod
-    def empty(cls) -> "Correspondences":
+    def empty(cls) -> Correspondences:
         return cls(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
 
     @classmethod
     def from_indices(cls, current: Features, target: Features, index_current: np.ndarray,
-                     index_target: np.ndarray, scores: np.ndarray) -> "Correspondences":
+                     index_target: np.ndarray, scores: np.ndarray) -> Correspondences:
         ic = np.asarray(index_current, dtype=np.int64)
         it = np.asarray(index_target, dtype=np.int64)
         return cls(current.keypoints_px[ic], target.keypoints_px[it], ic, it, scores)
 
-    def subset(self, index: np.ndarray) -> "Correspondences":
+    def subset(self, index: np.ndarray) -> Correspondences:
         """The correspondences selected by ``index`` (integer indices or a boolean mask)."""
         return Correspondences(self.uv_current_px[index], self.uv_target_px[index], self.index_current[index],
                                self.index_target[index], self.scores[index])
 
     @classmethod
-    def concatenate(cls, parts: Sequence["Correspondences"]) -> "Correspondences":
+    def concatenate(cls, parts: Sequence[Correspondences]) -> Correspondences:
         """All correspondences of ``parts``, in order."""
         if not parts:
             return cls.empty()

@@ -39,7 +39,7 @@ class JsonlWriter:
         if not self._fh.closed:
             self._fh.close()
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -182,8 +182,8 @@ class RunRecorder:
     (``work_camera``) and drawn on frames of ``frame_camera``'s size.
     """
 
-    def __init__(self, out_dir: Path | str, config: Any, target_rgb: np.ndarray, frame_camera: "Camera",
-                 work_camera: "Camera", video_stride: int = 2) -> None:
+    def __init__(self, out_dir: Path | str, config: Any, target_rgb: np.ndarray, frame_camera: Camera,
+                 work_camera: Camera, video_stride: int = 2) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "config.json", config)
@@ -193,7 +193,7 @@ class RunRecorder:
         self._target_rgb = target_rgb
         self._frame_camera, self._work_camera = frame_camera, work_camera
 
-    def record(self, cycle: "Cycle") -> None:
+    def record(self, cycle: Cycle) -> None:
         """Append one cycle (and maybe a video frame); the last cycle of a run always gets a frame."""
         step = cycle.step
         self._trajectory.write(to_jsonable({

@@ -100,7 +100,7 @@ class RefinementTarget:
 
     @classmethod
     def from_render(cls, rgb: np.ndarray, mask: np.ndarray, config: RefineConfig = RefineConfig(),
-                    camera: Camera | None = None) -> "RefinementTarget":
+                    camera: Camera | None = None) -> RefinementTarget:
         import cv2
 
         k = config.window_px + 2 * config.mask_margin_px
@@ -157,7 +157,7 @@ def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
     return Correspondences(refined[good], sub.uv_target_px, sub.index_current, sub.index_target, sub.scores)
 
 
-def guided_candidates(inliers: Correspondences, candidate_target_idx: np.ndarray, target: "PreparedTarget",
+def guided_candidates(inliers: Correspondences, candidate_target_idx: np.ndarray, target: PreparedTarget,
                       T_current_target: np.ndarray) -> Correspondences:
     """The inliers plus every other candidate target keypoint at the position the pose ``T_current_target``
     predicts in the current image (working px), to be refined like the matches (``index_current = -1``)."""
@@ -181,7 +181,7 @@ def _rescaled(correspondences: Correspondences, to: Camera, frm: Camera) -> Corr
 
 
 def refine_correspondences(inliers: Correspondences, image: np.ndarray, working_rgb: np.ndarray,
-                           target: "PreparedTarget", T_current_target: np.ndarray | None,
+                           target: PreparedTarget, T_current_target: np.ndarray | None,
                            candidate_target_idx: np.ndarray, pnp: PnPConfig, min_inliers: int) -> Correspondences:
     """Guided candidates (with a pose), sub-pixel refinement on the camera's image (or the working one) and a
     PnP re-check of the refined points; returned in working-resolution pixels. When fewer than

@@ -133,19 +133,17 @@ class DFBVSServo:
     """
 
     def __init__(self, target: PreparedTarget, config: ServoConfig, extractor: Extractor, matcher=None):
-        self.target = target
         self.config = config
         self.extractor = extractor
         self.matcher = matcher or build_matcher(config.matcher)
         self.rejector = build_rejector(config.rejection)
         self.law = build_control_law(config.control)
-        self._geometry = TargetGeometry(camera_target=target.camera,
-                                        points_by_target_index_m=target.points_camera_goal_m)
+        self._serve(target)
         self._recheck_pnp = config.rejection if isinstance(config.rejection, PnPConfig) else PnPConfig()
         self._tracking = TrackingModeState(config.tracking)
 
     @classmethod
-    def from_render(cls, render: TargetRender, config: ServoConfig = ServoConfig()) -> "DFBVSServo":
+    def from_render(cls, render: TargetRender, config: ServoConfig = ServoConfig()) -> DFBVSServo:
         """Load the extractor and matcher once, prepare the target, return a ready servo."""
         extractor = build_extractor(config.features)
         return cls(cls._prepare(render, config, extractor), config, extractor)
@@ -154,11 +152,13 @@ class DFBVSServo:
     def _prepare(render: TargetRender, config: ServoConfig, extractor: Extractor) -> PreparedTarget:
         return prepare_target(render, extractor, config.working_width_px, config.working_height_px, config.refine)
 
+    def _serve(self, target: PreparedTarget) -> None:
+        self.target = target
+        self._geometry = TargetGeometry(None, target.camera, points_by_target_index_m=target.points_camera_goal_m)
+
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
-        self.target = self._prepare(render, self.config, self.extractor)
-        self._geometry = TargetGeometry(camera_target=self.target.camera,
-                                        points_by_target_index_m=self.target.points_camera_goal_m)
+        self._serve(self._prepare(render, self.config, self.extractor))
         self.reset()
 
     @property

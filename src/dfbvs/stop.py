@@ -61,7 +61,7 @@ class StopMonitor:
         self._lost = 0
         self.best_error_px = np.inf
 
-    def update(self, step: "ServoStep") -> EpisodeStatus:
+    def update(self, step: ServoStep) -> EpisodeStatus:
         c = self.config
         self.iterations += 1
         if not step.ok:

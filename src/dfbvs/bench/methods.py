@@ -27,7 +27,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "prevtrack": (("servo.tracking.enabled=true", "servo.tracking.mode=previous"),
                   "tracking mode on with the paper's rule R(t) within R(t-1)"),
     "notrack": (("servo.tracking.enabled=false",), "tracking mode off"),
-    "norefine": (("servo.refine.enabled=false",), "no sub-pixel refinement of the correspondences (the paper's pipeline)"),
+    "norefine": (("servo.refine.enabled=false",),
+                 "no sub-pixel refinement of the correspondences (the paper's pipeline)"),
     "noguide": (("servo.refine.guided=false",),
                 "refine only the descriptor matches, not every target keypoint predicted by the PnP pose"),
     "coarse": (("servo.refine.at_native_resolution=false",),
@@ -51,7 +52,7 @@ def parse_method(name: str) -> Method:
     parts = name.split("-")
     if parts[0] != "dfbvs":
         raise ConfigError(f"unknown method {name!r}: use dfbvs[-<extractor>][-{'|-'.join(FLAGS)}] or photometric")
-    flags = []
+    flags: list[str] = []
     while len(parts) > 1 and parts[-1] in FLAGS:
         flags.insert(0, parts.pop())
     extractor = "-".join(parts[1:]) or "aliked"

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -112,14 +113,15 @@ def tiny(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0
     rng = np.random.default_rng([seed, 1])
     specs = []
     for obj in objects[:1]:
-        for k, bg in enumerate((backgrounds or ["similar", "cluttered"])):
+        for k, bg in enumerate(backgrounds or ["similar", "cluttered"]):
             T = start_from_offsets(rng, 0.01 + 0.005 * k, _random_unit(rng) * np.deg2rad(2.0))
             specs.append(EpisodeSpec(f"{_short(obj)}-tiny-{k}", obj, GOAL_POSES[0], _as_tuple(T), bg, "tiny",
                                      int(rng.integers(1 << 30))))
     return specs
 
 
-PROTOCOLS = {"accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "tiny": tiny}
+PROTOCOLS: dict[str, Callable[..., list[EpisodeSpec]]] = {
+    "accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "tiny": tiny}
 
 
 def make_protocol(name: str, objects: list[str], backgrounds: list[str] | None = None, seed: int = 0,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sim.artifacts import read_jsonl
+from ..recorder import read_jsonl
 from .runner import SuccessCriteria, judge
 
 
@@ -33,7 +33,6 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
         raise ValueError(f"no results in {out_dir / 'results.jsonl'}")
     for r in records:  # judged here, so a change of criteria needs no re-run
         r.update(judge(r["summary"], r["method"], criteria))
-    methods = sorted({r["method"] for r in records})
     lines = [f"# Benchmark report{': ' + title if title else ''}", "",
              f"{len(records)} episodes from `{out_dir / 'results.jsonl'}`. Success (paper) = final mean "
              f"correspondence error < {criteria.paper_px} px (photometric: ground-truth reprojection error of the "
@@ -50,7 +49,7 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
     for (m, bg), rs in sorted(groups.items()):
         ok = [r for r in rs if r["summary"]]
 
-        def med(key: str) -> float:
+        def med(key: str, ok: list = ok) -> float:
             values = np.array([np.nan if r["summary"][key] is None else r["summary"][key] for r in ok], float)
             values = values[np.isfinite(values)]
             return float(np.median(values)) if values.size else float("nan")
@@ -74,7 +73,8 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
 
     lines += ["", "## Episodes", "",
               "| episode | method | status | start mm | start deg | final mm | final deg | final px (corr.) "
-              "| final px (true) | inliers | iterations | cycle ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| final px (true) | inliers | iterations | cycle ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["episode_id"], r["method"])):
         s = r["summary"]
         if s is None:

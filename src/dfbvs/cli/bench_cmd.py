@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
     @bench.command("run")
     def run(
         protocol: str = typer.Option(..., help="accuracy18, distance-sweep, wide or tiny."),
-        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>][-track|-prevtrack|-notrack|-norefine|-noguide|-coarse], photometric."),
+        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>]"
+                                    "[-track|-prevtrack|-notrack|-norefine|-noguide|-coarse], photometric."),
         objects: Optional[str] = typer.Option(None, help="Comma-separated built-in names (default: all)."),
         mesh: Optional[list[Path]] = typer.Option(None, help="User meshes in place of the built-in objects."),
         background: Optional[list[str]] = typer.Option(None, help="similar, cluttered or image paths."),
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
             jobs = make_jobs(specs, [m.strip() for m in methods.split(",") if m.strip()], overrides,
                              str(keypointnet_checkpoint) if keypointnet_checkpoint else None)
         except (ValueError, TypeError) as exc:
-            raise typer.BadParameter(str(exc))
+            raise typer.BadParameter(str(exc)) from None
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.json").write_text(json.dumps({"protocol": protocol, "methods": methods, "objects": names,
                                                   "backgrounds": background, "seed": seed, "options": options,
@@ -67,7 +68,8 @@ def register(app: typer.Typer) -> None:
 
         def progress(i, n, rec):
             s = rec["summary"]
-            what = (f"{s['status']:9s} {s['final_translation_error_mm']:8.3f} mm {s['final_mean_px_error'] or float('nan'):6.2f} px"
+            what = (f"{s['status']:9s} {s['final_translation_error_mm']:8.3f} mm "
+                    f"{s['final_mean_px_error'] or float('nan'):6.2f} px"
                     if s else f"ERROR {rec['error']}")
             typer.echo(f"[{i}/{n}] {rec['key']:40s} {what}", err=True)
 
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
                          save_episodes=save_episodes, progress=progress)
         except ConfigMismatch as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2)
+            raise typer.Exit(code=2) from None
         typer.echo(f"ran {n} episodes ({len(jobs) - n} already done); report: {write_report(out, protocol)}")
 
     @bench.command("report")

@@ -37,7 +37,7 @@ def _read_camera(path: Path):
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise typer.BadParameter(f"--meta-b {str(path)!r}: expected JSON with camera intrinsics "
                                  f"(fx, fy, cx, cy, width_px, height_px) at the top level or under 'camera': "
-                                 f"{exc}")
+                                 f"{exc}") from None
 
 
 def draw_matches(current: np.ndarray, target: np.ndarray, uv_current_px: np.ndarray, uv_target_px: np.ndarray,
@@ -118,10 +118,10 @@ def register(app: typer.Typer) -> None:
             if matcher.lower() == "lightglue":
                 match_settings["features"] = "disk" if features.lower() == "disk" else "aliked"
             matcher_obj = get_matcher(matcher, **match_settings)
-            rejector = get_rejector(reject, **({} if threshold_px is None or reject == "none"
-                                               else {"threshold_px": threshold_px}))
+            rejector = get_rejector(reject, None, **({} if threshold_px is None or reject == "none"
+                                                     else {"threshold_px": threshold_px}))
         except (ValueError, FileNotFoundError) as exc:
-            raise typer.BadParameter(str(exc))
+            raise typer.BadParameter(str(exc)) from None
 
         t0 = time.perf_counter()
         f_current = extractor(current)
@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         try:
             corr = matcher_obj(f_current, f_target)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc))
+            raise typer.BadParameter(str(exc)) from None
         t3 = time.perf_counter()
         result = rejector(corr, geometry)
         t4 = time.perf_counter()

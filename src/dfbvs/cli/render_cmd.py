@@ -98,7 +98,12 @@ def register(app: typer.Typer) -> None:
                 T = _read_pose_matrix(pose_matrix)
             else:
                 T = look_at_spherical(distance, azimuth, elevation, roll)
-            the_mesh = load_builtin(object_name) if object_name else load_mesh(mesh, unit=mesh_unit)
+            if object_name:
+                the_mesh = load_builtin(object_name)
+            elif mesh is not None:
+                the_mesh = load_mesh(mesh, unit=mesh_unit)
+            else:  # excluded by the checks above
+                raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
             camera = Camera.default().rescaled(width, height)
             if scene == "clean":
                 target = render_target(the_mesh, camera, T)
@@ -110,7 +115,7 @@ def register(app: typer.Typer) -> None:
                                       frame.mask, camera, T, "moderngl", frame.time_ms)
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2)
+            raise typer.Exit(code=2) from None
         target.save(out)
         meta = json.loads((out / "meta.json").read_text())
         meta.update({"scene": scene, "seed": seed, "object": object_name or str(mesh)})

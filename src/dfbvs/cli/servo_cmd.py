@@ -25,7 +25,6 @@ def _scene(background: str, distractors: Optional[int], seed: int):
 
 
 def _run_and_report(config, out: Path) -> None:
-    import numpy as np
     from rich.console import Console
 
     from ..sim.episode import run_episode
@@ -108,13 +107,14 @@ def register(app: typer.Typer) -> None:
                 raise ValueError
             goal_cfg = GoalConfig(*goal_values)
         except (ValueError, TypeError):
-            raise typer.BadParameter(f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'")
+            raise typer.BadParameter(
+                f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'") from None
         try:
             width, height = (int(x) for x in sensor.lower().split("x"))
             camera = Camera.default().rescaled(width, height)
         except (ValueError, TypeError):
             raise typer.BadParameter(f"--sensor {sensor!r}: expected WIDTHxHEIGHT with positive integers, "
-                                     f"e.g. 640x480")
+                                     f"e.g. 640x480") from None
         options = [f"servo.features={features}"] if features else []
         if keypointnet_checkpoint is not None:
             options.append(f"servo.features.checkpoint_path={keypointnet_checkpoint}")
@@ -124,14 +124,15 @@ def register(app: typer.Typer) -> None:
             options.append(f"stop.max_iterations={max_iterations}")
         base = replace(
             EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,
-            mesh_unit=mesh_unit, goal=goal_cfg, start=StartConfig(offset_mm=start_offset_mm, offset_deg=start_offset_deg),
+            mesh_unit=mesh_unit, goal=goal_cfg,
+            start=StartConfig(offset_mm=start_offset_mm, offset_deg=start_offset_deg),
             scene=_scene(background, distractors, seed), seed=seed, camera=camera)
         config = configured(base, preset, options, set_)
         try:
             _run_and_report(config, out)
         except (ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2)
+            raise typer.Exit(code=2) from None
 
     @app.command("demo")
     def demo(out: Path = typer.Option(Path("runs/demo"), help="Output directory."),

@@ -19,13 +19,13 @@ def register(app: typer.Typer) -> None:
         json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON to this file."),
     ) -> None:
         """Run a 4-point IBVS episode (camera 0.5 m above a 10 cm square, start ~10 cm / ~30 deg away)."""
-        from ..control import IBVSConfig, GainConfig, InteractionChoice
+        from ..control import GainConfig, IBVSConfig, InteractionChoice
         from ..sim.points import PointEpisodeConfig, run_point_episode
 
         try:
             choice = InteractionChoice(law)
         except ValueError:
-            raise typer.BadParameter(f"--law {law!r}: choose one of {[c.value for c in InteractionChoice]}")
+            raise typer.BadParameter(f"--law {law!r}: choose one of {[c.value for c in InteractionChoice]}") from None
         if noise_px < 0:
             raise typer.BadParameter(f"--noise-px {noise_px!r}: must be >= 0")
         control = IBVSConfig(interaction=choice, gain=GainConfig(gain, gain), max_linear_m_s=0.2,

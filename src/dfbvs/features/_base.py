@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..imaging import grey_float32
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,11 @@ class Features:
         return int(self.descriptors.shape[1])
 
     @classmethod
-    def empty(cls, image_size: tuple[int, int], descriptor_dim: int = 0, extractor: str = "") -> "Features":
+    def empty(cls, image_size: tuple[int, int], descriptor_dim: int = 0, extractor: str = "") -> Features:
         return cls(np.zeros((0, 2)), np.zeros((0, descriptor_dim), np.float32), np.zeros(0, np.float32),
                    image_size, extractor)
 
-    def subset(self, index: np.ndarray) -> "Features":
+    def subset(self, index: np.ndarray) -> Features:
         """The features selected by ``index`` (integer indices or a boolean mask)."""
         return Features(self.keypoints_px[index], self.descriptors[index], self.scores[index], self.image_size,
                         self.extractor)
@@ -208,7 +211,7 @@ class Extractor(abc.ABC):
 
 
 # --- torch helpers for the deep backends (imported lazily by them) -----------------------------------------
-def torch_device(device: str) -> "object":
+def torch_device(device: str) -> torch.device:
     import torch
 
     if device == "auto":
@@ -226,7 +229,7 @@ def limit_torch_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
-def rgb_to_tensor(rgb: np.ndarray, device: "object") -> "object":
+def rgb_to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float32 tensor in [0, 1]."""
     import torch
 

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import abc
-
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +96,7 @@ class OrbExtractor(_OpenCVExtractor):
 
         c: OrbConfig = self.config  # type: ignore[assignment]
         edge = max(31, int(np.ceil(c.border_px)))  # ORB needs a 31 px patch around each keypoint
-        return cv2.ORB_create(nfeatures=c.max_keypoints, scaleFactor=c.scale_factor, nlevels=c.num_levels,
+        return cv2.ORB.create(nfeatures=c.max_keypoints, scaleFactor=c.scale_factor, nlevels=c.num_levels,
                               edgeThreshold=edge, patchSize=31, fastThreshold=c.fast_threshold)
 
     def _offset_px(self, keypoints) -> np.ndarray:
@@ -113,7 +113,7 @@ class SiftExtractor(_OpenCVExtractor):
         import cv2
 
         c: SiftConfig = self.config  # type: ignore[assignment]
-        return cv2.SIFT_create(nfeatures=c.max_keypoints, contrastThreshold=c.contrast_threshold,
+        return cv2.SIFT.create(nfeatures=c.max_keypoints, contrastThreshold=c.contrast_threshold,
                                edgeThreshold=c.edge_threshold)
 
     def _offset_px(self, keypoints) -> np.ndarray:
@@ -133,4 +133,5 @@ class AkazeExtractor(_OpenCVExtractor):
             raise RuntimeError(f"the installed OpenCV {cv2.__version__} has no AKAZE (OpenCV 5 moved it to "
                                "contrib); use 'orb' or 'sift'")
         c: AkazeConfig = self.config  # type: ignore[assignment]
-        return cv2.AKAZE_create(threshold=c.threshold)
+        opencv: Any = cv2  # AKAZE is absent from OpenCV 5's main module and type stubs (see akaze_available)
+        return opencv.AKAZE_create(threshold=c.threshold)

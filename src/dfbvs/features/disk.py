@@ -52,7 +52,7 @@ class DiskExtractor(Extractor):
         with self._torch.inference_mode():
             found = self._model(rgb_to_tensor(rgb, self._device), n=self.config.max_keypoints,
                                 window_size=2 * self.config.nms_radius_px + 1, score_threshold=self.config.min_logit,  # type: ignore[attr-defined]
-                               
+
                                 pad_if_not_divisible=True)[0]
         return RawDetections(found.keypoints.double().cpu().numpy(), found.descriptors.float().cpu().numpy(),
                              found.detection_scores.float().cpu().numpy())

@@ -71,6 +71,16 @@ def build_keypointnet(use_color: bool = True, do_upsample: bool = True, do_cross
         """Encoder of four VGG stages (3 max-pools: 1/8 resolution) and three heads: score, location offset
         within the cell, and a dense descriptor map (upsampled to 1/4 and fused with the 1/4 skip)."""
 
+        # the encoder stages, registered with add_module below (declared for the type checker)
+        conv1a: nn.Sequential
+        conv1b: nn.Sequential
+        conv2a: nn.Sequential
+        conv2b: nn.Sequential
+        conv3a: nn.Sequential
+        conv3b: nn.Sequential
+        conv4a: nn.Sequential
+        conv4b: nn.Sequential
+
         def __init__(self) -> None:
             super().__init__()
             c_in = 3 if use_color else 1

@@ -13,8 +13,20 @@ Heavy libraries (moderngl, trimesh, manifold3d) are imported only when used.
 
 from __future__ import annotations
 
-from .backend import (ID_NOTHING, ID_TARGET, RENDERERS, DirectionalLight, DrawItem, Lighting, Material, Renderer,
-                      RenderOutput, available_renderers, get_renderer, register_renderer)
+from .backend import (
+    ID_NOTHING,
+    ID_TARGET,
+    RENDERERS,
+    DirectionalLight,
+    DrawItem,
+    Lighting,
+    Material,
+    Renderer,
+    RenderOutput,
+    available_renderers,
+    get_renderer,
+    register_renderer,
+)
 from .mesh import Mesh, load_mesh, mesh_from_trimesh
 
 

@@ -7,8 +7,9 @@ with a message that names the file and the offending value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -116,10 +117,10 @@ class Mesh:
         b = self.bounds_m
         return b[1] - b[0]
 
-    def with_base_rgb(self, rgb: tuple[float, float, float]) -> "Mesh":
+    def with_base_rgb(self, rgb: tuple[float, float, float]) -> Mesh:
         """The same geometry with another uniform colour (shares the arrays)."""
         return Mesh(self.vertices_m, self.faces, self.vertex_normals, self.vertex_colors, self.uv, self.texture,
-                    tuple(rgb), self.name)
+                    cast("tuple[float, float, float]", tuple(rgb)), self.name)
 
     def to_trimesh(self):
         """A ``trimesh.Trimesh`` of the geometry (no colours), e.g. for proximity queries."""
@@ -144,7 +145,7 @@ def mesh_from_trimesh(tm, name: str = "mesh", scale: float = 1.0) -> Mesh:
     faces = np.asarray(tm.faces, dtype=np.int64)
     colors = uv = texture = None
     base = DEFAULT_BASE_RGB
-    visual = tm.visual
+    visual: Any = tm.visual  # ColorVisuals or TextureVisuals, told apart by ``kind`` below
     kind = getattr(visual, "kind", None)
     if kind == "texture":
         mat = getattr(visual, "material", None)

@@ -20,20 +20,23 @@ the renderer (meshes are uploaded once and cached by identity, least recently us
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
 from collections import OrderedDict
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 
 from ..camera import Camera
+from ..errors import ConfigError
 from ..geometry import inverse
 from .backend import MAX_LIGHTS, DrawItem, Lighting, RenderOutput
 from .gl import clip_from_camera_cv
-from ..errors import ConfigError
 from .mesh import Mesh
+
+if TYPE_CHECKING:
+    import moderngl
+
 
 _VERTEX_SHADER = """
 #version 330
@@ -183,7 +186,7 @@ class ModernGLConfig:
     max_cached_meshes: int = 64
 
 
-def build_moderngl(config: ModernGLConfig = ModernGLConfig()) -> "ModernGLRenderer":
+def build_moderngl(config: ModernGLConfig = ModernGLConfig()) -> ModernGLRenderer:
     return ModernGLRenderer(config.near_m, config.far_m, config.msaa_samples, config.max_cached_meshes)
 
 
@@ -199,7 +202,9 @@ class ModernGLRenderer:
         self._mgl = moderngl
         preload_llvm_users()
         try:
-            self.ctx = moderngl.create_context(standalone=True, backend="egl")
+            # moderngl's stubs type each **settings value as a dict; the backend name is a str
+            settings: dict[str, Any] = {"backend": "egl"}
+            self.ctx = moderngl.create_context(standalone=True, **settings)
         except Exception as exc:
             raise RuntimeError(
                 f"cannot create a headless OpenGL context over EGL ({exc}); on Debian/Ubuntu install "
@@ -261,12 +266,12 @@ class ModernGLRenderer:
 
     # --- drawing -----------------------------------------------------------------------------------
     def _set(self, name: str, value) -> None:
-        if name in self.prog:
-            self.prog[name].value = value
+        if name in self.prog:  # a uniform of the shaders
+            cast("moderngl.Uniform", self.prog[name]).value = value
 
     def _write(self, name: str, data: bytes) -> None:
-        if name in self.prog:
-            self.prog[name].write(data)
+        if name in self.prog:  # a uniform of the shaders
+            cast("moderngl.Uniform", self.prog[name]).write(data)
 
     def _draw(self, items: Sequence[DrawItem], clip_from_cv: np.ndarray, T_camera_world: np.ndarray) -> None:
         for item in items:

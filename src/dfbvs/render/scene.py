@@ -15,12 +15,13 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from ..camera import Camera
 from ..geometry import make_pose, so3_exp
-from .backend import DirectionalLight, DrawItem, Lighting, Material, RenderOutput, get_renderer
+from .backend import DrawItem, Lighting, Material, RenderOutput, get_renderer
 from .mesh import Mesh
 from .target import TARGET_BACKGROUND_RGB, TARGET_SUPERSAMPLE
 
@@ -121,20 +122,20 @@ class SceneConfig:
             raise ValueError(f"SceneConfig.background={self.background!r}: use procedural, plain, none or "
                              f"the path of an existing image file")
 
-    def without_gap(self) -> "SceneConfig":
+    def without_gap(self) -> SceneConfig:
         """The same scene (background, distractors) with every sim-to-real knob at its identity value."""
         return replace(self, light_rotation_deg=0.0, light_intensity_gain=1.0, ambient_gain=1.0,
                        object_color_shift=0.0, object_specular_gain=1.0, exposure_gain=1.0, vignetting=0.0,
                        blur_sigma_px=0.0, noise_std_levels=0.0, gripper_fingertips=False)
 
     @classmethod
-    def clean(cls) -> "SceneConfig":
+    def clean(cls) -> SceneConfig:
         """No table, no distractors, no gap: renders exactly what :func:`render_target` renders."""
         return replace(cls(), background="none", n_distractors=0, antialias=True,
                        supersample=TARGET_SUPERSAMPLE).without_gap()
 
     @classmethod
-    def similar_to_target(cls) -> "SceneConfig":
+    def similar_to_target(cls) -> SceneConfig:
         """A plain table close to the target render's background, no distractors, the default gap."""
         return replace(cls(), background="plain", table_rgb=(0.33, 0.33, 0.35), n_distractors=0)
 
@@ -248,7 +249,7 @@ def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng:
     lo, hi = target.bounds_m
     centre = 0.5 * (lo[:2] + hi[:2])
     r_target = 0.5 * np.linalg.norm(hi[:2] - lo[:2])
-    placed: list[tuple[np.ndarray, float]] = [(centre, r_target)]
+    placed: list[tuple[np.ndarray, np.floating]] = [(centre, r_target)]
     items = []
     for k in range(config.n_distractors):
         name = names[int(rng.integers(len(names)))]
@@ -274,7 +275,8 @@ def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng:
         else:
             rgb = _DISTRACTOR_PALETTE[int(rng.integers(len(_DISTRACTOR_PALETTE)))]
         items.append(DrawItem(mesh, make_pose(R, t), ID_FIRST_DISTRACTOR + k,
-                              Material(rgb=tuple(float(c) for c in rgb), specular=float(rng.uniform(0.1, 0.5)))))
+                              Material(rgb=cast("tuple[float, float, float]", tuple(float(c) for c in rgb)),
+                                       specular=float(rng.uniform(0.1, 0.5)))))
     return items
 
 
@@ -291,18 +293,21 @@ def build_scene(target_mesh: Mesh, config: SceneConfig = SceneConfig(), seed: in
     material = base_material
     if config.object_color_shift > 0 or config.object_specular_gain != 1.0:
         rgb = np.clip(np.asarray(target_mesh.base_rgb) + shift, 0.0, 1.0)
-        material = replace(base_material, rgb=tuple(float(c) for c in rgb),
+        material = replace(base_material, rgb=cast("tuple[float, float, float]", tuple(float(c) for c in rgb)),
                            specular=base_material.specular * config.object_specular_gain)
     items = [DrawItem(target_mesh, np.eye(4), 1, material)]
     items += _place_distractors(target_mesh, config, table_z, rng_place)
     if config.background != "none":  # last: drawing front to back lets the depth test skip hidden fragments
         items.append(DrawItem(_table_mesh(config, table_z, seed), np.eye(4), ID_TABLE,
                               Material(specular=0.05, shininess=8.0)))
-    return Scene(config, int(seed), tuple(items), lighting, tuple(config.background_rgb),
+    return Scene(config, int(seed), tuple(items), lighting,
+                 cast("tuple[float, float, float]", tuple(config.background_rgb)),
                  _fingertip_mesh() if config.gripper_fingertips else None, rng_noise)
 
 
 def _fingertip_items(scene: Scene, camera: Camera, T_world_camera: np.ndarray) -> list[DrawItem]:
+    if scene.fingertips is None:  # callers check first
+        raise ValueError("the scene has no fingertip mesh")
     c = scene.config
     z = c.fingertip_depth_m
     v_top = camera.height_px * (1.0 - c.fingertip_coverage) - 0.5
@@ -335,7 +340,7 @@ def apply_sensor_effects(rgb: np.ndarray, config: SceneConfig, rng: np.random.Ge
         return rgb
     import cv2
 
-    img = rgb.astype(np.float32)
+    img: np.ndarray = rgb.astype(np.float32)
     if config.exposure_gain != 1.0:
         img *= np.float32(config.exposure_gain)
     if config.vignetting > 0:

@@ -59,7 +59,7 @@ class TargetRender:
         return out
 
     @classmethod
-    def load(cls, directory: Path | str) -> "TargetRender":
+    def load(cls, directory: Path | str) -> TargetRender:
         """Read a folder written by :meth:`save`; errors name the missing or inconsistent file."""
         from PIL import Image
 

@@ -207,7 +207,11 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                              StopMonitor(config.stop), recorder, goal_probe(T_object_goal,
                                                                             config.max_distance_from_goal_m),
                              progress)
-    t_err, r_err = pose_error(T_object_goal, outcome.last.T_world_camera) if outcome.last else (t0_err, r0_err)
+    t_err, r_err = t0_err, r0_err
+    if outcome.last:
+        if outcome.last.T_world_camera is None:  # the simulated body always reports its pose
+            raise RuntimeError("the simulated camera reported no pose")
+        t_err, r_err = pose_error(T_object_goal, outcome.last.T_world_camera)
     last_step = outcome.last.step if outcome.last else None
     result = EpisodeResult(
         status=outcome.status, iterations=outcome.iterations, final_translation_error_mm=t_err * 1e3,

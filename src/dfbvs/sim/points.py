@@ -81,7 +81,8 @@ def run_point_episode(
     settled = 0
     converged = False
     iteration = 0
-    for iteration in range(1, config.max_iterations + 1):
+    for _ in range(config.max_iterations):
+        iteration += 1
         uv, Z = project_points(camera, body.T_world_camera, points)
         true_err_px = float(np.mean(np.linalg.norm(uv - uv_star, axis=1)))
         history.append(true_err_px)
