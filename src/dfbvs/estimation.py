@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Callable, Optional, Protocol, TypeVar, Union
 
 import numpy as np
@@ -354,22 +355,17 @@ class NoRejection:
         return RejectionResult(EstimationStatus.NOT_ESTIMATED, np.ones(len(correspondences), bool), "none")
 
 
-class FundamentalRejector:
-    def __init__(self, config: FundamentalConfig = FundamentalConfig()) -> None:
+class TwoViewRejector:
+    """A model fitted on the pixels alone (no 3D points): ``fit(correspondences, config)`` is
+    :func:`reject_fundamental` or :func:`reject_homography`."""
+
+    def __init__(self, fit: Callable[..., RejectionResult], config: RobustConfig) -> None:
+        self.fit = fit
         self.config = config
 
     def __call__(self, correspondences: Correspondences,
                  geometry: Optional[TargetGeometry] = None) -> RejectionResult:
-        return reject_fundamental(correspondences, self.config)
-
-
-class HomographyRejector:
-    def __init__(self, config: HomographyConfig = HomographyConfig()) -> None:
-        self.config = config
-
-    def __call__(self, correspondences: Correspondences,
-                 geometry: Optional[TargetGeometry] = None) -> RejectionResult:
-        return reject_homography(correspondences, self.config)
+        return self.fit(correspondences, self.config)
 
 
 class PnPRejector:
@@ -389,8 +385,8 @@ class PnPRejector:
 
 REJECTORS: Registry[Rejector] = Registry("rejector")
 REJECTORS.register("none", NoRejection, NoRejectionConfig)
-REJECTORS.register("fundamental", FundamentalRejector, FundamentalConfig)
-REJECTORS.register("homography", HomographyRejector, HomographyConfig)
+REJECTORS.register("fundamental", partial(TwoViewRejector, reject_fundamental), FundamentalConfig)
+REJECTORS.register("homography", partial(TwoViewRejector, reject_homography), HomographyConfig)
 REJECTORS.register("pnp", PnPRejector, PnPConfig)
 DEFAULT_REJECTOR = "fundamental"
 

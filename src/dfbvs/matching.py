@@ -11,8 +11,9 @@ Sub-pixel refinement of correspondences lives in :mod:`dfbvs.refine`.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, fields
-from typing import Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -111,18 +112,34 @@ class MutualNNConfig:
             raise ConfigError(f"min_similarity={self.min_similarity!r}: must be in [-1, 1]")
 
 
-class MutualNearestNeighbour:
+class _SimilarityMatcher(abc.ABC):
+    """A matcher on the cosine similarity of the descriptors: ``_match`` gets the (Nc, Nt) similarity of two
+    non-empty, comparable feature sets with at least ``min_target`` target features."""
+
+    min_target = 1
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def __call__(self, current: Features, target: Features) -> Correspondences:
+        if not _check_pair(current, target) or len(target) < self.min_target:
+            return Correspondences.empty()
+        return self._match(current, target, _similarity(current, target))
+
+    @abc.abstractmethod
+    def _match(self, current: Features, target: Features, sim: np.ndarray) -> Correspondences:
+        """Correspondences from the similarity matrix ``sim`` (Nc, Nt)."""
+
+
+class MutualNearestNeighbour(_SimilarityMatcher):
     """The paper's matcher: ``i <-> j`` when each is the other's nearest neighbour in descriptor space."""
 
     name = "mnn"
 
     def __init__(self, config: MutualNNConfig = MutualNNConfig()) -> None:
-        self.config = config
+        super().__init__(config)
 
-    def __call__(self, current: Features, target: Features) -> Correspondences:
-        if not _check_pair(current, target):
-            return Correspondences.empty()
-        sim = _similarity(current, target)
+    def _match(self, current: Features, target: Features, sim: np.ndarray) -> Correspondences:
         best_target = sim.argmax(axis=1)
         best_current = sim.argmax(axis=0)
         ic = np.flatnonzero(best_current[best_target] == np.arange(len(current)))
@@ -146,16 +163,14 @@ class RatioTestConfig:
             raise ConfigError(f"ratio={self.ratio!r}: must be in (0, 1]")
 
 
-class RatioTest:
+class RatioTest(_SimilarityMatcher):
     name = "ratio"
+    min_target = 2
 
     def __init__(self, config: RatioTestConfig = RatioTestConfig()) -> None:
-        self.config = config
+        super().__init__(config)
 
-    def __call__(self, current: Features, target: Features) -> Correspondences:
-        if not _check_pair(current, target) or len(target) < 2:
-            return Correspondences.empty()
-        sim = _similarity(current, target)
+    def _match(self, current: Features, target: Features, sim: np.ndarray) -> Correspondences:
         dist = np.sqrt(np.maximum(2.0 - 2.0 * sim, 0.0))
         two = np.argpartition(dist, 1, axis=1)[:, :2]
         d2 = np.take_along_axis(dist, two, axis=1)
