@@ -101,7 +101,7 @@ def sample_offset(target, T_object_goal: np.ndarray, translation_mm: float, rota
                   min_inside: float = 0.6) -> np.ndarray:
     """``T_goal_current``: ``translation_mm`` in a random direction, ``rotation_deg`` about a random axis, then
     ``inplane_deg`` about the current optical axis; resampled until the object stays in view."""
-    from dfbvs.geometry import inverse, make_pose, so3_exp
+    from dfbvs.geometry import inverse, make_pose, so3_exp, transform_points
 
     cam = target.camera
     vv, uu = np.nonzero(np.isfinite(target.depth_m))
@@ -116,7 +116,7 @@ def sample_offset(target, T_object_goal: np.ndarray, translation_mm: float, rota
         centre = (inverse(T_object_goal @ T_goal_current) @ np.array([0.0, 0.0, 0.0, 1.0]))[:3]
         if centre[2] <= 0 or not cam.in_image(cam.project(centre), margin_px)[0]:
             continue
-        p = p_goal @ T_current_goal[:3, :3].T + T_current_goal[:3, 3]
+        p = transform_points(T_current_goal, p_goal)
         if np.all(p[:, 2] > 0) and cam.in_image(cam.project(p)).mean() >= min_inside:
             return T_goal_current
     raise ValueError(f"no offset of {translation_mm} mm / {rotation_deg} deg / roll {inplane_deg} deg keeps "
@@ -149,13 +149,13 @@ def true_current_px(pair: RenderedPair, uv_target_px: np.ndarray, depth_tol_m: f
     """(N, 2) where each target pixel's surface point appears in the current image; NaN rows where the target
     has no depth (background), the point is behind the camera, outside the image or occluded."""
     from dfbvs.estimation import sample_depth
-    from dfbvs.geometry import inverse
+    from dfbvs.geometry import inverse, transform_points
 
     cam = pair.camera
     uv_t = np.asarray(uv_target_px, dtype=np.float64).reshape(-1, 2)
     p_goal = target_points_m(uv_t, pair.target.depth_m, cam)
     T_current_goal = inverse(pair.T_object_current) @ pair.T_object_goal
-    p_cur = p_goal @ T_current_goal[:3, :3].T + T_current_goal[:3, 3]
+    p_cur = transform_points(T_current_goal, p_goal)
     out = np.full((len(uv_t), 2), np.nan)
     ok = np.all(np.isfinite(p_cur), axis=1) & (np.nan_to_num(p_cur[:, 2]) > 1e-6)
     if not ok.any():
