@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         mesh: Optional[list[Path]] = typer.Option(None, help="User meshes in place of the built-in objects."),
         background: Optional[list[str]] = typer.Option(None, help="similar, cluttered or image paths."),
         episodes_per_batch: Optional[int] = typer.Option(None, help="distance-sweep / wide: episodes per batch."),
-        max_iterations: int = typer.Option(300, help="Cycles per episode before timeout."),
+        max_iterations: Optional[int] = typer.Option(None, help="Cycles per episode before timeout "
+                                                     "(= --set stop.max_iterations=N; default 300)."),
         keypointnet_checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for dfbvs-keypointnet."),
         workers: int = typer.Option(2, help="Parallel worker processes (or Ray CPUs)."),
         executor: str = typer.Option("local", help="local or ray."),
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
             options[key] = episodes_per_batch
         try:
             specs = make_protocol(protocol, names, backgrounds=background, seed=seed, **options)
-            overrides = [f"stop.max_iterations={max_iterations}", *(set_ or [])]
+            overrides = [*([f"stop.max_iterations={max_iterations}"] if max_iterations else []), *(set_ or [])]
             jobs = make_jobs(specs, [m.strip() for m in methods.split(",") if m.strip()], overrides,
                              str(keypointnet_checkpoint) if keypointnet_checkpoint else None)
         except (ValueError, TypeError) as exc:

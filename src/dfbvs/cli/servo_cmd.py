@@ -74,10 +74,13 @@ def register(app: typer.Typer) -> None:
     def sim(
         object_name: Optional[str] = typer.Option(None, "--object", help="Built-in object name."),
         mesh: Optional[Path] = typer.Option(None, help="Your CAD mesh (STL, OBJ, PLY, glTF/GLB)."),
-        mesh_unit: str = typer.Option("m", help="Unit of the mesh file: m, cm or mm."),
-        goal: str = typer.Option("0.22,30,60,0", help="Goal camera: distance m, azimuth, elevation, roll deg."),
-        start_offset_mm: float = typer.Option(50.0, help="Start translation from the goal (mm)."),
-        start_offset_deg: float = typer.Option(8.0, help="Start rotation from the goal (deg)."),
+        mesh_unit: Optional[str] = typer.Option(None, help="Unit of the mesh file: m (default), cm or mm."),
+        goal: Optional[str] = typer.Option(None, help="Goal camera: distance m, azimuth, elevation, roll deg "
+                                           "(default: the goal.* settings, 0.22,30,60,0)."),
+        start_offset_mm: Optional[float] = typer.Option(None, help="Start translation from the goal (mm; "
+                                                        "= start.offset_mm, default 50)."),
+        start_offset_deg: Optional[float] = typer.Option(None, help="Start rotation from the goal (deg; "
+                                                         "= start.offset_deg, default 8)."),
         background: str = typer.Option("procedural", help="procedural (cluttered), similar, or an image path."),
         distractors: Optional[int] = typer.Option(None, help="Number of distractor objects."),
         features: Optional[str] = typer.Option(None, help="Feature extractor (= --set servo.features=NAME)."),
@@ -95,38 +98,33 @@ def register(app: typer.Typer) -> None:
         """Run one simulated DFBVS episode and write its summary, trajectory, plots and video."""
         from ..camera import Camera
         from ..render import builtin_object_names
-        from ..sim.episode import EpisodeConfig, GoalConfig, StartConfig
+        from ..sim.episode import EpisodeConfig
 
         if (object_name is None) == (mesh is None):
             raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
         if object_name is not None and object_name not in builtin_object_names():
             raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
-        try:
-            goal_values = [float(x) for x in goal.split(",")]
-            if len(goal_values) != 4:
-                raise ValueError
-            goal_cfg = GoalConfig(*goal_values)
-        except (ValueError, TypeError):
-            raise typer.BadParameter(
-                f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'") from None
+        options = []  # each option of this command is an override of the episode config
+        if goal is not None:
+            values = goal.split(",")
+            if len(values) != 4:
+                raise typer.BadParameter(f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'")
+            options += [f"goal.{k}={v}" for k, v in zip(("distance_m", "azimuth_deg", "elevation_deg", "roll_deg"),
+                                                          values)]
         try:
             width, height = (int(x) for x in sensor.lower().split("x"))
             camera = Camera.default().rescaled(width, height)
         except (ValueError, TypeError):
             raise typer.BadParameter(f"--sensor {sensor!r}: expected WIDTHxHEIGHT with positive integers, "
                                      f"e.g. 640x480") from None
-        options = [f"servo.features={features}"] if features else []
-        if keypointnet_checkpoint is not None:
-            options.append(f"servo.features.checkpoint_path={keypointnet_checkpoint}")
-        if tracking is not None:
-            options.append(f"servo.tracking.enabled={tracking}")
-        if max_iterations is not None:
-            options.append(f"stop.max_iterations={max_iterations}")
-        base = replace(
-            EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,
-            mesh_unit=mesh_unit, goal=goal_cfg,
-            start=StartConfig(offset_mm=start_offset_mm, offset_deg=start_offset_deg),
-            scene=_scene(background, distractors, seed), seed=seed, camera=camera)
+        for path, value in (("mesh_unit", mesh_unit), ("start.offset_mm", start_offset_mm),
+                            ("start.offset_deg", start_offset_deg), ("servo.features", features),
+                            ("servo.features.checkpoint_path", keypointnet_checkpoint),
+                            ("servo.tracking.enabled", tracking), ("stop.max_iterations", max_iterations)):
+            if value is not None:
+                options.append(f"{path}={value}")
+        base = replace(EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,
+                       scene=_scene(background, distractors, seed), seed=seed, camera=camera)
         config = configured(base, preset, options, set_)
         try:
             _run_and_report(config, out)
