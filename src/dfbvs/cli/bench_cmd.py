@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
             options[key] = episodes_per_batch
         try:
             specs = make_protocol(protocol, names, backgrounds=background, seed=seed, **options)
-            overrides = [*([f"stop.max_iterations={max_iterations}"] if max_iterations else []), *(set_ or [])]
+            overrides = [f"stop.max_iterations={max_iterations}"] if max_iterations is not None else []
+            overrides += set_ or []
             jobs = make_jobs(specs, [m.strip() for m in methods.split(",") if m.strip()], overrides,
                              str(keypointnet_checkpoint) if keypointnet_checkpoint else None)
         except (ValueError, TypeError) as exc:
