@@ -34,6 +34,10 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # classical features in place of the network (no torch at run time)
     "sift": ("servo.features=sift",),
     "photometric": ("servo=photometric", "stop.converged_twist_m_s=2e-4", "stop.converged_twist_rad_s=2e-3"),
+    # camera-rate servoing: track every frame, deep detection in the background, a 30 fps camera with the
+    # compute latency counted; stop rules in cycles of a 30 Hz loop (lost after 2 s, at most 20 s)
+    "tracking": ("servo=tracking", "timing.mode=realtime", "stop.lost_cycles=60", "stop.diverged_cycles=30",
+                 "stop.max_iterations=600"),
 }
 
 _TRUE, _FALSE, _NONE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}, {"none", "null"}

@@ -21,7 +21,7 @@ import numpy as np
 
 from .camera import Camera
 from .errors import ConfigError
-from .estimation import PnPConfig, reject_pnp
+from .estimation import PnPConfig, PnPResult, reject_pnp
 from .geometry import transform_points
 from .imaging import grey_uint8, resize_area, resize_nearest
 from .matching import Correspondences
@@ -127,12 +127,14 @@ def refinement_target(render_rgb: np.ndarray, render_mask: np.ndarray, render_ca
 
 
 def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
-                    target: RefinementTarget) -> Correspondences:
+                    target: RefinementTarget, search: RefineConfig | None = None) -> Correspondences:
     """Correspondences whose current pixels are re-measured by aligning the target patch (see
-    :class:`RefineConfig`); those that cannot be refined are dropped. Target pixels are unchanged."""
+    :class:`RefineConfig`); those that cannot be refined are dropped. Target pixels are unchanged.
+    ``search`` overrides the alignment's search settings (``levels``, ``max_shift_px``, ``iterations``) of
+    ``target.config``, e.g. to track from a predicted position further away."""
     import cv2
 
-    c = target.config
+    c = target.config if search is None else search
     n = len(correspondences)
     if n == 0:
         return correspondences
@@ -180,32 +182,40 @@ def _rescaled(correspondences: Correspondences, to: Camera, frm: Camera) -> Corr
                    uv_target_px=to.pixels_from(frm, correspondences.uv_target_px))
 
 
+def refine_and_verify(candidates: Correspondences, image: np.ndarray, working_rgb: np.ndarray,
+                      target: PreparedTarget, pnp: PnPConfig,
+                      search: RefineConfig | None = None) -> tuple[Correspondences, PnPResult | None]:
+    """Sub-pixel refinement of ``candidates`` (working px) on the camera's image (or the working one), then a
+    PnP fit on the refined points at ``recheck_threshold_px``: the refined correspondences that agree on one
+    rigid motion (working px) and that fit (its ``T_current_target``); empty and None when nothing refines."""
+    refinement = target.refinement
+    if refinement is None or refinement.camera is None:
+        raise ConfigError("refinement is off for this target (servo.refine.enabled=false): nothing to refine")
+    work, fine = target.camera, refinement.camera
+    native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
+    fine_image = resize_area(np.asarray(image), fine.width_px, fine.height_px) if native else working_rgb
+    refined = refine_subpixel(_rescaled(candidates, fine, work) if native else candidates, fine_image, refinement,
+                              search)
+    if len(refined) < 4:
+        return Correspondences.empty(), None
+    threshold_px = refinement.config.recheck_threshold_px * fine.width_px / work.width_px
+    fit = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,  # one rigid motion
+                     replace(pnp, threshold_px=threshold_px))
+    refined = refined.subset(np.flatnonzero(fit.inlier_mask))
+    return (_rescaled(refined, work, fine) if native else refined), fit
+
+
 def refine_correspondences(inliers: Correspondences, image: np.ndarray, working_rgb: np.ndarray,
                            target: PreparedTarget, T_current_target: np.ndarray | None,
                            candidate_target_idx: np.ndarray, pnp: PnPConfig, min_inliers: int) -> Correspondences:
     """Guided candidates (with a pose), sub-pixel refinement on the camera's image (or the working one) and a
     PnP re-check of the refined points; returned in working-resolution pixels. When fewer than
-    ``min_inliers`` survive any step, the unrefined descriptor ``inliers`` are returned (an unverified
-    refined point is never used)."""
-    refinement = target.refinement
-    if refinement is None or refinement.camera is None or len(inliers) < min_inliers:
+    ``min_inliers`` survive, the unrefined descriptor ``inliers`` are returned (an unverified refined point
+    is never used)."""
+    if target.refinement is None or len(inliers) < min_inliers:
         return inliers
-    config = refinement.config
     candidates = inliers
-    if config.guided and T_current_target is not None:
+    if target.refinement.config.guided and T_current_target is not None:
         candidates = guided_candidates(inliers, candidate_target_idx, target, T_current_target)
-    work, fine = target.camera, refinement.camera
-    native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
-    fine_image = resize_area(np.asarray(image), fine.width_px, fine.height_px) if native else working_rgb
-    if native:
-        candidates = _rescaled(candidates, fine, work)
-    refined = refine_subpixel(candidates, fine_image, refinement)
-    if len(refined) < min_inliers:
-        return inliers
-    threshold_px = config.recheck_threshold_px * fine.width_px / work.width_px
-    again = reject_pnp(refined, target.points_camera_goal_m[refined.index_target], fine,  # one rigid motion
-                       replace(pnp, threshold_px=threshold_px))
-    refined = refined.subset(np.flatnonzero(again.inlier_mask))
-    if len(refined) < min_inliers:
-        return inliers
-    return _rescaled(refined, work, fine) if native else refined
+    refined, _ = refine_and_verify(candidates, image, working_rgb, target, pnp)
+    return refined if len(refined) >= min_inliers else inliers

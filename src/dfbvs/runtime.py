@@ -42,7 +42,9 @@ class MotionSink(Protocol):
         """Move with ``v_camera`` until the next command."""
 
     def pose(self) -> Optional[np.ndarray]:
-        """``T_world_camera`` (4x4) when the sink knows it (a simulator, a robot's forward kinematics)."""
+        """``T_world_camera`` (4x4) when the sink knows it (a simulator, a robot's forward kinematics); read
+        before ``apply``, so it is the pose at which the frame was taken. Return a new array after moving
+        (a cycle keeps the one it was given)."""
 
     def stop(self) -> None:
         """Zero motion now. Called at the end of every run, whatever ended it."""
@@ -107,6 +109,11 @@ class RunOutcome:
         total = self.stage_ms.get("total_ms", [])
         return float(np.median(total)) if total else float("nan")
 
+    @property
+    def p95_cycle_ms(self) -> float:
+        total = self.stage_ms.get("total_ms", [])
+        return float(np.percentile(total, 95)) if total else float("nan")
+
 
 def run_servo_loop(source: FrameSource, servo: Servo, sink: MotionSink, monitor: StopMonitor,
                    recorder: Optional[Recorder] = None, probe: Optional[Probe] = None,
@@ -127,6 +134,8 @@ def run_servo_loop(source: FrameSource, servo: Servo, sink: MotionSink, monitor:
             reading = probe(T_world_camera) if probe is not None else ProbeReading()
             if status is EpisodeStatus.RUNNING and reading.end_with is not None:
                 status = reading.end_with
+            if status is EpisodeStatus.RUNNING:  # command first, record after: recording adds no latency
+                sink.apply(step.v_camera if step.ok else np.zeros(6))  # a step unsure of its lock: no motion
             for k, v in step.timings_ms.items():
                 stage_ms.setdefault(k, []).append(v)
             last = Cycle(monitor.iterations, frame, step, status, T_world_camera, dict(reading.fields))
@@ -134,8 +143,6 @@ def run_servo_loop(source: FrameSource, servo: Servo, sink: MotionSink, monitor:
                 recorder.record(last)
             if progress is not None:
                 progress(last)
-            if status is EpisodeStatus.RUNNING:
-                sink.apply(step.v_camera if step.ok else np.zeros(6))  # a step unsure of its lock: no motion
     finally:
         sink.stop()
         if recorder is not None:

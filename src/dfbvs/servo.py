@@ -37,6 +37,7 @@ class StepStatus(str, enum.Enum):
     OK = "ok"
     TOO_FEW_MATCHES = "too_few_matches"
     TOO_FEW_INLIERS = "too_few_inliers"
+    NOT_LOCKED = "not_locked"  # no pose yet (waiting for a detection): hold still
 
 
 class CorrespondenceSource(str, enum.Enum):
@@ -234,6 +235,8 @@ def _build_dfbvs(config: ServoConfig, render: TargetRender) -> DFBVSServo:
 #: Servos (whole controllers: image in, ServoStep out), built from their config and a target render.
 SERVOS: Registry = Registry("servo")
 SERVOS.register("dfbvs", _build_dfbvs, ServoConfig, help="deep feature-based visual servoing")
+SERVOS.register("tracking", "dfbvs.tracking:TrackingServo", "dfbvs.tracking:TrackerConfig",
+                help="track every frame without the network; deep detection in the background")
 SERVOS.register("photometric", "dfbvs.photometric:PhotometricServo", "dfbvs.photometric:PhotometricConfig",
                 help="photometric visual servoing (Collewet & Marchand 2011), the whole-image baseline")
 

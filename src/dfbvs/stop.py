@@ -38,8 +38,10 @@ class StopConfig:
     converged_twist_rad_s: float = 0.0  # ... and |w| below this, for converged_cycles cycles
     lost_cycles: int = 10  # consecutive cycles with no usable inliers
     # diverged: the mean error averaged over the last diverged_cycles usable cycles is above diverged_factor
-    # times the best error seen so far and above diverged_min_px (averaging catches the oscillating
-    # divergence of a too-high gain, which never stays above the bound for many cycles in a row)
+    # times the best error seen before those cycles (the first error while there is none) and above
+    # diverged_min_px. Averaging catches the oscillating divergence of a too-high gain, which never stays
+    # above the bound for many cycles in a row; comparing with the errors *before* the window does not take a
+    # fast convergence (a window's mean far above its own last, best error) for a divergence.
     diverged_factor: float = 2.0
     diverged_min_px: float = 20.0
     diverged_cycles: int = 10
@@ -56,6 +58,7 @@ class StopMonitor:
         self.config = config
         self.iterations = 0
         self._recent_errors_px: deque[float] = deque(maxlen=config.diverged_cycles)
+        self._reference_px = np.inf  # best error before the window (the first error until one leaves it)
         self._below = 0
         self._slow = 0
         self._lost = 0
@@ -80,7 +83,12 @@ class StopMonitor:
             if self._below >= c.converged_cycles or self._slow >= c.converged_cycles:
                 return EpisodeStatus.CONVERGED
             if np.isfinite(err):
-                self._recent_errors_px.append(err)
+                window = self._recent_errors_px
+                if not np.isfinite(self._reference_px) and not window:
+                    self._reference_px = err
+                if len(window) == window.maxlen:  # the oldest error leaves the window
+                    self._reference_px = min(self._reference_px, window[0])
+                window.append(err)
             if len(self._recent_errors_px) >= c.diverged_cycles and self._diverging():
                 return EpisodeStatus.DIVERGED
         if self.iterations >= c.max_iterations:
@@ -88,8 +96,10 @@ class StopMonitor:
         return EpisodeStatus.RUNNING
 
     def _diverging(self) -> bool:
-        """The recent mean error is beyond the bound (``diverged_factor`` x best and ``diverged_min_px``)."""
+        """The recent mean error is beyond the bound (``diverged_factor`` x the reference error and
+        ``diverged_min_px``)."""
         c = self.config
         if not self._recent_errors_px:
             return False
-        return bool(np.mean(self._recent_errors_px) > max(c.diverged_factor * self.best_error_px, c.diverged_min_px))
+        bound = max(c.diverged_factor * self._reference_px, c.diverged_min_px)
+        return bool(np.mean(self._recent_errors_px) > bound)

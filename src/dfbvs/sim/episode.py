@@ -23,10 +23,11 @@ from ..recorder import RunRecorder
 from ..render import load_builtin, load_mesh
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
 from ..render.target import TargetRender, render_target
-from ..runtime import Cycle, Frame, Probe, ProbeReading, run_servo_loop
+from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from .free_camera import FreeFlyingCamera
+from .timing import RealtimeBody, RealtimeCamera, SimClock, TimingConfig, TimingMode
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,10 @@ class EpisodeConfig:
     # The simulated sensor: the working camera's lens at 640x480. Features are found at the working
     # resolution (320x240) and refined on this image (docs/servo.md: 4x smaller final rotation error).
     camera: Camera = field(default_factory=lambda: Camera.default().rescaled(640, 480))
-    dt_s: float = 0.1
+    dt_s: float = 0.1  # stepped timing: each twist moves the camera for this long
+    timing: TimingConfig = field(default_factory=TimingConfig)  # stepped, or a camera at fps with latency
+    goal_tolerance_mm: float = 1.0  # time_to_goal_s: within this and goal_tolerance_deg of the goal for good
+    goal_tolerance_deg: float = 0.1
     max_distance_from_goal_m: float = 0.25  # leaving this ball around the goal counts as diverged
     seed: int = 0
     video_stride: int = 2
@@ -94,6 +98,9 @@ class EpisodeResult:
     final_n_inliers: int
     final_true_reprojection_px: float
     out_dir: str | None
+    p95_cycle_ms: float = float("nan")
+    time_to_goal_s: float = float("nan")  # simulated s until within the goal tolerance for good (NaN: never)
+    servo_stats: dict = field(default_factory=dict)  # the servo's own counters (detections, re-acquisitions)
 
     @property
     def converged(self) -> bool:
@@ -173,16 +180,37 @@ def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float) -> Pr
 
 
 def _servo(config: EpisodeConfig, target_render: TargetRender, servo_cache: dict | None):
-    """The episode's servo, reusing a DFBVS servo (its loaded networks) from ``servo_cache`` when it has one
-    for the same config."""
-    if servo_cache is not None and isinstance(config.servo, ServoConfig) and config.servo in servo_cache:
+    """The episode's servo, reusing one (its loaded networks) from ``servo_cache`` when it has one for the same
+    config and can serve a new target."""
+    if servo_cache is not None and config.servo in servo_cache:
         servo = servo_cache[config.servo]
         servo.retarget(target_render)
         return servo
     servo = build_servo(config.servo, target_render)
-    if servo_cache is not None and isinstance(config.servo, ServoConfig):
+    if servo_cache is not None and hasattr(servo, "retarget"):
         servo_cache[config.servo] = servo
     return servo
+
+
+def time_to_goal_s(timestamps_s: list[float], errors: list[tuple[float, float]], tolerance_mm: float,
+                   tolerance_deg: float) -> float:
+    """The first timestamp from which every later cycle is within both tolerances (``errors``: (mm, deg) per
+    cycle); NaN when the last cycle is not."""
+    t_goal = float("nan")
+    for t, (mm, deg) in zip(reversed(timestamps_s), reversed(errors)):
+        if mm > tolerance_mm or deg > tolerance_deg:
+            break
+        t_goal = t
+    return t_goal
+
+
+def _source_and_sink(config: EpisodeConfig, scene: Scene, T_start: np.ndarray) -> tuple[FrameSource, MotionSink]:
+    camera = config.camera
+    if config.timing.mode is TimingMode.STEPPED:
+        body = FreeFlyingCamera(T_start, dt_s=config.dt_s)
+        return SimulatedCamera(scene, camera, body, config.dt_s), body
+    realtime = RealtimeBody(T_start, SimClock(), config.timing.latency_s)
+    return RealtimeCamera(lambda T: render_scene(scene, camera, T).rgb, realtime, config.timing.fps), realtime
 
 
 def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
@@ -196,22 +224,35 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     target_render = render_target(mesh, camera, T_object_goal)
     servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
-    body = FreeFlyingCamera(start_pose(config, camera, T_object_goal), dt_s=config.dt_s)
-    t0_err, r0_err = pose_error(T_object_goal, body.T_world_camera)
+    T_start = start_pose(config, camera, T_object_goal)
+    source, sink = _source_and_sink(config, scene, T_start)
+    t0_err, r0_err = pose_error(T_object_goal, T_start)
     # pixel figures at the DFBVS working resolution (the paper's 320x240 for a whole-image method)
     work = config.servo if isinstance(config.servo, ServoConfig) else ServoConfig()
     work_camera = camera.rescaled(work.working_width_px, work.working_height_px)
     recorder = None if out_dir is None else RunRecorder(out_dir, describe(config), target_render.rgb, camera,
                                                         work_camera, video_stride=config.video_stride)
-    outcome = run_servo_loop(SimulatedCamera(scene, camera, body, config.dt_s), servo, body,
-                             StopMonitor(config.stop), recorder, goal_probe(T_object_goal,
-                                                                            config.max_distance_from_goal_m),
-                             progress)
-    t_err, r_err = t0_err, r0_err
+    times: list[float] = []
+    errors: list[tuple[float, float]] = []
+
+    def observe(cycle: Cycle) -> None:
+        times.append(cycle.frame.timestamp_s)
+        errors.append((cycle.extras["translation_error_mm"], cycle.extras["rotation_error_deg"]))
+        if progress is not None:
+            progress(cycle)
+
+    try:
+        outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), recorder,
+                                 goal_probe(T_object_goal, config.max_distance_from_goal_m), observe)
+    finally:
+        if hasattr(servo, "close"):
+            servo.close()
+    T_final = T_start
     if outcome.last:
         if outcome.last.T_world_camera is None:  # the simulated body always reports its pose
             raise RuntimeError("the simulated camera reported no pose")
-        t_err, r_err = pose_error(T_object_goal, outcome.last.T_world_camera)
+        T_final = outcome.last.T_world_camera
+    t_err, r_err = pose_error(T_object_goal, T_final)
     last_step = outcome.last.step if outcome.last else None
     result = EpisodeResult(
         status=outcome.status, iterations=outcome.iterations, final_translation_error_mm=t_err * 1e3,
@@ -220,9 +261,11 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         initial_translation_mm=t0_err * 1e3, initial_rotation_deg=float(np.rad2deg(r0_err)),
         median_cycle_ms=outcome.median_cycle_ms, median_stage_ms=outcome.median_stage_ms,
         final_n_inliers=last_step.n_inliers if last_step is not None else 0,
-        final_true_reprojection_px=true_reprojection_px(target_render, camera, T_object_goal, body.T_world_camera)
+        final_true_reprojection_px=true_reprojection_px(target_render, camera, T_object_goal, T_final)
         * work_camera.width_px / camera.width_px,
-        out_dir=str(recorder.out) if recorder is not None else None)
+        out_dir=str(recorder.out) if recorder is not None else None, p95_cycle_ms=outcome.p95_cycle_ms,
+        time_to_goal_s=time_to_goal_s(times, errors, config.goal_tolerance_mm, config.goal_tolerance_deg),
+        servo_stats=servo.summary() if hasattr(servo, "summary") else {})
     if recorder is not None:
         name = config.object_name if not config.mesh_path else Path(config.mesh_path).name
         recorder.finish(result.summary(), title=f"{name}: {outcome.status.value} after {outcome.iterations} iterations")

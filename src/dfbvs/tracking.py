@@ -1,0 +1,308 @@
+"""Camera-rate servoing: track the target every frame without the network; deep detection in the background.
+
+Per frame (:meth:`TrackingServo.step`), no deep network: predict the pose ``T_current_target`` from the
+last estimate and the twist commanded since, project every target keypoint with it, align each keypoint's
+target patch on the camera's full-resolution image (:mod:`.refine`), fit one rigid motion to the aligned
+points (PnP), and apply the control law. ~10-20 ms instead of a network pass.
+
+Beside it, a :class:`BackgroundDetector` runs the deep path (a :class:`~dfbvs.servo.DFBVSServo`: features,
+matching, PnP with the rendered depth) on one frame at a time, on its own thread, as often as the CPU
+allows. Its result arrives late, for the frame it was computed on. It *acquires* (no lock yet, or lost),
+*verifies* the tracked pose at that frame (an independent measurement), and *replaces* the tracked pose when
+the two disagree by more than ``verify_px``: the correction is carried forward to now through the motion
+tracked since that frame. While nothing is locked the servo commands zero velocity (status ``not_locked``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+import numpy as np
+
+from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, build_control_law
+from .errors import ConfigError
+from .estimation import PnPConfig
+from .geometry import inverse, se3_exp, transform_points
+from .imaging import resize_area
+from .matching import Correspondences
+from .refine import guided_candidates, refine_and_verify
+from .render.target import TargetRender
+from .servo import CorrespondenceSource, DFBVSServo, ServoConfig, ServoStep, StepStatus
+
+
+def _fast_control() -> IBVSConfig:
+    # measured for the ~30 Hz loop (docs/realtime.md): higher gain than the per-frame loop's 0.5-1.0
+    return IBVSConfig(gain=GainConfig(gain_at_zero=3.0, gain_at_infinity=1.5, slope_at_zero=20.0),
+                      max_linear_m_s=0.1, max_angular_rad_s=0.5)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """The tracking servo (units in the names; pixels are working pixels, 320x240 by default).
+
+    - ``detection``: the deep path run in the background (its features, matcher, PnP and refinement
+      settings; its control law is not used).
+    - ``control``: the law of the per-frame loop.
+    - ``min_inliers``: fewer aligned points that agree on one rigid motion than this = tracking lost.
+    - ``verify_px``: when the tracked pose, at the frame a detection was computed on, puts the detection's
+      matched target points further than this (median) from where the detection saw them, the detection's
+      pose replaces the tracked one.
+    - ``detection_latency_s``: declared time a detection takes (deterministic tests); None = as it takes.
+    - ``detector_threads``: torch threads of the background detection (the per-frame loop keeps a core).
+    - ``search_levels`` / ``search_max_shift_px``: the patch alignment searches from the predicted position
+      over this many pyramid levels and up to this far (px of the image aligned): a prediction is a few
+      pixels off where a detection-based guess is a fraction of one.
+    - ``command_latency_s``: how long after a frame its twist takes effect, for the prediction (the
+      previous twist moves the camera until then); None = this servo's own measured compute time.
+    """
+
+    detection: ServoConfig = field(default_factory=ServoConfig)
+    control: object = field(default_factory=_fast_control, metadata={"registry": CONTROL_LAWS})
+    min_inliers: int = 12
+    verify_px: float = 2.0
+    detection_latency_s: Optional[float] = None
+    detector_threads: int = 1
+    search_levels: int = 3
+    search_max_shift_px: float = 15.0
+    command_latency_s: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not self.detection.refine.enabled:
+            raise ConfigError("the tracking servo measures by refinement: detection.refine.enabled must be true")
+        if self.min_inliers < 4:
+            raise ConfigError(f"min_inliers={self.min_inliers!r}: must be >= 4")
+        if not self.verify_px > 0:
+            raise ConfigError(f"verify_px={self.verify_px!r}: must be > 0")
+        CONTROL_LAWS.name_of(self.control)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A deep detection of the frame taken at ``timestamp_s`` (the loop's clock): the pose (None when it
+    found none), its inliers as current pixels (N, 2, working px) and target points (N, 3, goal camera frame,
+    m), and how long it took (wall s)."""
+
+    timestamp_s: float
+    T_current_target: Optional[np.ndarray]
+    uv_current_px: np.ndarray
+    points_target_m: np.ndarray
+    duration_s: float
+
+
+class BackgroundDetector:
+    """Runs ``detect(rgb, timestamp_s) -> Detection`` on one frame at a time on a worker thread.
+
+    ``poll(now_s)`` hands out a finished detection once ``now_s`` (the loop's clock) has reached the frame's
+    timestamp plus its duration: the measured wall time, or ``declared_latency_s`` (then it waits for the
+    worker if needed, so simulated runs are deterministic). The same rule serves a real camera (monotonic
+    clock) and a simulated one.
+    """
+
+    def __init__(self, detect, declared_latency_s: Optional[float] = None) -> None:
+        self._detect = detect
+        self.declared_latency_s = declared_latency_s
+        self._thread: Optional[threading.Thread] = None
+        self._result: Optional[Detection] = None
+        self._error: Optional[BaseException] = None
+        self._submitted_s = float("nan")
+        self.submitted = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def submit(self, rgb: np.ndarray, timestamp_s: float) -> None:
+        if self.busy:
+            raise RuntimeError("BackgroundDetector.submit while a detection is running")
+        self._result, self._error, self._submitted_s = None, None, timestamp_s
+        frame = np.array(rgb, copy=True)
+
+        def work() -> None:
+            try:
+                self._result = self._detect(frame, timestamp_s)
+            except BaseException as exc:  # handed to the loop's thread by poll
+                self._error = exc
+
+        self._thread = threading.Thread(target=work, name="dfbvs-detector", daemon=True)
+        self._thread.start()
+        self.submitted += 1
+
+    def poll(self, now_s: float) -> Optional[Detection]:
+        if self._thread is None:
+            return None
+        if self.declared_latency_s is not None:
+            if now_s < self._submitted_s + self.declared_latency_s:
+                return None
+            self._thread.join()
+        elif self._thread.is_alive():
+            return None
+        elif self._result is not None and now_s < self._submitted_s + self._result.duration_s:
+            return None  # a simulated clock that has not yet reached the moment the detection finished
+        self._thread.join()
+        self._thread = None
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def median_reprojection_px(T_current_target: np.ndarray, points_target_m: np.ndarray, uv_current_px: np.ndarray,
+                           camera) -> float:
+    """Median image distance (px of ``camera``) between where a pose puts target points and where they were
+    seen (inf when none is in front of the camera)."""
+    p = transform_points(T_current_target, points_target_m)
+    front = p[:, 2] > 1e-6
+    if not front.any():
+        return float("inf")
+    return float(np.median(np.linalg.norm(camera.project(p[front]) - uv_current_px[front], axis=1)))
+
+
+class TrackingServo:
+    """``step(image, timestamp_s)``: tracked per frame, detected in the background (module docstring).
+    Timestamps must increase: they time the prediction and the detections."""
+
+    def __init__(self, config: TrackerConfig, render: TargetRender) -> None:
+        import torch
+
+        self.config = config
+        torch.set_num_threads(max(1, config.detector_threads))  # the per-frame path keeps the other core
+        self.deep = DFBVSServo.from_render(render, config.detection)
+        self.law = build_control_law(config.control)
+        pnp = config.detection.rejection
+        self._pnp = pnp if isinstance(pnp, PnPConfig) else PnPConfig()
+        self.detector = BackgroundDetector(self._detect, config.detection_latency_s)
+        refinement = self.deep.target.refinement
+        assert refinement is not None  # TrackerConfig requires refinement
+        self._search = replace(refinement.config, levels=config.search_levels,
+                               max_shift_px=config.search_max_shift_px)
+        self.reset()
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.detector.close()
+        self.T_current_target: Optional[np.ndarray] = None
+        self._t_last_s = float("nan")
+        self._v_last = np.zeros(6)
+        self._v_before = np.zeros(6)  # the twist active until the last one took effect
+        self._latency_last_s = 0.0
+        self._history: dict[float, np.ndarray] = {}  # timestamp -> tracked T_current_target
+        self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0}
+        self._ever_locked = False
+        self._unlocked_since_s = -np.inf
+
+    def retarget(self, render: TargetRender) -> None:
+        self.detector.close()
+        self.deep.retarget(render)
+        self.reset()
+
+    @property
+    def target(self):
+        return self.deep.target
+
+    # --- the background path --------------------------------------------------------------------------------
+    def _detect(self, rgb: np.ndarray, timestamp_s: float) -> Detection:
+        t0 = time.perf_counter()
+        step = self.deep.step(rgb, timestamp_s)
+        T = step.T_current_target if step.ok else None
+        inliers = step.correspondences
+        return Detection(timestamp_s, T, inliers.uv_current_px,
+                         self.deep.target.points_camera_goal_m[inliers.index_target], time.perf_counter() - t0)
+
+    def _use_detection(self, det: Detection) -> None:
+        self.stats["detections"] += 1
+        if det.T_current_target is None:
+            return
+        if self.T_current_target is None:  # acquire, from a frame taken while holding still (zero twist)
+            if det.timestamp_s < self._unlocked_since_s:
+                return  # the frame was taken before the lock was lost: the camera has moved since
+            self.T_current_target = det.T_current_target
+            self.stats["reacquisitions" if self._ever_locked else "acquisitions"] += 1
+            self._ever_locked = True
+            self._v_before, self._v_last = np.zeros(6), np.zeros(6)
+            return
+        tracked_then = self._history.get(det.timestamp_s)
+        if tracked_then is None:
+            return
+        gap = median_reprojection_px(tracked_then, det.points_target_m, det.uv_current_px, self.target.camera)
+        if gap > self.config.verify_px:  # carry the correction forward through the motion tracked since then
+            self.T_current_target = self.T_current_target @ inverse(tracked_then) @ det.T_current_target
+            self.stats["corrections"] += 1
+
+    # --- the per-frame path ---------------------------------------------------------------------------------
+    def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
+        t0 = time.perf_counter()
+        det = self.detector.poll(timestamp_s)
+        if det is not None:
+            self._use_detection(det)
+        if not self.detector.busy:
+            self.detector.submit(image, timestamp_s)
+        t1 = time.perf_counter()
+        timings = {"detector_ms": (t1 - t0) * 1e3}
+        if self.T_current_target is None:
+            return self._idle(StepStatus.NOT_LOCKED, timestamp_s, timings, t0)
+
+        dt = timestamp_s - self._t_last_s if np.isfinite(self._t_last_s) else 0.0
+        # since the last frame the camera moved by exp(v_before l) exp(v_last (dt - l)) in its own frame (the new
+        # twist took effect l after that frame), so T_current_target(t + dt) = inverse(that) T_current_target(t)
+        lag = min(self._latency_last_s, dt)
+        moved = se3_exp(self._v_before * lag) @ se3_exp(self._v_last * (dt - lag))
+        T_pred = inverse(moved) @ self.T_current_target
+        target = self.target
+        cfg = self.deep.config
+        work_rgb = resize_area(np.asarray(image), cfg.working_width_px, cfg.working_height_px)
+        candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
+        t2 = time.perf_counter()
+        tracked, fit = refine_and_verify(candidates, image, work_rgb, target, self._pnp, self._search)
+        t3 = time.perf_counter()
+        timings.update(predict_ms=(t2 - t1) * 1e3, track_ms=(t3 - t2) * 1e3)
+        if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers:
+            self.T_current_target = None  # lost: hold still until the detector re-acquires
+            self._unlocked_since_s = timestamp_s
+            self.stats["losses"] += 1
+            return self._idle(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, t0, tracked)
+
+        self.T_current_target = fit.T_current_target
+        self._t_last_s = timestamp_s
+        self._history[timestamp_s] = fit.T_current_target
+        if len(self._history) > 256:  # detections take well under 256 frames
+            self._history.pop(next(iter(self._history)))
+        idx = tracked.index_target
+        out = self.law(ControlInput(xy=target.camera.pixel_to_normalized(tracked.uv_current_px),
+                                    xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],
+                                    points_target_m=target.points_camera_goal_m[idx],
+                                    T_current_target=fit.T_current_target))
+        self._v_before, self._v_last = self._v_last, out.v_camera
+        latency = self.config.command_latency_s
+        self._latency_last_s = latency if latency is not None else time.perf_counter() - t0
+        mean_err = float(np.mean(np.linalg.norm(tracked.uv_current_px - tracked.uv_target_px, axis=1)))
+        timings["control_ms"] = (time.perf_counter() - t3) * 1e3
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=tracked,
+                         all_matches=candidates, mean_error_px=mean_err, tracking_mode=False, timings_ms=timings,
+                         timestamp_s=timestamp_s, T_current_target=fit.T_current_target,
+                         source=CorrespondenceSource.TRACKING, gain=out.gain,
+                         condition_number=out.condition_number)
+
+    def _idle(self, status: StepStatus, timestamp_s: float, timings: dict[str, float], t0: float,
+              tracked: Correspondences | None = None) -> ServoStep:
+        self._v_before, self._v_last = self._v_last, np.zeros(6)
+        self._t_last_s = timestamp_s
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        empty = Correspondences.empty()
+        return ServoStep(v_camera=np.zeros(6), status=status, correspondences=tracked or empty, all_matches=empty,
+                         mean_error_px=float("nan"), tracking_mode=False, timings_ms=timings,
+                         timestamp_s=timestamp_s, source=CorrespondenceSource.NONE)
+
+    def summary(self) -> dict[str, Any]:
+        """Counters for the run's summary: detections used, acquisitions, re-acquisitions, corrections."""
+        return dict(self.stats, detections_submitted=self.detector.submitted)
+
+    def close(self) -> None:
+        self.detector.close()
