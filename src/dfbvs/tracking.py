@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -47,6 +48,9 @@ class TrackerConfig:
       settings; its control law is not used).
     - ``control``: the law of the per-frame loop.
     - ``min_inliers``: fewer aligned points that agree on one rigid motion than this = tracking lost.
+    - ``min_inlier_fraction``: fewer than this fraction of the median count of the last ``recent_cycles``
+      tracked cycles = not sure of the lock (something covers part of the object): zero twist, the pose
+      kept as predicted, until the count recovers or falls below ``min_inliers``.
     - ``verify_px``: when the tracked pose, at the frame a detection was computed on, puts the detection's
       matched target points further than this (median) from where the detection saw them, the detection's
       pose replaces the tracked one.
@@ -62,6 +66,8 @@ class TrackerConfig:
     detection: ServoConfig = field(default_factory=ServoConfig)
     control: object = field(default_factory=_fast_control, metadata={"registry": CONTROL_LAWS})
     min_inliers: int = 12
+    min_inlier_fraction: float = 0.5
+    recent_cycles: int = 10
     verify_px: float = 2.0
     detection_latency_s: Optional[float] = None
     detector_threads: int = 1
@@ -193,7 +199,9 @@ class TrackingServo:
         self._v_before = np.zeros(6)  # the twist active until the last one took effect
         self._latency_last_s = 0.0
         self._history: dict[float, np.ndarray] = {}  # timestamp -> tracked T_current_target
-        self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0}
+        self._recent_counts: deque[int] = deque(maxlen=self.config.recent_cycles)
+        self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
+                      "unsure": 0}
         self._ever_locked = False
         self._unlocked_since_s = -np.inf
 
@@ -265,8 +273,15 @@ class TrackingServo:
         if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers:
             self.T_current_target = None  # lost: hold still until the detector re-acquires
             self._unlocked_since_s = timestamp_s
+            self._recent_counts.clear()
             self.stats["losses"] += 1
             return self._idle(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, t0, tracked)
+        typical = np.median(self._recent_counts) if self._recent_counts else 0.0
+        if len(tracked) < self.config.min_inlier_fraction * typical:  # part of the object hidden: not sure
+            self.T_current_target = T_pred
+            self.stats["unsure"] += 1
+            return self._idle(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, t0, tracked)
+        self._recent_counts.append(len(tracked))
 
         self.T_current_target = fit.T_current_target
         self._t_last_s = timestamp_s

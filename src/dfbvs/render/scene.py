@@ -15,7 +15,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
+from typing import Sequence, cast
 
 import numpy as np
 
@@ -356,14 +356,15 @@ def apply_sensor_effects(rgb: np.ndarray, config: SceneConfig, rng: np.random.Ge
 
 
 def render_scene(scene: Scene, camera: Camera, T_object_camera: np.ndarray,
-                 rng: np.random.Generator | None = None) -> RenderOutput:
+                 rng: np.random.Generator | None = None, extra_items: Sequence[DrawItem] = ()) -> RenderOutput:
     """Render the scene from ``T_object_camera`` (= ``T_world_camera``) and apply the sensor effects,
     with noise from ``rng`` (default: the scene's own seeded generator, advancing each frame).
+    ``extra_items`` are drawn too (e.g. an occluder passing in front of the object at this instant).
 
     Depth and ids are exact (no sensor effect touches them); the fingertips appear in them too.
     """
     T = np.asarray(T_object_camera, dtype=np.float64)
-    items = list(scene.items)
+    items = list(scene.items) + list(extra_items)
     if scene.fingertips is not None:
         items += _fingertip_items(scene, camera, T)
     backend = get_renderer(scene.config.renderer)

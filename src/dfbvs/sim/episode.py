@@ -27,6 +27,7 @@ from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading
 from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from .free_camera import FreeFlyingCamera
+from .perturbations import Occluder, OcclusionConfig
 from .timing import RealtimeBody, RealtimeCamera, SimClock, TimingConfig, TimingMode
 
 
@@ -73,6 +74,7 @@ class EpisodeConfig:
     camera: Camera = field(default_factory=lambda: Camera.default().rescaled(640, 480))
     dt_s: float = 0.1  # stepped timing: each twist moves the camera for this long
     timing: TimingConfig = field(default_factory=TimingConfig)  # stepped, or a camera at fps with latency
+    occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)  # none unless occlusion.start_s is set
     goal_tolerance_mm: float = 1.0  # time_to_goal_s: within this and goal_tolerance_deg of the goal for good
     goal_tolerance_deg: float = 0.1
     max_distance_from_goal_m: float = 0.25  # leaving this ball around the goal counts as diverged
@@ -151,18 +153,18 @@ def true_reprojection_px(target_render, camera: Camera, T_object_goal: np.ndarra
 
 
 class SimulatedCamera:
-    """A frame source: renders the cluttered scene (with its sim-to-real gap) from the pose a motion sink
-    reports, one frame every ``dt_s`` of simulated time (timestamps ``0, dt_s, 2 dt_s, ...``)."""
+    """A frame source for stepped timing: ``render(T_world_camera, t_s)`` at the pose the body reports, one
+    frame every ``dt_s`` of simulated time (timestamps ``0, dt_s, 2 dt_s, ...``)."""
 
-    def __init__(self, scene: Scene, camera: Camera, body: FreeFlyingCamera, dt_s: float) -> None:
-        self.scene, self.camera, self.body, self.dt_s = scene, camera, body, dt_s
+    def __init__(self, render: Callable[[np.ndarray, float], np.ndarray], body: FreeFlyingCamera,
+                 dt_s: float) -> None:
+        self.render, self.body, self.dt_s = render, body, dt_s
         self._count = 0
 
     def grab(self) -> Frame:
-        frame = render_scene(self.scene, self.camera, self.body.T_world_camera)
         t = self._count * self.dt_s
         self._count += 1
-        return Frame(frame.rgb, t)
+        return Frame(self.render(self.body.T_world_camera, t), t)
 
 
 def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float) -> Probe:
@@ -204,13 +206,18 @@ def time_to_goal_s(timestamps_s: list[float], errors: list[tuple[float, float]],
     return t_goal
 
 
-def _source_and_sink(config: EpisodeConfig, scene: Scene, T_start: np.ndarray) -> tuple[FrameSource, MotionSink]:
-    camera = config.camera
+def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder,
+                     T_start: np.ndarray) -> tuple[FrameSource, MotionSink]:
+    """The simulated camera and the body it rides on, for the episode's timing."""
+
+    def render(T_world_camera: np.ndarray, t_s: float) -> np.ndarray:
+        return render_scene(scene, config.camera, T_world_camera, extra_items=occluder.items(t_s)).rgb
+
     if config.timing.mode is TimingMode.STEPPED:
         body = FreeFlyingCamera(T_start, dt_s=config.dt_s)
-        return SimulatedCamera(scene, camera, body, config.dt_s), body
+        return SimulatedCamera(render, body, config.dt_s), body
     realtime = RealtimeBody(T_start, SimClock(), config.timing.latency_s)
-    return RealtimeCamera(lambda T: render_scene(scene, camera, T).rgb, realtime, config.timing.fps), realtime
+    return RealtimeCamera(render, realtime, config.timing.fps), realtime
 
 
 def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
@@ -225,7 +232,8 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
     T_start = start_pose(config, camera, T_object_goal)
-    source, sink = _source_and_sink(config, scene, T_start)
+    occluder = Occluder(config.occlusion, T_object_goal, float(np.max(mesh.extent_m)))
+    source, sink = _source_and_sink(config, scene, occluder, T_start)
     t0_err, r0_err = pose_error(T_object_goal, T_start)
     # pixel figures at the DFBVS working resolution (the paper's 320x240 for a whole-image method)
     work = config.servo if isinstance(config.servo, ServoConfig) else ServoConfig()

@@ -1,0 +1,87 @@
+"""Camera-rate servoing: the tracking servo on a simulated 30 fps camera with the compute latency counted,
+the background detector, the verification of the tracked pose, and an occlusion."""
+
+import numpy as np
+import pytest
+
+from dfbvs.config import apply_overrides, apply_preset
+from dfbvs.servo import CorrespondenceSource, StepStatus
+from dfbvs.sim.episode import EpisodeConfig, run_episode
+from dfbvs.stop import EpisodeStatus
+
+# deterministic: declared compute latency (20 ms) and detection time (0.3 s); ORB detections (fast, no torch)
+DECLARED = ("servo.detection.features=orb", "timing.latency_s=0.02", "servo.command_latency_s=0.02",
+            "servo.detection_latency_s=0.3", "start.offset_mm=20", "start.offset_deg=3")
+
+
+def tracking_config(*overrides: str) -> EpisodeConfig:
+    return apply_overrides(apply_preset(EpisodeConfig(), "tracking"), (*DECLARED, *overrides))
+
+
+@pytest.mark.slow
+def test_tracking_at_30fps_with_latency_converges_with_few_detections():
+    cycles = []
+    r = run_episode(tracking_config("stop.max_iterations=240"), progress=cycles.append)
+    assert r.status is EpisodeStatus.CONVERGED, r.summary()
+    assert r.final_translation_error_mm < 1.0 and r.final_rotation_error_deg < 0.1, r.summary()
+    stamps = [c.frame.timestamp_s for c in cycles]
+    assert np.allclose(np.diff(stamps) * 30, np.round(np.diff(stamps) * 30))  # frames of a 30 fps camera
+    assert cycles[0].step.status is StepStatus.NOT_LOCKED and not np.any(cycles[0].step.v_camera)
+    assert cycles[-1].step.source is CorrespondenceSource.TRACKING
+    stats = r.servo_stats
+    assert stats["acquisitions"] == 1 and stats["losses"] == 0
+    assert stats["detections"] < len(cycles) / 5, (stats, len(cycles))  # one detection per ~9 frames
+    assert np.isfinite(r.time_to_goal_s) and r.time_to_goal_s < stamps[-1], r.summary()
+
+
+def test_a_detection_that_disagrees_replaces_a_drifted_pose():
+    """Tracking that drifted onto a wrong pose is caught by the next detection and corrected, the correction
+    carried forward through the motion tracked since the detection's frame; an agreeing detection is not."""
+    from dfbvs.camera import Camera
+    from dfbvs.geometry import inverse, make_pose, se3_exp, transform_points
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.sim.episode import GoalConfig
+    from dfbvs.tracking import Detection, TrackingServo
+
+    config = tracking_config().servo
+    servo = TrackingServo(config, render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480),
+                                                GoalConfig().T_object_camera()))
+    target = servo.target
+    T_true_then = make_pose(t=[0.004, -0.002, 0.01])  # T_current_target at the detection's frame, t = 1.0 s
+    motion = se3_exp([0.001, 0.0, 0.0, 0.0, 0.0, 0.002])  # what tracking measured between then and now
+    T_drifted_then = se3_exp([0.003, 0.0, 0.0, 0.0, 0.02, 0.0]) @ T_true_then  # 3 mm and 1.1 deg off
+    points = target.points_camera_goal_m[:40]
+    seen = target.camera.project(transform_points(T_true_then, points))  # where the detector saw them
+
+    servo.T_current_target = motion @ T_drifted_then
+    servo._history = {1.0: T_drifted_then}
+    servo._use_detection(Detection(1.0, T_true_then, seen, points, 0.25))
+    assert servo.stats["corrections"] == 1
+    np.testing.assert_allclose(servo.T_current_target, motion @ T_true_then, atol=1e-9)  # carried forward
+
+    servo._history = {2.0: T_true_then}  # tracking agrees with the detection: kept as it is
+    servo.T_current_target = motion @ T_true_then
+    servo._use_detection(Detection(2.0, inverse(motion) @ T_true_then, seen, points, 0.25))
+    assert servo.stats["corrections"] == 1 and np.allclose(servo.T_current_target, motion @ T_true_then)
+
+
+@pytest.mark.slow
+def test_occlusion_holds_still_then_converges():
+    """A plate covers the whole object from 0.8 s to 1.8 s: the servo loses the lock, commands zero velocity
+    while the object is hidden, re-acquires after, and converges."""
+    cycles = []
+    r = run_episode(tracking_config("occlusion.start_s=0.8", "occlusion.duration_s=1.0", "stop.max_iterations=240"),
+                    progress=cycles.append)
+    hidden = [c for c in cycles if 1.2 <= c.frame.timestamp_s <= 1.6]  # the plate covers everything
+    assert hidden and all(c.step.status is not StepStatus.OK and not np.any(c.step.v_camera) for c in hidden)
+    pose_mm = [c.extras["translation_error_mm"] for c in hidden]
+    assert max(pose_mm) - min(pose_mm) < 1e-9, pose_mm  # held still
+    # while the plate comes and goes, no twist beyond what the loop commanded before it (a partial view is
+    # not a lock to trust: measured 0.14 m/s on 19 points before the inlier-fraction rule)
+    speed = [np.linalg.norm(c.step.v_camera) for c in cycles]
+    before = max(s for c, s in zip(cycles, speed) if c.frame.timestamp_s < 0.8)
+    assert max(s for c, s in zip(cycles, speed) if c.frame.timestamp_s >= 0.8) <= before
+    assert r.servo_stats["losses"] >= 1 and r.servo_stats["reacquisitions"] >= 1, r.servo_stats
+    assert r.status is EpisodeStatus.CONVERGED, r.summary()
+    assert r.final_translation_error_mm < 1.0 and r.final_rotation_error_deg < 0.1, r.summary()
