@@ -33,7 +33,10 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                 "refine only the descriptor matches, not every target keypoint predicted by the PnP pose"),
     "coarse": (("servo.refine.at_native_resolution=false",),
                "refine on the working-resolution image (320x240) instead of the camera's own"),
+    "realtime": (("timing.mode=realtime",),
+                 "a 30 fps camera on a simulated clock, the twist applied after the measured compute time"),
 }
+TRACKING = "tracking"
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,15 @@ class Method:
 
 
 def parse_method(name: str) -> Method:
-    """Parse ``dfbvs[-<extractor>][-flag...]`` or ``photometric``; raises with the name on a bad one."""
+    """Parse ``dfbvs[-<extractor>][-flag...]``, ``tracking[-<extractor>]`` (the camera-rate tracking servo
+    with that extractor for its background detections, in real time) or ``photometric``; raises with the
+    name on a bad one."""
     if name == PHOTOMETRIC:
         return Method(PHOTOMETRIC)
     parts = name.split("-")
-    if parts[0] != "dfbvs":
-        raise ConfigError(f"unknown method {name!r}: use dfbvs[-<extractor>][-{'|-'.join(FLAGS)}] or photometric")
+    if parts[0] not in ("dfbvs", TRACKING):
+        raise ConfigError(f"unknown method {name!r}: use dfbvs[-<extractor>][-{'|-'.join(FLAGS)}], "
+                          f"tracking[-<extractor>] or photometric")
     flags: list[str] = []
     while len(parts) > 1 and parts[-1] in FLAGS:
         flags.insert(0, parts.pop())
@@ -60,7 +66,9 @@ def parse_method(name: str) -> Method:
 
     if extractor not in available_extractors():
         raise ConfigError(f"method {name!r}: unknown extractor {extractor!r}; available: {available_extractors()}")
-    return Method("dfbvs", extractor, tuple(flags))
+    if parts[0] == TRACKING and flags:
+        raise ConfigError(f"method {name!r}: flags {flags} apply to dfbvs methods only")
+    return Method(parts[0], extractor, tuple(flags))
 
 
 def scene_for_background(background: str, seed: int):
@@ -80,9 +88,10 @@ def method_overrides(method: str, keypointnet_checkpoint: str | None = None) -> 
     parsed = parse_method(method)
     if parsed.controller == PHOTOMETRIC:  # no correspondences: converge on a small twist
         return PRESETS["photometric"]
-    overrides = [f"servo.features={parsed.extractor}"]
+    features = "servo.detection.features" if parsed.controller == TRACKING else "servo.features"
+    overrides = [*(PRESETS[TRACKING] if parsed.controller == TRACKING else ()), f"{features}={parsed.extractor}"]
     if keypointnet_checkpoint is not None and parsed.extractor == "keypointnet":
-        overrides.append(f"servo.features.checkpoint_path={keypointnet_checkpoint}")
+        overrides.append(f"{features}.checkpoint_path={keypointnet_checkpoint}")
     for flag in parsed.flags:
         overrides.extend(FLAGS[flag][0])
     return tuple(overrides)

@@ -39,7 +39,8 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
              f"object's surface); success (GT) = final camera pose error < {criteria.translation_mm} mm and < "
              f"{criteria.rotation_deg} deg.", "", "## Success rates", "",
              "| method | background | episodes | success (paper) | success (GT) | median final mm | median final deg "
-             "| median final px | median iterations | median cycle ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| median final px | median iterations | median cycle ms | median p95 cycle ms | median time to goal s "
+             "(reached) | median detections | re-acquisitions |", "|---" * 14 + "|"]
     groups = defaultdict(list)
     several_backgrounds = len({r["background"] for r in records}) > 1
     for r in records:
@@ -50,14 +51,24 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
         ok = [r for r in rs if r["summary"]]
 
         def med(key: str, ok: list = ok) -> float:
-            values = np.array([np.nan if r["summary"][key] is None else r["summary"][key] for r in ok], float)
+            values = np.array([np.nan if r["summary"].get(key) is None else r["summary"][key] for r in ok], float)
             values = values[np.isfinite(values)]
             return float(np.median(values)) if values.size else float("nan")
+
+        def stat(key: str, ok: list = ok) -> list[float]:
+            return [r["summary"].get("servo_stats", {}).get(key) for r in ok
+                    if r["summary"].get("servo_stats", {}).get(key) is not None]
+
+        reached = [r for r in ok if r["summary"].get("time_to_goal_s") is not None]
+        detections = stat("detections")
 
         lines.append(f"| {m} | {bg} | {len(rs)} | {np.mean([r['success_paper'] for r in rs]):.0%} | "
                      f"{np.mean([r['success_gt'] for r in rs]):.0%} | {_fmt(med('final_translation_error_mm'))} | "
                      f"{_fmt(med('final_rotation_error_deg'), 3)} | {_fmt(med('final_mean_px_error'))} | "
-                     f"{_fmt(med('iterations'), 0)} | {_fmt(med('median_cycle_ms'), 0)} |")
+                     f"{_fmt(med('iterations'), 0)} | {_fmt(med('median_cycle_ms'), 0)} | "
+                     f"{_fmt(med('p95_cycle_ms'), 0)} | {_fmt(med('time_to_goal_s'))} ({len(reached)}) | "
+                     f"{_fmt(float(np.median(detections)), 0) if detections else '-'} | "
+                     f"{int(sum(stat('reacquisitions'))) if detections else '-'} |")
 
     batches = sorted({r["batch"] for r in records}, key=_batch_key)
     if len(batches) > 1:
@@ -73,19 +84,19 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
 
     lines += ["", "## Episodes", "",
               "| episode | method | status | start mm | start deg | final mm | final deg | final px (corr.) "
-              "| final px (true) | inliers | iterations | cycle ms |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| final px (true) | inliers | iterations | cycle ms | time to goal s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["episode_id"], r["method"])):
         s = r["summary"]
         if s is None:
-            lines.append(f"| {r['episode_id']} | {r['method']} | error: {r['error']} |" + " - |" * 9)
+            lines.append(f"| {r['episode_id']} | {r['method']} | error: {r['error']} |" + " - |" * 10)
             continue
         lines.append(
             f"| {r['episode_id']} | {r['method']} | {s['status']} | {_fmt(s['initial_translation_mm'], 1)} | "
             f"{_fmt(s['initial_rotation_deg'], 1)} | {_fmt(s['final_translation_error_mm'], 3)} | "
             f"{_fmt(s['final_rotation_error_deg'], 3)} | {_fmt(s['final_mean_px_error'])} | "
             f"{_fmt(s['final_true_reprojection_px'])} | {s['final_n_inliers']} | {s['iterations']} | "
-            f"{_fmt(s['median_cycle_ms'], 0)} |")
+            f"{_fmt(s['median_cycle_ms'], 0)} | {_fmt(s.get('time_to_goal_s'))} |")
     if len(batches) > 1:
         plot_success_vs_distance(records, out_dir / "success_vs_distance.png")
         lines += ["", "![success vs distance](success_vs_distance.png)"]
