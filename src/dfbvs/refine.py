@@ -207,15 +207,18 @@ def refine_and_verify(candidates: Correspondences, image: np.ndarray, working_rg
 
 def refine_correspondences(inliers: Correspondences, image: np.ndarray, working_rgb: np.ndarray,
                            target: PreparedTarget, T_current_target: np.ndarray | None,
-                           candidate_target_idx: np.ndarray, pnp: PnPConfig, min_inliers: int) -> Correspondences:
+                           candidate_target_idx: np.ndarray, pnp: PnPConfig,
+                           min_inliers: int) -> tuple[Correspondences, np.ndarray | None]:
     """Guided candidates (with a pose), sub-pixel refinement on the camera's image (or the working one) and a
-    PnP re-check of the refined points; returned in working-resolution pixels. When fewer than
-    ``min_inliers`` survive, the unrefined descriptor ``inliers`` are returned (an unverified refined point
-    is never used)."""
+    PnP re-check of the refined points: the refined correspondences in working-resolution pixels and the
+    re-checked pose ``T_current_target``. When fewer than ``min_inliers`` survive, the unrefined descriptor
+    ``inliers`` and None are returned (an unverified refined point is never used)."""
     if target.refinement is None or len(inliers) < min_inliers:
-        return inliers
+        return inliers, None
     candidates = inliers
     if target.refinement.config.guided and T_current_target is not None:
         candidates = guided_candidates(inliers, candidate_target_idx, target, T_current_target)
-    refined, _ = refine_and_verify(candidates, image, working_rgb, target, pnp)
-    return refined if len(refined) >= min_inliers else inliers
+    refined, fit = refine_and_verify(candidates, image, working_rgb, target, pnp)
+    if len(refined) < min_inliers or fit is None:
+        return inliers, None
+    return refined, fit.T_current_target

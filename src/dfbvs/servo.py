@@ -99,7 +99,8 @@ class ServoStep:
     - ``mean_error_px``: mean inlier correspondence distance (working px; NaN when none).
     - ``timestamp_s``: the frame's timestamp (the frame source's clock; NaN when not given).
     - ``T_current_target`` (4x4): the goal camera's pose in the current camera frame from PnP
-      (``p_current = T_current_target @ p_goal``), or None when no pose was estimated.
+      (``p_current = T_current_target @ p_goal``; fitted to the refined points when refinement ran), or
+      None when no pose was estimated.
     - ``gain`` (1/s) and ``condition_number`` of the inverted interaction matrix (NaN without control).
     - ``tracking_mode``: the paper's tracking mode restricted the matches; ``timings_ms`` per stage.
     """
@@ -205,8 +206,10 @@ class DFBVSServo:
         timings["reject_ms"] = (t3 - t2) * 1e3
         if target.refinement is not None:
             candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
-            inliers = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
-                                             self._recheck_pnp, cfg.min_inliers)
+            inliers, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
+                                                        self._recheck_pnp, cfg.min_inliers)
+            if T_refined is not None:  # the pose that the refined points agree on: the more accurate one
+                T_current_target = T_refined
             t4 = time.perf_counter()
             timings["refine_ms"] = (t4 - t3) * 1e3
             t3 = t4

@@ -10,7 +10,15 @@ matching, PnP with the rendered depth) on one frame at a time, on its own thread
 allows. Its result arrives late, for the frame it was computed on. It *acquires* (no lock yet, or lost),
 *verifies* the tracked pose at that frame (an independent measurement), and *replaces* the tracked pose when
 the two disagree by more than ``verify_px``: the correction is carried forward to now through the motion
-tracked since that frame. While nothing is locked the servo commands zero velocity (status ``not_locked``).
+tracked since that frame.
+
+Far from the goal the target's patches can look too different from the live image to align (scale,
+rotation); then the servo is in its *coarse phase*: it applies the twist of the latest detection (the
+per-frame DFBVS law at the detector's rate, as ``dfbvs`` does) and tries to lock tracking from each new
+detection's pose, carried forward to now through the motion commanded since its frame. Once tracking holds,
+the network only verifies. While nothing is locked, or when an established track is lost (until a
+detection of a frame taken after the loss), the servo commands zero velocity (statuses ``not_locked``,
+``too_few_inliers``).
 """
 
 from __future__ import annotations
@@ -89,13 +97,15 @@ class TrackerConfig:
 class Detection:
     """A deep detection of the frame taken at ``timestamp_s`` (the loop's clock): the pose (None when it
     found none), its inliers as current pixels (N, 2, working px) and target points (N, 3, goal camera frame,
-    m), and how long it took (wall s)."""
+    m), how long it took (wall s), and the per-frame servo's step on that frame (its twist drives the
+    coarse phase)."""
 
     timestamp_s: float
     T_current_target: Optional[np.ndarray]
     uv_current_px: np.ndarray
     points_target_m: np.ndarray
     duration_s: float
+    step: Optional[ServoStep] = None
 
 
 class BackgroundDetector:
@@ -193,16 +203,16 @@ class TrackingServo:
     # --- state ----------------------------------------------------------------------------------------------
     def reset(self) -> None:
         self.detector.close()
-        self.T_current_target: Optional[np.ndarray] = None
-        self._t_last_s = float("nan")
-        self._v_last = np.zeros(6)
-        self._v_before = np.zeros(6)  # the twist active until the last one took effect
-        self._latency_last_s = 0.0
-        self._history: dict[float, np.ndarray] = {}  # timestamp -> tracked T_current_target
+        self.T_current_target: Optional[np.ndarray] = None  # the tracked (or being acquired) pose
+        self._established = False  # tracking has held since the pose was acquired
+        self._coarse: Optional[Detection] = None  # the detection whose twist drives the coarse phase
+        # (frame time, twist commanded on it, the time it took to take effect after the frame)
+        self._commands: deque[tuple[float, np.ndarray, float]] = deque(maxlen=600)
+        self._history: dict[float, np.ndarray] = {}  # frame time -> tracked T_current_target
         self._recent_counts: deque[int] = deque(maxlen=self.config.recent_cycles)
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
-                      "unsure": 0}
-        self._ever_locked = False
+                      "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0}
+        self._ever_established = False
         self._unlocked_since_s = -np.inf
 
     def retarget(self, render: TargetRender) -> None:
@@ -214,6 +224,23 @@ class TrackingServo:
     def target(self):
         return self.deep.target
 
+    def motion(self, t_from_s: float, t_to_s: float) -> np.ndarray:
+        """The camera's motion ``T_camera(t_from)_camera(t_to)`` from the twists commanded since (each takes
+        effect its latency after its frame; the one before holds until then)."""
+        moved = np.eye(4)
+        active = np.zeros(6)
+        switches = []
+        for t_k, v_k, lag_k in self._commands:
+            if t_k + lag_k <= t_from_s:
+                active = v_k
+            elif t_k + lag_k < t_to_s:
+                switches.append((t_k + lag_k, v_k))
+        t = t_from_s
+        for t_switch, v in switches:
+            moved = moved @ se3_exp(active * (t_switch - t))
+            t, active = t_switch, v
+        return moved @ se3_exp(active * (t_to_s - t))
+
     # --- the background path --------------------------------------------------------------------------------
     def _detect(self, rgb: np.ndarray, timestamp_s: float) -> Detection:
         t0 = time.perf_counter()
@@ -221,22 +248,28 @@ class TrackingServo:
         T = step.T_current_target if step.ok else None
         inliers = step.correspondences
         return Detection(timestamp_s, T, inliers.uv_current_px,
-                         self.deep.target.points_camera_goal_m[inliers.index_target], time.perf_counter() - t0)
+                         self.deep.target.points_camera_goal_m[inliers.index_target], time.perf_counter() - t0,
+                         step)
 
-    def _use_detection(self, det: Detection) -> None:
+    def _use_detection(self, det: Detection, now_s: float) -> None:
         self.stats["detections"] += 1
+        if self._established:
+            self._verify(det)
+            return
+        if det.timestamp_s < self._unlocked_since_s:
+            return  # a frame from before an established track was lost: the camera has moved since
         if det.T_current_target is None:
+            self._coarse = None  # the detector lost the object too: hold still
             return
-        if self.T_current_target is None:  # acquire, from a frame taken while holding still (zero twist)
-            if det.timestamp_s < self._unlocked_since_s:
-                return  # the frame was taken before the lock was lost: the camera has moved since
-            self.T_current_target = det.T_current_target
-            self.stats["reacquisitions" if self._ever_locked else "acquisitions"] += 1
-            self._ever_locked = True
-            self._v_before, self._v_last = np.zeros(6), np.zeros(6)
-            return
+        # acquire: the pose carried forward to now; tracking tries from it, the detection's twist drives meanwhile
+        self.T_current_target = inverse(self.motion(det.timestamp_s, now_s)) @ det.T_current_target
+        self._coarse = det
+        if self.stats["acquisitions"] == 0:
+            self.stats["acquisitions"] = 1
+
+    def _verify(self, det: Detection) -> None:
         tracked_then = self._history.get(det.timestamp_s)
-        if tracked_then is None:
+        if tracked_then is None or det.T_current_target is None or self.T_current_target is None:
             return
         gap = median_reprojection_px(tracked_then, det.points_target_m, det.uv_current_px, self.target.camera)
         if gap > self.config.verify_px:  # carry the correction forward through the motion tracked since then
@@ -248,22 +281,27 @@ class TrackingServo:
         t0 = time.perf_counter()
         det = self.detector.poll(timestamp_s)
         if det is not None:
-            self._use_detection(det)
+            self._use_detection(det, timestamp_s)
         if not self.detector.busy:
             self.detector.submit(image, timestamp_s)
-        t1 = time.perf_counter()
-        timings = {"detector_ms": (t1 - t0) * 1e3}
-        if self.T_current_target is None:
-            return self._idle(StepStatus.NOT_LOCKED, timestamp_s, timings, t0)
+        timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
+        step = self._track(image, timestamp_s, timings) if self.T_current_target is not None else None
+        if step is None:
+            step = self._coarse_step(timestamp_s, timings)
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        latency = self.config.command_latency_s
+        self._commands.append((timestamp_s, step.v_camera, latency if latency is not None else
+                               time.perf_counter() - t0))
+        return step
 
-        dt = timestamp_s - self._t_last_s if np.isfinite(self._t_last_s) else 0.0
-        # since the last frame the camera moved by exp(v_before l) exp(v_last (dt - l)) in its own frame (the new
-        # twist took effect l after that frame), so T_current_target(t + dt) = inverse(that) T_current_target(t)
-        lag = min(self._latency_last_s, dt)
-        moved = se3_exp(self._v_before * lag) @ se3_exp(self._v_last * (dt - lag))
-        T_pred = inverse(moved) @ self.T_current_target
-        target = self.target
-        cfg = self.deep.config
+    def _track(self, image: np.ndarray, timestamp_s: float, timings: dict[str, float]) -> Optional[ServoStep]:
+        """One tracked cycle from the pose predicted for this frame; None when tracking does not lock (the
+        caller falls back to the coarse phase)."""
+        assert self.T_current_target is not None
+        t1 = time.perf_counter()
+        last = self._commands[-1][0] if self._commands else timestamp_s
+        T_pred = inverse(self.motion(last, timestamp_s)) @ self.T_current_target
+        target, cfg = self.target, self.deep.config
         work_rgb = resize_area(np.asarray(image), cfg.working_width_px, cfg.working_height_px)
         candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
         t2 = time.perf_counter()
@@ -271,20 +309,27 @@ class TrackingServo:
         t3 = time.perf_counter()
         timings.update(predict_ms=(t2 - t1) * 1e3, track_ms=(t3 - t2) * 1e3)
         if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers:
-            self.T_current_target = None  # lost: hold still until the detector re-acquires
-            self._unlocked_since_s = timestamp_s
+            self.T_current_target = None
             self._recent_counts.clear()
-            self.stats["losses"] += 1
-            return self._idle(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, t0, tracked)
+            if self._established:  # an established track lost: hold still until a fresh detection
+                self._established, self._coarse = False, None
+                self._unlocked_since_s = timestamp_s
+                self.stats["losses"] += 1
+                return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
+            return None  # the acquisition did not lock: the coarse phase goes on
         typical = np.median(self._recent_counts) if self._recent_counts else 0.0
         if len(tracked) < self.config.min_inlier_fraction * typical:  # part of the object hidden: not sure
             self.T_current_target = T_pred
             self.stats["unsure"] += 1
-            return self._idle(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, t0, tracked)
+            return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
         self._recent_counts.append(len(tracked))
-
+        if not self._established:
+            self._established, self._coarse = True, None
+            if self._ever_established:
+                self.stats["reacquisitions"] += 1
+            self._ever_established = True
+        self.stats["tracked_cycles"] += 1
         self.T_current_target = fit.T_current_target
-        self._t_last_s = timestamp_s
         self._history[timestamp_s] = fit.T_current_target
         if len(self._history) > 256:  # detections take well under 256 frames
             self._history.pop(next(iter(self._history)))
@@ -293,23 +338,28 @@ class TrackingServo:
                                     xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],
                                     points_target_m=target.points_camera_goal_m[idx],
                                     T_current_target=fit.T_current_target))
-        self._v_before, self._v_last = self._v_last, out.v_camera
-        latency = self.config.command_latency_s
-        self._latency_last_s = latency if latency is not None else time.perf_counter() - t0
         mean_err = float(np.mean(np.linalg.norm(tracked.uv_current_px - tracked.uv_target_px, axis=1)))
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3
-        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=tracked,
                          all_matches=candidates, mean_error_px=mean_err, tracking_mode=False, timings_ms=timings,
                          timestamp_s=timestamp_s, T_current_target=fit.T_current_target,
                          source=CorrespondenceSource.TRACKING, gain=out.gain,
                          condition_number=out.condition_number)
 
-    def _idle(self, status: StepStatus, timestamp_s: float, timings: dict[str, float], t0: float,
+    def _coarse_step(self, timestamp_s: float, timings: dict[str, float]) -> ServoStep:
+        """The latest detection's step, its twist held until the next detection; zero twist without one."""
+        coarse = self._coarse.step if self._coarse is not None else None
+        if coarse is None or not coarse.ok:
+            return self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings)
+        self.stats["coarse_cycles"] += 1
+        return ServoStep(v_camera=coarse.v_camera, status=StepStatus.OK, correspondences=coarse.correspondences,
+                         all_matches=coarse.all_matches, mean_error_px=coarse.mean_error_px, tracking_mode=False,
+                         timings_ms=timings, timestamp_s=timestamp_s, T_current_target=self.T_current_target,
+                         source=CorrespondenceSource.DETECTION, gain=coarse.gain,
+                         condition_number=coarse.condition_number)
+
+    def _hold(self, status: StepStatus, timestamp_s: float, timings: dict[str, float],
               tracked: Correspondences | None = None) -> ServoStep:
-        self._v_before, self._v_last = self._v_last, np.zeros(6)
-        self._t_last_s = timestamp_s
-        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         empty = Correspondences.empty()
         return ServoStep(v_camera=np.zeros(6), status=status, correspondences=tracked or empty, all_matches=empty,
                          mean_error_px=float("nan"), tracking_mode=False, timings_ms=timings,
