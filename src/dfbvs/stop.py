@@ -1,7 +1,8 @@
 """Stop rules: when a servo run ends, decided from the stream of :class:`~dfbvs.servo.ServoStep` results.
 
 Converged: the mean correspondence error stayed below ``converged_px`` (or the twist below the twist
-bounds) for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cycles. Diverged: the
+bounds) for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cycles (a cycle that
+is only waiting for a first measurement, status ``not_locked``, counts for neither). Diverged: the
 mean error over the last ``diverged_cycles`` usable cycles is beyond the bound (losing the object while
 diverging is DIVERGED, not LOST). Timeout: ``max_iterations`` cycles.
 """
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .servo import StepStatus
 
 if TYPE_CHECKING:
     from .servo import ServoStep
@@ -67,6 +70,8 @@ class StopMonitor:
     def update(self, step: ServoStep) -> EpisodeStatus:
         c = self.config
         self.iterations += 1
+        if step.status is StepStatus.NOT_LOCKED:  # waiting for a first measurement: neither lost nor progress
+            return EpisodeStatus.TIMEOUT if self.iterations >= c.max_iterations else EpisodeStatus.RUNNING
         if not step.ok:
             self._lost += 1
             self._below = 0

@@ -214,6 +214,7 @@ class TrackingServo:
                       "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
+        self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
 
     def retarget(self, render: TargetRender) -> None:
         self.detector.close()
@@ -259,7 +260,8 @@ class TrackingServo:
         if det.timestamp_s < self._unlocked_since_s:
             return  # a frame from before an established track was lost: the camera has moved since
         if det.T_current_target is None:
-            self._coarse = None  # the detector lost the object too: hold still
+            self._coarse = None  # the detector did not find the object either: hold still, say so this cycle
+            self._failed = det.step.status if det.step is not None else StepStatus.TOO_FEW_MATCHES
             return
         # acquire: the pose carried forward to now; tracking tries from it, the detection's twist drives meanwhile
         self.T_current_target = inverse(self.motion(det.timestamp_s, now_s)) @ det.T_current_target
@@ -350,7 +352,8 @@ class TrackingServo:
         """The latest detection's step, its twist held until the next detection; zero twist without one."""
         coarse = self._coarse.step if self._coarse is not None else None
         if coarse is None or not coarse.ok:
-            return self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings)
+            failed, self._failed = self._failed, None  # one failed measurement per failed detection
+            return self._hold(failed or StepStatus.NOT_LOCKED, timestamp_s, timings)
         self.stats["coarse_cycles"] += 1
         return ServoStep(v_camera=coarse.v_camera, status=StepStatus.OK, correspondences=coarse.correspondences,
                          all_matches=coarse.all_matches, mean_error_px=coarse.mean_error_px, tracking_mode=False,
