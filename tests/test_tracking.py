@@ -57,13 +57,13 @@ def test_a_detection_that_disagrees_replaces_a_drifted_pose():
     servo.T_current_target = motion @ T_drifted_then
     servo._established = True
     servo._history = {1.0: T_drifted_then}
-    servo._use_detection(Detection(1.0, T_true_then, seen, points, 0.25), now_s=1.3)
+    servo._use_detection(Detection(1.0, T_true_then, seen, points, 0.25))
     assert servo.stats["corrections"] == 1
     np.testing.assert_allclose(servo.T_current_target, motion @ T_true_then, atol=1e-9)  # carried forward
 
     servo._history = {2.0: T_true_then}  # tracking agrees with the detection: kept as it is
     servo.T_current_target = motion @ T_true_then
-    servo._use_detection(Detection(2.0, inverse(motion) @ T_true_then, seen, points, 0.25), now_s=2.3)
+    servo._use_detection(Detection(2.0, inverse(motion) @ T_true_then, seen, points, 0.25))
     assert servo.stats["corrections"] == 1 and np.allclose(servo.T_current_target, motion @ T_true_then)
 
 

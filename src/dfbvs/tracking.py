@@ -203,7 +203,8 @@ class TrackingServo:
     # --- state ----------------------------------------------------------------------------------------------
     def reset(self) -> None:
         self.detector.close()
-        self.T_current_target: Optional[np.ndarray] = None  # the tracked (or being acquired) pose
+        self.T_current_target: Optional[np.ndarray] = None  # the tracked (or being acquired) pose ...
+        self._pose_time_s = float("nan")  # ... at the frame taken at this time
         self._established = False  # tracking has held since the pose was acquired
         self._coarse: Optional[Detection] = None  # the detection whose twist drives the coarse phase
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
@@ -252,7 +253,7 @@ class TrackingServo:
                          self.deep.target.points_camera_goal_m[inliers.index_target], time.perf_counter() - t0,
                          step)
 
-    def _use_detection(self, det: Detection, now_s: float) -> None:
+    def _use_detection(self, det: Detection) -> None:
         self.stats["detections"] += 1
         if self._established:
             self._verify(det)
@@ -263,8 +264,9 @@ class TrackingServo:
             self._coarse = None  # the detector did not find the object either: hold still, say so this cycle
             self._failed = det.step.status if det.step is not None else StepStatus.TOO_FEW_MATCHES
             return
-        # acquire: the pose carried forward to now; tracking tries from it, the detection's twist drives meanwhile
-        self.T_current_target = inverse(self.motion(det.timestamp_s, now_s)) @ det.T_current_target
+        # acquire: tracking tries from the detection's pose (carried forward to each frame through the motion
+        # commanded since), the detection's twist drives meanwhile
+        self.T_current_target, self._pose_time_s = det.T_current_target, det.timestamp_s
         self._coarse = det
         if self.stats["acquisitions"] == 0:
             self.stats["acquisitions"] = 1
@@ -283,7 +285,7 @@ class TrackingServo:
         t0 = time.perf_counter()
         det = self.detector.poll(timestamp_s)
         if det is not None:
-            self._use_detection(det, timestamp_s)
+            self._use_detection(det)
         if not self.detector.busy:
             self.detector.submit(image, timestamp_s)
         timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
@@ -301,8 +303,7 @@ class TrackingServo:
         caller falls back to the coarse phase)."""
         assert self.T_current_target is not None
         t1 = time.perf_counter()
-        last = self._commands[-1][0] if self._commands else timestamp_s
-        T_pred = inverse(self.motion(last, timestamp_s)) @ self.T_current_target
+        T_pred = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
         target, cfg = self.target, self.deep.config
         work_rgb = resize_area(np.asarray(image), cfg.working_width_px, cfg.working_height_px)
         candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
@@ -321,7 +322,7 @@ class TrackingServo:
             return None  # the acquisition did not lock: the coarse phase goes on
         typical = np.median(self._recent_counts) if self._recent_counts else 0.0
         if len(tracked) < self.config.min_inlier_fraction * typical:  # part of the object hidden: not sure
-            self.T_current_target = T_pred
+            self.T_current_target, self._pose_time_s = T_pred, timestamp_s
             self.stats["unsure"] += 1
             return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
         self._recent_counts.append(len(tracked))
@@ -331,7 +332,7 @@ class TrackingServo:
                 self.stats["reacquisitions"] += 1
             self._ever_established = True
         self.stats["tracked_cycles"] += 1
-        self.T_current_target = fit.T_current_target
+        self.T_current_target, self._pose_time_s = fit.T_current_target, timestamp_s
         self._history[timestamp_s] = fit.T_current_target
         if len(self._history) > 256:  # detections take well under 256 frames
             self._history.pop(next(iter(self._history)))
