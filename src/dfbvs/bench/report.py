@@ -40,7 +40,7 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
              f"{criteria.rotation_deg} deg.", "", "## Success rates", "",
              "| method | background | episodes | success (paper) | success (GT) | median final mm | median final deg "
              "| median final px | median iterations | median cycle ms | median p95 cycle ms | median time to goal s "
-             "(reached) | median detections | re-acquisitions |", "|---" * 14 + "|"]
+             "(reached) | median detections | re-acquisitions | tracked cycles: median / p95 ms |", "|---" * 15 + "|"]
     groups = defaultdict(list)
     several_backgrounds = len({r["background"] for r in records}) > 1
     for r in records:
@@ -68,7 +68,8 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
                      f"{_fmt(med('iterations'), 0)} | {_fmt(med('median_cycle_ms'), 0)} | "
                      f"{_fmt(med('p95_cycle_ms'), 0)} | {_fmt(med('time_to_goal_s'))} ({len(reached)}) | "
                      f"{_fmt(float(np.median(detections)), 0) if detections else '-'} | "
-                     f"{int(sum(stat('reacquisitions'))) if detections else '-'} |")
+                     f"{int(sum(stat('reacquisitions'))) if detections else '-'} | "
+                     f"{_tracked(ok)} |")
 
     batches = sorted({r["batch"] for r in records}, key=_batch_key)
     if len(batches) > 1:
@@ -103,6 +104,14 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _tracked(records: list) -> str:
+    """Median and p95 (ms) over the episodes' tracked cycles: each episode's own median and p95, medianed."""
+    stats = [r["summary"].get("servo_stats", {}) for r in records]
+    med = [s["tracked_cycle_ms_median"] for s in stats if s.get("tracked_cycle_ms_median") is not None]
+    p95 = [s["tracked_cycle_ms_p95"] for s in stats if s.get("tracked_cycle_ms_p95") is not None]
+    return f"{np.median(med):.1f} / {np.median(p95):.1f}" if med else "-"
 
 
 def _by(records, keys):
