@@ -182,18 +182,20 @@ def _rescaled(correspondences: Correspondences, to: Camera, frm: Camera) -> Corr
                    uv_target_px=to.pixels_from(frm, correspondences.uv_target_px))
 
 
-def refine_and_verify(candidates: Correspondences, image: np.ndarray, working_rgb: np.ndarray,
+def refine_and_verify(candidates: Correspondences, image: np.ndarray, working_rgb: np.ndarray | None,
                       target: PreparedTarget, pnp: PnPConfig,
                       search: RefineConfig | None = None) -> tuple[Correspondences, PnPResult | None]:
     """Sub-pixel refinement of ``candidates`` (working px) on the camera's image (or the working one), then a
     PnP fit on the refined points at ``recheck_threshold_px``: the refined correspondences that agree on one
-    rigid motion (working px) and that fit (its ``T_current_target``); empty and None when nothing refines."""
+    rigid motion (working px) and that fit (its ``T_current_target``); empty and None when nothing refines.
+    ``working_rgb``: the image already resized to the working resolution, if the caller has it."""
     refinement = target.refinement
     if refinement is None or refinement.camera is None:
         raise ConfigError("refinement is off for this target (servo.refine.enabled=false): nothing to refine")
     work, fine = target.camera, refinement.camera
     native = (fine.width_px, fine.height_px) != (work.width_px, work.height_px)
-    fine_image = resize_area(np.asarray(image), fine.width_px, fine.height_px) if native else working_rgb
+    fine_image = working_rgb if not native and working_rgb is not None else \
+        resize_area(np.asarray(image), fine.width_px, fine.height_px)  # a no-op for the camera's own image
     refined = refine_subpixel(_rescaled(candidates, fine, work) if native else candidates, fine_image, refinement,
                               search)
     if len(refined) < 4:

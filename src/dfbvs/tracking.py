@@ -35,7 +35,6 @@ from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, build_c
 from .errors import ConfigError
 from .estimation import PnPConfig
 from .geometry import inverse, se3_exp, transform_points
-from .imaging import resize_area
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
 from .render.target import TargetRender
@@ -307,11 +306,10 @@ class TrackingServo:
         assert self.T_current_target is not None
         t1 = time.perf_counter()
         T_pred = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
-        target, cfg = self.target, self.deep.config
-        work_rgb = resize_area(np.asarray(image), cfg.working_width_px, cfg.working_height_px)
+        target = self.target
         candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
         t2 = time.perf_counter()
-        tracked, fit = refine_and_verify(candidates, image, work_rgb, target, self._pnp, self._search)
+        tracked, fit = refine_and_verify(candidates, image, None, target, self._pnp, self._search)
         t3 = time.perf_counter()
         timings.update(predict_ms=(t2 - t1) * 1e3, track_ms=(t3 - t2) * 1e3)
         if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers:
