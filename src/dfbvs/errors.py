@@ -32,3 +32,7 @@ class CalibrationError(DfbvsError, ValueError):
 
 class WeightsError(DfbvsError, FileNotFoundError):
     """Network weights are missing on disk or do not fit the network."""
+
+
+class RobotError(DfbvsError, RuntimeError):
+    """A robot refused or could not do what was asked (unreachable pose, protective stop, lost connection)."""

@@ -68,6 +68,23 @@ class ProbeReading:
 Probe = Callable[[Optional[np.ndarray]], ProbeReading]  # T_world_camera (or None) -> reading
 
 
+def combine_probes(*probes: Optional[Probe]) -> Probe:
+    """One probe from several (ground truth and a robot's safety, say): every figure of each, and the first
+    end status any of them gives."""
+    active = [p for p in probes if p is not None]
+
+    def probe(T_world_camera: Optional[np.ndarray]) -> ProbeReading:
+        fields: dict[str, float] = {}
+        end_with: Optional[EpisodeStatus] = None
+        for p in active:
+            reading = p(T_world_camera)
+            fields.update(reading.fields)
+            end_with = end_with or reading.end_with
+        return ProbeReading(fields, end_with)
+
+    return probe
+
+
 @dataclass(frozen=True)
 class Cycle:
     """One cycle of a run: the frame, the servo's step, the run status after it, the sink's pose when the
