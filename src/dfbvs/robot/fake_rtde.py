@@ -9,7 +9,9 @@ Time comes from a :class:`SimTime` shared with the rest of a simulation: each ca
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +36,11 @@ class FakeRTDE:
     calls: list[tuple[str, tuple]] = field(default_factory=list)
     digital_out: dict[int, bool] = field(default_factory=dict)
     watchdog_min_hz: float | None = None
+    lock: Any = field(default_factory=threading.RLock, repr=False)  # calls from a watchdog thread too
 
     def sync(self) -> SimulatedUR5e:
-        self.arm.advance_to(self.time.now_s)
+        with self.lock:
+            self.arm.advance_to(self.time.now_s)
         return self.arm
 
     def clients(self) -> tuple[FakeRTDEControl, FakeRTDEReceive, FakeRTDEIO]:
@@ -51,12 +55,14 @@ class FakeRTDEControl:
         self.sim = sim
 
     def speedL(self, xd: list[float], acceleration: float = 0.25, time: float = 0.0) -> bool:
-        self.sim.calls.append(("speedL", (list(xd), acceleration, time)))
-        return self.sim.arm.speed_l(np.asarray(xd), acceleration, self.sim.time.now_s)
+        with self.sim.lock:
+            self.sim.calls.append(("speedL", (list(xd), acceleration, time)))
+            return self.sim.arm.speed_l(np.asarray(xd), acceleration, self.sim.time.now_s)
 
     def speedStop(self, a: float = 10.0) -> bool:
-        self.sim.calls.append(("speedStop", (a,)))
-        return self.sim.arm.speed_stop(a, self.sim.time.now_s)
+        with self.sim.lock:
+            self.sim.calls.append(("speedStop", (a,)))
+            return self.sim.arm.speed_stop(a, self.sim.time.now_s)
 
     def moveL(self, pose: list[float], speed: float = 0.25, acceleration: float = 1.2,
               asynchronous: bool = False) -> bool:

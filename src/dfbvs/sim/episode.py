@@ -23,11 +23,13 @@ from ..recorder import RunRecorder
 from ..render import load_builtin, load_mesh
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
 from ..render.target import TargetRender, render_target
-from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, run_servo_loop
+from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, grasp_from_camera_goal
+from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, combine_probes, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from .free_camera import FreeFlyingCamera
 from .perturbations import Occluder, OcclusionConfig
+from .robot import ArmCamera, ArmRig, RobotConfig, RobotKind, believed_camera, believed_hand_eye, build_arm_rig
 from .timing import RealtimeBody, RealtimeCamera, SimClock, TimingConfig, TimingMode
 
 
@@ -75,6 +77,7 @@ class EpisodeConfig:
     dt_s: float = 0.1  # stepped timing: each twist moves the camera for this long
     timing: TimingConfig = field(default_factory=TimingConfig)  # stepped, or a camera at fps with latency
     occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)  # none unless occlusion.start_s is set
+    robot: RobotConfig = field(default_factory=RobotConfig)  # the free-flying camera, or a simulated UR5e
     goal_tolerance_mm: float = 1.0  # time_to_goal_s: within this and goal_tolerance_deg of the goal for good
     goal_tolerance_deg: float = 0.1
     max_distance_from_goal_m: float = 0.25  # leaving this ball around the goal counts as diverged
@@ -103,6 +106,9 @@ class EpisodeResult:
     p95_cycle_ms: float = float("nan")
     time_to_goal_s: float = float("nan")  # simulated s until within the goal tolerance for good (NaN: never)
     servo_stats: dict = field(default_factory=dict)  # the servo's own counters (detections, re-acquisitions)
+    robot_stats: dict = field(default_factory=dict)  # on an arm: commands sent / scaled by safety, the fault
+    grasp_success: bool | None = None  # robot.grasp: within the grasp tolerance (None: no grasp asked)
+    grasp_error: dict = field(default_factory=dict)  # lateral_mm, axial_mm, rotation_deg, or why no grasp
 
     @property
     def converged(self) -> bool:
@@ -206,13 +212,15 @@ def time_to_goal_s(timestamps_s: list[float], errors: list[tuple[float, float]],
     return t_goal
 
 
-def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder,
-                     T_start: np.ndarray) -> tuple[FrameSource, MotionSink]:
-    """The simulated camera and the body it rides on, for the episode's timing."""
+def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder, T_start: np.ndarray,
+                     rig: ArmRig | None) -> tuple[FrameSource, MotionSink]:
+    """The simulated camera and the body it rides on, for the episode's timing and robot."""
 
     def render(T_world_camera: np.ndarray, t_s: float) -> np.ndarray:
         return render_scene(scene, config.camera, T_world_camera, extra_items=occluder.items(t_s)).rgb
 
+    if rig is not None:
+        return ArmCamera(render, rig, config.dt_s), rig.sink
     if config.timing.mode is TimingMode.STEPPED:
         body = FreeFlyingCamera(T_start, dt_s=config.dt_s)
         return SimulatedCamera(render, body, config.dt_s), body
@@ -226,14 +234,26 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
     networks between episodes with the same servo config."""
     camera = config.camera
+    on_arm = config.robot.kind is RobotKind.UR5E
+    if on_arm and config.timing.mode is not TimingMode.STEPPED:
+        raise ConfigError(f"robot.kind=ur5e runs with timing.mode=stepped, got timing.mode={config.timing.mode.value}")
     mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
     T_object_goal = config.goal.T_object_camera()
-    target_render = render_target(mesh, camera, T_object_goal)
+    T_object_tool_grasp = None
+    if on_arm and config.robot.grasp:  # the user's grasp; the servo's goal derived from it with the believed hand-eye
+        standoff = config.robot.grasp_motion.standoff_m
+        T_object_tool_grasp = grasp_from_camera_goal(T_object_goal, config.robot.T_tool_camera(), standoff)
+        T_object_goal = camera_goal_from_grasp(T_object_tool_grasp, believed_hand_eye(config.robot, config.seed),
+                                               standoff)
+    # the target is rendered with the calibration the servo believes; frames come from the true camera
+    servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
+    target_render = render_target(mesh, servo_camera, T_object_goal)
     servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
     T_start = start_pose(config, camera, T_object_goal)
     occluder = Occluder(config.occlusion, T_object_goal, float(np.max(mesh.extent_m)))
-    source, sink = _source_and_sink(config, scene, occluder, T_start)
+    rig = build_arm_rig(config.robot, T_object_goal, T_start, config.dt_s, config.seed) if on_arm else None
+    source, sink = _source_and_sink(config, scene, occluder, T_start, rig)
     t0_err, r0_err = pose_error(T_object_goal, T_start)
     # pixel figures at the DFBVS working resolution (the paper's 320x240 for a whole-image method)
     work = config.servo if isinstance(config.servo, ServoConfig) else ServoConfig()
@@ -249,17 +269,29 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         if progress is not None:
             progress(cycle)
 
+    truth = goal_probe(T_object_goal, config.max_distance_from_goal_m)
+    probe = truth if rig is None else combine_probes(lambda _believed: truth(rig.T_world_camera_true()),
+                                                     rig.sink.probe)
     try:
-        outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), recorder,
-                                 goal_probe(T_object_goal, config.max_distance_from_goal_m), observe)
+        outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), recorder, probe, observe)
     finally:
         if hasattr(servo, "close"):
             servo.close()
     T_final = T_start
-    if outcome.last:
+    if rig is not None:
+        T_final = rig.T_world_camera_true()
+    elif outcome.last:
         if outcome.last.T_world_camera is None:  # the simulated body always reports its pose
             raise RuntimeError("the simulated camera reported no pose")
         T_final = outcome.last.T_world_camera
+    robot_stats: dict = {}
+    grasp_success: bool | None = None
+    grasp_err: dict = {}
+    if rig is not None:
+        robot_stats = {"commands_sent": rig.sink.commands_sent, "commands_scaled": rig.sink.commands_scaled,
+                       "fault": rig.sink.fault, "joint_speed_scaled_cycles": rig.fake.arm.speed_scaled_cycles}
+        if T_object_tool_grasp is not None:
+            grasp_success, grasp_err = _grasp(rig, config, outcome, T_object_goal, T_object_tool_grasp)
     t_err, r_err = pose_error(T_object_goal, T_final)
     last_step = outcome.last.step if outcome.last else None
     result = EpisodeResult(
@@ -273,8 +305,24 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         * work_camera.width_px / camera.width_px,
         out_dir=str(recorder.out) if recorder is not None else None, p95_cycle_ms=outcome.p95_cycle_ms,
         time_to_goal_s=time_to_goal_s(times, errors, config.goal_tolerance_mm, config.goal_tolerance_deg),
-        servo_stats=servo.summary() if hasattr(servo, "summary") else {})
+        servo_stats=servo.summary() if hasattr(servo, "summary") else {}, robot_stats=robot_stats,
+        grasp_success=grasp_success, grasp_error=grasp_err)
     if recorder is not None:
         name = config.object_name if not config.mesh_path else Path(config.mesh_path).name
         recorder.finish(result.summary(), title=f"{name}: {outcome.status.value} after {outcome.iterations} iterations")
     return result
+
+
+def _grasp(rig: ArmRig, config: EpisodeConfig, outcome, T_object_goal: np.ndarray,
+           T_object_tool_grasp: np.ndarray) -> tuple[bool, dict]:
+    """After a converged run: approach, close, lift on the simulated arm; scored against the true grasp."""
+    if outcome.status is not EpisodeStatus.CONVERGED:
+        return False, {"reason": f"no grasp: the servo ended {outcome.status.value}"}
+    last = outcome.last.step if outcome.last is not None else None
+    motion = config.robot.grasp_motion
+    done = execute_grasp(rig.arm, rig.T_tool_camera_believed, T_object_goal, T_object_tool_grasp, motion,
+                         last.T_current_target if last is not None else None)
+    err = grasp_error(T_object_tool_grasp, rig.T_world_base @ done.T_base_tool_reached, motion)
+    gripper = rig.fake.digital_out.get(motion.gripper_output, False)
+    return bool(err.success and gripper), {"lateral_mm": err.lateral_mm, "axial_mm": err.axial_mm,
+                                           "rotation_deg": err.rotation_deg, "gripper_closed": gripper}
