@@ -333,7 +333,7 @@ def _calibration_from_mapping(data: dict, path: Path) -> CameraCalibration:
     K = _camera_matrix(value, key, path)
     width, height = _image_size(data, path)
     model, dist = _distortion(data, path)
-    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
+    fx, fy, cx, cy, skew = (float(K[i, j]) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2), (0, 1)))
     for name, f in (("fx", fx), ("fy", fy)):
         if not f > 0:
             raise CalibrationError(f"camera matrix '{key}' in {str(path)!r}: {name}={f!r}, a focal length must be "
@@ -347,7 +347,7 @@ def _calibration_from_mapping(data: dict, path: Path) -> CameraCalibration:
     if not (-0.5 <= cx <= width - 0.5 and -0.5 <= cy <= height - 0.5):
         raise CalibrationError(f"camera matrix '{key}' in {str(path)!r}: principal point (cx, cy)=({cx}, {cy}) "
                                f"is outside the {width}x{height} image")
-    camera = Camera(float(fx), float(fy), float(cx), float(cy), width, height, dist[:5])
+    camera = Camera(fx, fy, cx, cy, width, height, dist[:5])
     return CameraCalibration(camera, model, dist, path)
 
 
