@@ -89,6 +89,15 @@ def test_video_replay_is_deterministic_whatever_the_clock(tmp_path):
     assert first == second and first[1] > first[0]
 
 
+def test_stream_frames_are_stamped_by_the_clock(tmp_path):
+    """A URL is a live stream: its frames get ``clock()`` (a file:// URL stands in for rtsp:// here)."""
+    path = write_video(tmp_path / "run.avi", n=3)
+    ticks = iter([7.25, 7.5, 9.0, 11.0])
+    with OpenCVCamera(f"file://{path}", clock=lambda: next(ticks)) as camera:
+        assert not camera.is_file
+        assert [f.timestamp_s for f in read_all(camera)] == [7.25, 7.5, 9.0]
+
+
 def test_video_with_calibration_of_another_size_is_refused(tmp_path):
     camera = OpenCVCamera(write_video(tmp_path / "run.avi"), calibration(size=(320, 240)))
     with pytest.raises(CalibrationError, match="calibration is for 320x240, frames are 160x120"):

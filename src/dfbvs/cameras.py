@@ -93,7 +93,11 @@ class OpenCVCamera(_CalibratedSource):
     ``grab()`` returns the next frame (RGB uint8, undistorted when the calibration has distortion and
     ``undistort``), or None when the file ends or the device stops delivering. Timestamps: ``clock()`` at read
     time for devices and streams; for a video file, the frame's position in the file
-    (``CAP_PROP_POS_MSEC``, or ``index / fps`` where the container gives no usable position).
+    (``CAP_PROP_POS_MSEC``, or ``index / fps`` where the container gives no usable position). A string with
+    ``://`` is a stream (``rtsp://``, ``http://``, even ``file://``), any other string or path a video file.
+
+    A device (index) is asked for a one-frame buffer and, with a calibration, for the calibration's resolution;
+    whether it obeys shows in the first frame, which is checked against the calibration.
     """
 
     def __init__(self, source: Union[int, str, Path], calibration: Optional[CameraCalibration] = None,
@@ -116,6 +120,12 @@ class OpenCVCamera(_CalibratedSource):
         if not self._capture.isOpened():
             self._capture.release()
             raise CameraError(f"{label} could not be opened by cv2.VideoCapture")
+        if isinstance(source, int):
+            # A servo wants the newest frame, not a queue of old ones (ignored by backends without the option).
+            self._capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            if calibration is not None:  # ask for the calibrated resolution; the first frame is still checked
+                self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, calibration.width_px)
+                self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, calibration.height_px)
         fps = float(self._capture.get(cv2.CAP_PROP_FPS))
         self.fps = fps if math.isfinite(fps) and fps > 0 else None
         self._index = 0
