@@ -77,6 +77,13 @@ def test_opencv_xml_with_camelcase_keys_and_image_size(tmp_path):
     assert_intrinsics(load_camera_calibration(path))
 
 
+def test_opencv_json_written_by_filestorage(tmp_path):
+    path = write_opencv(tmp_path / "calib.json", {"image_width": 1280, "image_height": 720, "camera_matrix": K_TEST,
+                                                  "distortion_coefficients": DIST5})
+    assert "opencv-matrix" in path.read_text()
+    assert_intrinsics(load_camera_calibration(path))
+
+
 def test_format_is_detected_by_content_not_extension(tmp_path):
     xml = write_opencv(tmp_path / "a.xml", {"cameraMatrix": K_TEST, "distCoeffs": DIST5,
                                             "image_width": 1280, "image_height": 720})
@@ -457,3 +464,19 @@ def test_rigid_transform_file_errors(tmp_path, name, text, message):
 def test_rigid_transform_missing_file(tmp_path):
     with pytest.raises(CalibrationError, match="hand_eye.json' does not exist"):
         load_rigid_transform(tmp_path / "hand_eye.json")
+
+
+def test_modules_import_only_earlier_stages():
+    """docs/architecture.md: calibration sits right after camera, cameras right after runtime."""
+    import ast
+
+    import dfbvs.calibration
+    import dfbvs.cameras
+
+    allowed = {dfbvs.calibration: {"camera", "errors", "geometry"},
+               dfbvs.cameras: {"calibration", "camera", "errors", "runtime"}}
+    for module, stages in allowed.items():
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+        assert imported <= stages, (module.__name__, imported - stages)

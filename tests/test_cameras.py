@@ -122,6 +122,12 @@ def test_video_is_undistorted_with_a_distorted_calibration(tmp_path):
         assert np.array_equal(camera.grab().rgb, raw[0].rgb)  # type: ignore[union-attr]
 
 
+def test_camera_error_is_an_os_error_of_dfbvs():
+    from dfbvs.errors import DfbvsError
+
+    assert issubclass(CameraError, OSError) and issubclass(CameraError, DfbvsError)
+
+
 def test_opencv_camera_errors_name_what_was_tried(tmp_path):
     with pytest.raises(CameraError, match="video file '.*nothing.avi' does not exist"):
         OpenCVCamera(tmp_path / "nothing.avi")
