@@ -7,6 +7,8 @@ values, ``FileNotFoundError`` for missing weights), so ``except ValueError`` kee
 - :class:`MeshError`: a mesh file that cannot be a CAD model (no faces, unknown unit, unreadable).
 - :class:`CalibrationError`: camera intrinsics or a calibration file that cannot describe a camera.
 - :class:`WeightsError`: network weights missing from disk (never fetched from the network) or unreadable.
+- :class:`CameraError`: a camera, video or image folder that cannot be opened or read (``OSError``).
+- :class:`RobotError`: an arm that refuses or cannot do what was asked (unreachable, protective stop).
 
 Inside the servo loop a bad *frame* (too few matches) is a status of the step, never an exception.
 """
@@ -32,6 +34,10 @@ class CalibrationError(DfbvsError, ValueError):
 
 class WeightsError(DfbvsError, FileNotFoundError):
     """Network weights are missing on disk or do not fit the network."""
+
+
+class CameraError(DfbvsError, OSError):
+    """A camera device, stream, video file or image folder cannot be opened or read."""
 
 
 class RobotError(DfbvsError, RuntimeError):
