@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -180,15 +180,29 @@ class RunRecorder:
 
     ``target_rgb`` is drawn beside each frame; correspondences are in the servo's working pixels
     (``work_camera``) and drawn on frames of ``frame_camera``'s size.
+
+    ``save_frames``: every frame also goes to ``frames/NNNNNN.png`` (lossless) with its timestamp appended to
+    ``frames/timestamps.txt``, so ``dfbvs replay`` can run the servo on them again. ``annotate()`` returns
+    more fields for each cycle's line (a robot sink's last command, say).
     """
 
     def __init__(self, out_dir: Path | str, config: Any, target_rgb: np.ndarray, frame_camera: Camera,
-                 work_camera: Camera, video_stride: int = 2) -> None:
+                 work_camera: Camera, video_stride: int = 2, save_frames: bool = False,
+                 annotate: Callable[[], dict] | None = None) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "config.json", config)
         (self.out / "trajectory.jsonl").unlink(missing_ok=True)
         self._trajectory = JsonlWriter(self.out / "trajectory.jsonl")
+        self._annotate = annotate
+        self._frames_dir: Path | None = None
+        self._timestamps = None
+        if save_frames:
+            self._frames_dir = self.out / "frames"
+            self._frames_dir.mkdir(exist_ok=True)
+            for old in self._frames_dir.glob("*.png"):
+                old.unlink()
+            self._timestamps = open(self._frames_dir / "timestamps.txt", "w", encoding="utf-8")
         self._gif = GifWriter(self.out / "servo.gif", stride=video_stride)
         self._target_rgb = target_rgb
         self._frame_camera, self._work_camera = frame_camera, work_camera
@@ -202,8 +216,14 @@ class RunRecorder:
             "mean_error_px": step.mean_error_px, "n_matches": len(step.all_matches), "n_inliers": step.n_inliers,
             "tracking_mode": step.tracking_mode, "gain": step.gain, "condition_number": step.condition_number,
             **cycle.extras, "T_world_camera": cycle.T_world_camera, "T_current_target": step.T_current_target,
-            "timings_ms": step.timings_ms,
+            "timings_ms": step.timings_ms, **(self._annotate() if self._annotate is not None else {}),
         }))
+        if self._frames_dir is not None and self._timestamps is not None:
+            from PIL import Image
+
+            Image.fromarray(cycle.frame.rgb).save(self._frames_dir / f"{cycle.iteration:06d}.png", compress_level=1)
+            self._timestamps.write(f"{cycle.frame.timestamp_s!r}\n")
+            self._timestamps.flush()
         mm = cycle.extras.get("translation_error_mm")
         caption = (f"it {cycle.iteration}  {step.mean_error_px:.2f}px"
                    + (f"  {mm:.1f}mm" if mm is not None else "") + ("  TRACK" if step.tracking_mode else ""))
@@ -215,6 +235,8 @@ class RunRecorder:
     def close(self) -> None:
         """Close the trajectory (safe to call twice); everything recorded so far is on disk."""
         self._trajectory.close()
+        if self._timestamps is not None:
+            self._timestamps.close()
 
     def finish(self, summary: dict, title: str = "") -> None:
         """Write summary.json, profile.png and servo.gif."""

@@ -22,7 +22,7 @@ def _root() -> None:
 def _register() -> None:
     import importlib
 
-    for module in ("sim_points_cmd", "render_cmd", "match_cmd", "servo_cmd", "bench_cmd"):
+    for module in ("sim_points_cmd", "render_cmd", "match_cmd", "servo_cmd", "bench_cmd", "robot_cmd"):
         try:
             mod = importlib.import_module(f"dfbvs.cli.{module}")
         except ModuleNotFoundError as exc:  # a command group not written yet

@@ -51,7 +51,9 @@ class ArmSink:
         self.last: ArmCommand | None = None
         self.commands_sent = 0
         self.commands_scaled = 0
-        self.watchdog = Watchdog(self.safety.config.watchdog_timeout_s, self._on_watchdog) if watchdog else None
+        # the watchdog runs on the session's clock: wall time on hardware; in a stepped simulation time stands
+        # still while the loop computes, as the simulated arm does
+        self.watchdog = Watchdog(self.safety.config.watchdog_timeout_s, self._on_watchdog, clock) if watchdog else None
 
     def _on_watchdog(self, reason: str) -> None:
         self._halt(reason)

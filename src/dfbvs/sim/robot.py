@@ -141,3 +141,18 @@ class ArmCamera:
         self._count += 1
         self.rig.fake.time.now_s = t
         return Frame(self.render(self.rig.T_world_camera_true(), t), t)
+
+
+def simulated_arm_camera(mesh, camera: Camera, T_world_camera_goal: np.ndarray, T_world_camera_start: np.ndarray,
+                         scene_config, robot: RobotConfig, dt_s: float, seed: int) -> tuple[ArmRig, ArmCamera]:
+    """A simulated UR5e and the camera it carries, rendering the cluttered scene around ``mesh`` (world =
+    object frame): what ``dfbvs servo --robot ur5e-sim`` drives through the hardware code path."""
+    from ..render.scene import build_scene, render_scene
+
+    scene = build_scene(mesh, scene_config, seed=seed)
+    rig = build_arm_rig(robot, T_world_camera_goal, T_world_camera_start, dt_s, seed)
+
+    def render(T_world_camera: np.ndarray, t_s: float) -> np.ndarray:
+        return render_scene(scene, camera, T_world_camera).rgb
+
+    return rig, ArmCamera(render, rig, dt_s)
