@@ -43,6 +43,15 @@ def _run_and_report(config, out: Path) -> None:
         f"{s['initial_rotation_deg']:.1f} deg from the goal, final {s['final_translation_error_mm']:.3f} mm / "
         f"{s['final_rotation_error_deg']:.3f} deg, mean correspondence error {s['final_mean_px_error']:.3f} px "
         f"({s['final_n_inliers']} inliers), median cycle {s['median_cycle_ms']:.0f} ms")
+    if s["robot_stats"]:
+        r = s["robot_stats"]
+        typer.echo(f"arm: {r['commands_sent']} commands sent, {r['commands_scaled']} scaled by the safety layer"
+                   + (f"; stopped: {r['fault']}" if r["fault"] else ""))
+    if s["grasp_success"] is not None:
+        g = s["grasp_error"]
+        typer.echo(f"grasp: {'SUCCESS' if s['grasp_success'] else 'MISS'} " + (
+            f"(lateral {g['lateral_mm']:.2f} mm, axial {g['axial_mm']:.2f} mm, {g['rotation_deg']:.2f} deg)"
+            if "lateral_mm" in g else f"({g.get('reason', '')})"))
     stages = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in s["median_stage_ms"].items() if k != "total_ms")
     typer.echo(f"median stage times (ms): {stages}")
     for name in ("summary.json", "trajectory.jsonl", "config.json", "profile.png", "servo.gif"):
@@ -90,6 +99,10 @@ def register(app: typer.Typer) -> None:
                                                 help="Tracking mode near the goal (paper IV-D)."),
         keypointnet_checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for --features keypointnet."),
         max_iterations: Optional[int] = typer.Option(None, help="Stop after this many cycles (= stop.max_iterations)."),
+        robot: Optional[str] = typer.Option(None, help="free (the ideal free-flying camera, default) or ur5e (a "
+                                            "simulated UR5e over the RTDE code path; = robot.kind)."),
+        grasp: bool = typer.Option(False, "--grasp", help="With --robot ur5e: grasp after converging and score it "
+                                   "(summary.json: grasp_success, grasp_error)."),
         seed: int = typer.Option(0, help="Seed of the scene and the start pose."),
         preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
         set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
@@ -120,7 +133,8 @@ def register(app: typer.Typer) -> None:
         for path, value in (("mesh_unit", mesh_unit), ("start.offset_mm", start_offset_mm),
                             ("start.offset_deg", start_offset_deg), ("servo.features", features),
                             ("servo.features.checkpoint_path", keypointnet_checkpoint),
-                            ("servo.tracking.enabled", tracking), ("stop.max_iterations", max_iterations)):
+                            ("servo.tracking.enabled", tracking), ("stop.max_iterations", max_iterations),
+                            ("robot.kind", robot), ("robot.grasp", "true" if grasp else None)):
             if value is not None:
                 options.append(f"{path}={value}")
         base = replace(EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,
