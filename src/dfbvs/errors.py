@@ -7,6 +7,9 @@ values, ``FileNotFoundError`` for missing weights), so ``except ValueError`` kee
 - :class:`MeshError`: a mesh file that cannot be a CAD model (no faces, unknown unit, unreadable).
 - :class:`CalibrationError`: camera intrinsics or a calibration file that cannot describe a camera.
 - :class:`WeightsError`: network weights missing from disk (never fetched from the network) or unreadable.
+- :class:`OutputPathError`: an output folder that is a file, lies under a file, or cannot be written.
+- :class:`ResultsFileError`: a benchmark results file with a corrupted line, or a results folder that belongs
+  to another protocol or option set.
 
 Inside the servo loop a bad *frame* (too few matches) is a status of the step, never an exception.
 """
@@ -32,3 +35,11 @@ class CalibrationError(DfbvsError, ValueError):
 
 class WeightsError(DfbvsError, FileNotFoundError):
     """Network weights are missing on disk or do not fit the network."""
+
+
+class OutputPathError(DfbvsError, ValueError):
+    """An output path cannot receive the files: it is a file, lies under a file, or is not writable."""
+
+
+class ResultsFileError(DfbvsError, ValueError):
+    """A benchmark results folder cannot take this run: a corrupted line, or another protocol or option set."""
