@@ -35,13 +35,13 @@ def _folder_problem(folder: Path, label: str, must_exist: bool = False) -> str |
         if not folder.is_dir():
             return "is an existing file, not a folder; give a folder path"
         return None if _writable(folder) else "the folder is not writable"
-    if must_exist:
-        return "no such folder"
     ancestor = folder.absolute()
     while not _exists(ancestor, label) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        return f"cannot create this folder: {str(ancestor)!r} is a file"
+        return f"{'no such folder' if must_exist else 'cannot create this folder'}: {str(ancestor)!r} is a file"
+    if must_exist:
+        return "no such folder"
     if not _writable(ancestor):
         return f"cannot create this folder: {str(ancestor)!r} is not writable"
     return None
@@ -75,6 +75,8 @@ def check_output_file(path: Path | str, option: str) -> Path:
             raise OutputPathError(f"{label}: is an existing folder; give a file path")
         if not os.access(p, os.W_OK):
             raise OutputPathError(f"{label}: the file is not writable")
+    if _exists(p.parent, label) and not p.parent.is_dir():
+        raise OutputPathError(f"{label}: cannot be created: {str(p.parent)!r} is a file")
     problem = _folder_problem(p.parent, label)
     if problem:
         raise OutputPathError(f"{label}: its folder {str(p.parent)!r}: {problem}")

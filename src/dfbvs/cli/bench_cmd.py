@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=1)
 
     @bench.command("report")
-    def report(out_dir: Path = typer.Argument(..., callback=existing_out_dir_callback,
+    def report(out_dir: Path = typer.Argument(..., callback=existing_out_dir_callback, metavar="OUT_DIR",
                                               help="A bench run folder (report.md is written into it).")) -> None:
         """Write report.md (and success_vs_distance.png) from a run's results.jsonl."""
         from ..bench.report import write_report
