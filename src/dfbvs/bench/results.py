@@ -124,7 +124,7 @@ def repair_results(path: Path) -> str | None:
         fh.truncate(cut)
     return (f"{str(path)!r}: cut-short last line (a run stopped mid-write): removed its {len(tail)} bytes "
             f"(truncated to the last complete line, {cut} bytes; the cut bytes are kept in {str(partial)!r}); "
-            f"that episode is re-run")
+            f"the job it belonged to is re-run")
 
 
 def latest_records(records: list[dict]) -> dict[str, dict]:

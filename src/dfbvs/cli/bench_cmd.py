@@ -130,8 +130,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {len(failed)} of {len(jobs)} episodes ended with an error (first: {failed[0]['key']}: "
                        f"{failed[0]['error']}); the error text is in the 'error' field of "
                        f"{out / 'results.jsonl'} and in {out / 'report.md'}"
-                       + ("" if retry_errors else "; --no-retry-errors kept them") +
-                       ". Re-run the same command to retry them.", err=True)
+                       + (". Re-run the same command to retry them" if retry_errors
+                          else "; --no-retry-errors kept them: re-run without it to retry them") + ".", err=True)
             raise typer.Exit(code=1)
 
     @bench.command("report")
