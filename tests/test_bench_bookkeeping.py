@@ -84,6 +84,15 @@ def test_other_protocol_into_the_same_folder_is_refused(tmp_path, episodes):
     assert len(lines(out / "results.jsonl")) == 1
 
 
+def test_a_folder_without_results_takes_any_options(tmp_path, episodes):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"protocol": "wide", "seed": 3}))  # a start that ran nothing
+    r = bench(out, "--methods", "dfbvs-orb")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "run.json").read_text())["protocol"] == "tiny"
+
+
 def test_other_set_override_is_refused_but_more_methods_are_accepted(tmp_path, episodes):
     out = tmp_path / "run"
     assert bench(out, "--methods", "dfbvs-orb").exit_code == 0

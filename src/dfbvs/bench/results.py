@@ -142,12 +142,14 @@ def _normalized(options: dict) -> dict:
 def merge_run_options(out_dir: Path, options: dict) -> dict:
     """The ``run.json`` content for a run with ``options`` into ``out_dir``; raises
     :class:`RunOptionsMismatch` naming each differing option (its value in ``run.json`` and now) when the
-    folder belongs to another protocol or option set. ``options["methods"]`` (a list) may differ: the
-    result lists every method the folder has run. Nothing is written."""
+    folder holds results of another protocol or option set (a folder without results takes any options).
+    ``options["methods"]`` (a list) may differ: the result lists every method the folder has run. Nothing is
+    written."""
     new = _normalized(options)
     path = Path(out_dir) / RUN_FILE
-    if not path.exists():
-        return new
+    results = Path(out_dir) / RESULTS_FILE
+    if not path.exists() or not results.exists() or results.stat().st_size == 0:
+        return new  # no results yet: nothing the new options could be mixed with
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
