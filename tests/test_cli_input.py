@@ -219,6 +219,7 @@ def _unwrapped(result) -> str:
 
 def test_help_lists_the_valid_names_from_the_registries():
     from dfbvs.bench.protocols import PROTOCOLS
+    from dfbvs.config import PRESETS
     from dfbvs.estimation import available_rejectors
     from dfbvs.features import available_extractors
     from dfbvs.matching import available_matchers
@@ -226,7 +227,8 @@ def test_help_lists_the_valid_names_from_the_registries():
     from dfbvs.render.mesh import MESH_UNITS_M
 
     wanted = {
-        ("sim",): [*builtin_object_names(), *available_extractors(), ", ".join(MESH_UNITS_M)],
+        ("sim",): [*builtin_object_names(), *available_extractors(), ", ".join(MESH_UNITS_M), *PRESETS],
+        ("config",): [*PRESETS],
         ("render",): [*builtin_object_names(), ", ".join(MESH_UNITS_M)],
         ("match",): [*available_extractors(), *available_matchers(), *available_rejectors()],
         ("bench", "run"): [*PROTOCOLS, *builtin_object_names(), *available_extractors(), ", ".join(MESH_UNITS_M)],

@@ -54,7 +54,13 @@ def _run_and_report(config, out: Path) -> None:
 
 SET_HELP = ("Config override PATH=VALUE, repeatable, applied after the options above, e.g. "
             "--set servo.refine.window_px=15 --set servo.features=disk (see `dfbvs config show`).")
-PRESET_HELP = "Named set of overrides applied first: default, paper, sift, photometric."
+
+
+def preset_help() -> str:
+    """Help of ``--preset``, listing the presets of :data:`dfbvs.config.PRESETS`."""
+    from ..config import PRESETS
+
+    return f"Named set of overrides applied first: {', '.join(PRESETS)}."
 
 
 def configured(base, preset: Optional[str], options: list[str], overrides: Optional[list[str]]):
@@ -73,6 +79,8 @@ def configured(base, preset: Optional[str], options: list[str], overrides: Optio
 def register(app: typer.Typer) -> None:
     from ._options import background_option, extractor_names, mesh_unit_callback, mesh_unit_names, object_help
     from ._paths import out_dir_callback
+
+    presets = preset_help()
 
     @app.command("sim")
     def sim(
@@ -97,7 +105,7 @@ def register(app: typer.Typer) -> None:
         keypointnet_checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for --features keypointnet."),
         max_iterations: Optional[int] = typer.Option(None, help="Stop after this many cycles (= stop.max_iterations)."),
         seed: int = typer.Option(0, help="Seed of the scene and the start pose."),
-        preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+        preset: Optional[str] = typer.Option(None, help=presets),
         set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
         out: Path = typer.Option(..., callback=out_dir_callback, help="Output directory."),
     ) -> None:
@@ -140,7 +148,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(out: Path = typer.Option(Path("runs/demo"), callback=out_dir_callback, help="Output directory."),
-             preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+             preset: Optional[str] = typer.Option(None, help=presets),
              set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP)) -> None:
         """The paper's scenario: a built-in unseen object on a cluttered table, start ~5 cm / ~8 deg away."""
         from ..sim.episode import EpisodeConfig
@@ -148,7 +156,7 @@ def register(app: typer.Typer) -> None:
         _run_and_report(configured(EpisodeConfig(), preset, [], set_), out)
 
     @app.command("config")
-    def config_show(preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+    def config_show(preset: Optional[str] = typer.Option(None, help=presets),
                     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
                     as_json: bool = typer.Option(False, "--json", help="The config as config.json stores it.")) -> None:
         """Every setting of a simulated run (path, type, value): what --set can change."""
