@@ -9,6 +9,9 @@ values, ``FileNotFoundError`` for missing weights), so ``except ValueError`` kee
 - :class:`WeightsError`: network weights missing from disk (never fetched from the network) or unreadable.
 - :class:`CameraError`: a camera, video or image folder that cannot be opened or read (``OSError``).
 - :class:`RobotError`: an arm that refuses or cannot do what was asked (unreachable, protective stop).
+- :class:`OutputPathError`: an output folder that is a file, lies under a file, or cannot be written.
+- :class:`ResultsFileError`: a benchmark results file with a corrupted line, or a results folder that belongs
+  to another protocol or option set.
 
 Inside the servo loop a bad *frame* (too few matches) is a status of the step, never an exception.
 """
@@ -42,3 +45,11 @@ class CameraError(DfbvsError, OSError):
 
 class RobotError(DfbvsError, RuntimeError):
     """A robot refused or could not do what was asked (unreachable pose, protective stop, lost connection)."""
+
+
+class OutputPathError(DfbvsError, ValueError):
+    """An output path cannot receive the files: it is a file, lies under a file, or is not writable."""
+
+
+class ResultsFileError(DfbvsError, ValueError):
+    """A benchmark results folder cannot take this run: a corrupted line, or another protocol or option set."""

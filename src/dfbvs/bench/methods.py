@@ -10,6 +10,7 @@ the syntax of ``--set`` (:func:`method_overrides`), applied on top of the run's 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Sequence
 
 from ..config import PRESETS, apply_overrides
@@ -71,15 +72,52 @@ def parse_method(name: str) -> Method:
     return Method(parts[0], extractor, tuple(flags))
 
 
+#: The one vocabulary of backgrounds of every command (``sim``, ``render``, ``bench run``): name -> meaning.
+#: Besides these names a background can be the path of an image file, stretched over the table.
+BACKGROUNDS: dict[str, str] = {
+    "cluttered": "procedural workbench-mat texture on the table, distractor objects and the sim-to-real gap",
+    "similar": "plain table close to the target render's background, no distractors, the sim-to-real gap",
+    "clean": "no table, no distractors, no gap: exactly the target render",
+}
+#: Old names still accepted (deprecated): ``sim --background procedural`` meant ``cluttered``.
+BACKGROUND_ALIASES: dict[str, str] = {"procedural": "cluttered"}
+
+
+def canonical_background(value: str) -> str:
+    """The canonical name of background ``value`` (an alias becomes its name), or ``value`` itself when it is
+    a readable image file; raises :class:`ConfigError` naming the value and the valid names otherwise."""
+    name = str(value).strip()
+    if name in BACKGROUNDS:
+        return name
+    if name in BACKGROUND_ALIASES:
+        return BACKGROUND_ALIASES[name]
+    path = Path(name).expanduser()
+    valid = f"use one of {', '.join(BACKGROUNDS)} or the path of an image file"
+    if not name or not path.is_file():
+        raise ConfigError(f"background {value!r}: not a background name and no such image file; {valid}")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises several unrelated types for a non-image
+        raise ConfigError(f"background {value!r}: not a readable image ({type(exc).__name__}); {valid}") from None
+    return str(path)
+
+
 def scene_for_background(background: str, seed: int):
-    """Scene of a benchmark background: ``similar`` (plain table close to the target render's clean
-    background, no distractors), ``cluttered`` (procedural texture and distractors) or an image path."""
+    """Scene of a background (see :data:`BACKGROUNDS`): ``cluttered`` (procedural texture and distractors),
+    ``similar`` (plain table close to the target render's clean background, no distractors), ``clean`` (the
+    target render's empty background, no gap), an alias of one of these, or an image path."""
     from ..render.scene import SceneConfig
 
+    background = canonical_background(background)
     if background == "similar":
         return SceneConfig.similar_to_target()
     if background == "cluttered":
         return SceneConfig()
+    if background == "clean":
+        return SceneConfig.clean()
     return replace(SceneConfig(), background=background)
 
 

@@ -29,8 +29,9 @@ GOAL_POSES = (  # (distance m, azimuth deg, elevation deg, roll deg): two goal p
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """One episode of a protocol. ``object`` is a built-in name or a mesh path; ``background`` is
-    ``cluttered``, ``similar`` or an image path; ``T_goal_start`` the start pose in the goal camera frame."""
+    """One episode of a protocol. ``object`` is a built-in name or a mesh path; ``background`` a name of
+    :data:`dfbvs.bench.methods.BACKGROUNDS` (``cluttered``, ``similar``, ``clean``) or an image path;
+    ``T_goal_start`` the start pose in the goal camera frame."""
 
     episode_id: str
     object: str

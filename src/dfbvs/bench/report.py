@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..recorder import read_jsonl
+from .results import RESULTS_FILE, latest_records, read_results
 from .runner import SuccessCriteria, judge
 
 
@@ -27,17 +27,26 @@ def _batch_key(batch: str) -> float:
 
 
 def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = SuccessCriteria()) -> Path:
+    """Write ``out_dir/report.md`` from the last attempt of each job in ``results.jsonl``; raises
+    :class:`~dfbvs.errors.ResultsFileError` on a corrupted line and ``ValueError`` when there is no result."""
     out_dir = Path(out_dir)
-    records = read_jsonl(out_dir / "results.jsonl")
+    attempts = read_results(out_dir / RESULTS_FILE)
+    records = list(latest_records(attempts).values())
     if not records:
-        raise ValueError(f"no results in {out_dir / 'results.jsonl'}")
+        raise ValueError(f"no results in {out_dir / RESULTS_FILE}")
+    n_errors = sum(r.get("error") is not None for r in records)
     for r in records:  # judged here, so a change of criteria needs no re-run
         r.update(judge(r["summary"], r["method"], criteria))
     lines = [f"# Benchmark report{': ' + title if title else ''}", "",
              f"{len(records)} episodes from `{out_dir / 'results.jsonl'}`. Success (paper) = final mean "
              f"correspondence error < {criteria.paper_px} px (photometric: ground-truth reprojection error of the "
              f"object's surface); success (GT) = final camera pose error < {criteria.translation_mm} mm and < "
-             f"{criteria.rotation_deg} deg.", "", "## Success rates", "",
+             f"{criteria.rotation_deg} deg.", ""]
+    if n_errors or len(attempts) > len(records):
+        lines += [f"{n_errors} episodes ended with an error (their `error` field in results.jsonl and the "
+                  f"table below); {len(attempts) - len(records)} earlier attempts of retried episodes are kept "
+                  f"in results.jsonl and not counted.", ""]
+    lines += ["## Success rates", "",
              "| method | background | episodes | success (paper) | success (GT) | median final mm | median final deg "
              "| median final px | median iterations | median cycle ms | median p95 cycle ms | median time to goal s "
              "(reached) | median detections | re-acquisitions | tracked cycles: median / p95 ms |", "|---" * 15 + "|"]

@@ -1,8 +1,10 @@
 """Run (episode, method) jobs in parallel and append one result line per finished job.
 
 ``results.jsonl`` is append-only and flushed line by line, so a killed run keeps everything finished; a
-re-run skips finished jobs (a truncated last line is ignored and that job re-run). Each line stores a hash of
-the job's full episode config: a re-run whose config differs for a finished job is refused.
+re-run skips finished jobs and, by default, retries the ones whose last attempt errored (the new attempt is
+appended; the last line of a key is its result). A cut-short last line is repaired before appending and a
+corrupted line is an error (:mod:`dfbvs.bench.results`). Each line stores a hash of the job's full episode
+config: a re-run whose config differs for a finished job is refused.
 Executors: ``local`` (worker processes) and ``ray`` (a Ray cluster, or a local Ray instance).
 """
 
@@ -12,15 +14,18 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..config import describe
-from ..recorder import JsonlWriter, read_jsonl, to_jsonable
+from ..errors import ResultsFileError
+from ..recorder import JsonlWriter, to_jsonable
 from ..sim.episode import EpisodeConfig
 from .methods import PHOTOMETRIC, episode_config
 from .protocols import EpisodeSpec
+from .results import RESULTS_FILE, latest_records, read_results, repair_results
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,8 @@ class Job:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class ConfigMismatch(RuntimeError):
-    pass
+class ConfigMismatch(ResultsFileError):
+    """A finished job of the results file was run with another episode config than the one asked for now."""
 
 
 def make_jobs(specs: Iterable[EpisodeSpec], methods: list[str], overrides: Sequence[str] = (),
@@ -57,18 +62,23 @@ def make_jobs(specs: Iterable[EpisodeSpec], methods: list[str], overrides: Seque
             for s in specs for m in methods]
 
 
-def pending_jobs(jobs: list[Job], results_path: Path) -> list[Job]:
-    """Jobs without a result line; raises :class:`ConfigMismatch` when a finished job's config changed."""
-    done = {}
-    if results_path.exists():
-        for r in read_jsonl(results_path):
-            done[r["key"]] = r.get("config_hash")
-    mismatched = [j.key for j in jobs if j.key in done and done[j.key] != j.config_hash]
+def pending_jobs(jobs: list[Job], results_path: Path, retry_errors: bool = True) -> list[Job]:
+    """Jobs without a result line, and (``retry_errors``, the default) those whose last attempt errored;
+    raises :class:`ConfigMismatch` when a finished job's config changed and
+    :class:`~dfbvs.errors.ResultsFileError` on a corrupted line."""
+    done = latest_records(read_results(results_path))
+    mismatched = [j.key for j in jobs if j.key in done and done[j.key].get("config_hash") != j.config_hash]
     if mismatched:
         raise ConfigMismatch(
             f"{len(mismatched)} finished episodes in {results_path} were run with a different config "
             f"(first: {mismatched[0]}); use another --out directory or the original options")
-    return [j for j in jobs if j.key not in done]
+    return [j for j in jobs if j.key not in done or (retry_errors and done[j.key].get("error") is not None)]
+
+
+def errored(jobs: list[Job], results_path: Path) -> list[dict]:
+    """The last records of ``jobs`` that hold an error (what a run leaves unfinished)."""
+    done = latest_records(read_results(results_path))
+    return [done[j.key] for j in jobs if j.key in done and done[j.key].get("error") is not None]
 
 
 def judge(summary: dict | None, method: str, criteria: SuccessCriteria = SuccessCriteria()) -> dict:
@@ -124,27 +134,33 @@ ProgressFn = Callable[[int, int, dict], None]
 
 def run_jobs(jobs: list[Job], out_dir: Path, workers: int = 2, executor: str = "local",
              address: str | None = None, criteria: SuccessCriteria = SuccessCriteria(),
-             save_episodes: bool = False, progress: ProgressFn | None = None) -> int:
-    """Run the pending jobs, appending to ``out_dir/results.jsonl``; returns the number run now."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / "results.jsonl"
-    todo = pending_jobs(jobs, results_path)
-    episodes_dir = str(out_dir / "episodes") if save_episodes else None
+             save_episodes: bool = False, progress: ProgressFn | None = None, retry_errors: bool = True,
+             warn: Callable[[str], None] | None = None) -> int:
+    """Run the pending jobs (:func:`pending_jobs`), appending to ``out_dir/results.jsonl``; returns the number
+    run now. A cut-short last line is repaired first and reported through ``warn`` (default:
+    :func:`warnings.warn`)."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor {executor!r}: use local or ray")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    results_path = out_dir / RESULTS_FILE
+    todo = pending_jobs(jobs, results_path, retry_errors)  # refuses before anything is touched
     if not todo:
         return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repaired = repair_results(results_path)
+    if repaired:
+        (warn or warnings.warn)(repaired)
+    episodes_dir = str(out_dir / "episodes") if save_episodes else None
     with JsonlWriter(results_path) as writer:
         if executor == "local":
             _run_local(todo, writer, workers, episodes_dir, criteria, progress)
-        elif executor == "ray":
-            _run_ray(todo, writer, workers, address, episodes_dir, criteria, progress)
         else:
-            raise ValueError(f"unknown executor {executor!r}: use local or ray")
+            _run_ray(todo, writer, workers, address, episodes_dir, criteria, progress)
     return len(todo)
 
 
 def _run_local(todo, writer, workers, episodes_dir, criteria, progress) -> None:
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
         for i, job in enumerate(todo, 1):
             rec = run_job(job, episodes_dir, criteria)

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+RETRY_HELP = ("On a re-run into the same --out, run again the episodes whose last attempt ended with an error "
+              "(default); --no-retry-errors keeps those errors as results. Every attempt stays in results.jsonl.")
+
 
 def register(app: typer.Typer) -> None:
+    from ..bench.methods import FLAGS
+    from ._options import (
+        background_option,
+        extractor_names,
+        mesh_unit_callback,
+        mesh_unit_names,
+        object_help,
+        protocol_names,
+    )
+    from ._paths import existing_out_dir_callback, out_dir_callback
+
     bench = typer.Typer(help="Benchmarks: the paper's experiments in simulation, with baselines.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(bench, name="bench")
 
     @bench.command("run")
     def run(
-        protocol: str = typer.Option(..., help="accuracy18, distance-sweep, wide or tiny."),
-        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>]"
-                                    "[-track|-prevtrack|-notrack|-norefine|-noguide|-coarse], photometric."),
-        objects: Optional[str] = typer.Option(None, help="Comma-separated built-in names (default: all)."),
+        protocol: str = typer.Option(..., help=f"Protocol: {protocol_names()}."),
+        methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>][-<flag>...], "
+                                    "tracking[-<extractor>] or photometric; extractors: "
+                                    f"{extractor_names()}; flags: {', '.join(FLAGS)}."),
+        objects: Optional[str] = typer.Option(None, help=object_help("Comma-separated built-in objects") +
+                                              " Default: all."),
         mesh: Optional[list[Path]] = typer.Option(None, help="User meshes in place of the built-in objects."),
-        background: Optional[list[str]] = typer.Option(None, help="similar, cluttered or image paths."),
+        mesh_unit: Optional[str] = typer.Option(None, callback=mesh_unit_callback,
+                                                help=f"Unit of the --mesh files: {mesh_unit_names()} "
+                                                     "(default: m)."),
+        background: Optional[list[str]] = background_option(None),
         episodes_per_batch: Optional[int] = typer.Option(None, help="distance-sweep / wide: episodes per batch."),
         max_iterations: Optional[int] = typer.Option(None, help="Cycles per episode before timeout "
                                                      "(= --set stop.max_iterations=N; default 300)."),
@@ -30,26 +48,41 @@ def register(app: typer.Typer) -> None:
         executor: str = typer.Option("local", help="local or ray."),
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
         save_episodes: bool = typer.Option(False, help="Also write each episode's trajectory, plot and video."),
+        retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors", help=RETRY_HELP),
         seed: int = typer.Option(0, help="Protocol seed."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Config override PATH=VALUE for every "
                                                  "episode, applied after the method's (see `dfbvs config show`)."),
-        out: Path = typer.Option(..., help="Output directory (re-running resumes)."),
+        out: Path = typer.Option(..., callback=out_dir_callback,
+                                 help="Output folder. It belongs to one protocol and option set (run.json): "
+                                      "re-running with the same options resumes, with others is refused."),
     ) -> None:
-        """Run a protocol for the given methods on identical episodes; resumable."""
+        """Run a protocol for the given methods on identical episodes; resumable.
+
+        Exits with 1 when an episode ended with an error (the error text is in the `error` field of
+        results.jsonl and in report.md), with 2 on bad input or a results folder of another run.
+        """
         from ..bench.protocols import make_protocol
         from ..bench.report import write_report
-        from ..bench.runner import ConfigMismatch, make_jobs, run_jobs
+        from ..bench.results import merge_run_options, write_run_options
+        from ..bench.runner import errored, make_jobs, pending_jobs, run_jobs
+        from ..errors import ResultsFileError
         from ..render import builtin_object_names
+        from ._options import mesh_paths_exist
 
         names = [str(m) for m in mesh] if mesh else (objects.split(",") if objects else builtin_object_names())
-        for m in mesh or []:
-            if not m.is_file():
-                raise typer.BadParameter(f"--mesh {str(m)!r}: no such file")
+        mesh_paths_exist(mesh)
+        if mesh and objects:
+            raise typer.BadParameter("give --objects or --mesh, not both")
+        if mesh_unit is not None and not mesh:
+            raise typer.BadParameter(f"--mesh-unit {mesh_unit!r}: applies to --mesh files only")
         for n in names if not mesh else []:
             if n not in builtin_object_names():
                 raise typer.BadParameter(f"--objects: {n!r} is not built in; built-in: {builtin_object_names()}")
         if executor not in ("local", "ray"):
             raise typer.BadParameter(f"--executor {executor!r}: use local or ray")
+        if workers < 1:
+            raise typer.BadParameter(f"--workers {workers}: must be >= 1")
+        method_names = [m.strip() for m in methods.split(",") if m.strip()]
         options = {}
         if episodes_per_batch is not None:
             key = "episodes_per_batch" if protocol == "distance-sweep" else "episodes_per_object"
@@ -57,16 +90,23 @@ def register(app: typer.Typer) -> None:
         try:
             specs = make_protocol(protocol, names, backgrounds=background, seed=seed, **options)
             overrides = [f"stop.max_iterations={max_iterations}"] if max_iterations is not None else []
+            overrides += [f"mesh_unit={mesh_unit}"] if mesh_unit is not None else []
             overrides += set_ or []
-            jobs = make_jobs(specs, [m.strip() for m in methods.split(",") if m.strip()], overrides,
+            jobs = make_jobs(specs, method_names, overrides,
                              str(keypointnet_checkpoint) if keypointnet_checkpoint else None)
         except (ValueError, TypeError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps({"protocol": protocol, "methods": methods, "objects": names,
-                                                  "backgrounds": background, "seed": seed, "options": options,
-                                                  "max_iterations": max_iterations, "overrides": set_ or []},
-                                                 indent=2) + "\n")
+        run_options = {"protocol": protocol, "methods": method_names, "objects": names, "mesh_unit": mesh_unit,
+                       "backgrounds": background, "seed": seed, "options": options,
+                       "max_iterations": max_iterations, "overrides": set_ or [],
+                       "keypointnet_checkpoint": str(keypointnet_checkpoint) if keypointnet_checkpoint else None}
+        try:  # every refusal happens here, before anything in --out is written
+            accepted = merge_run_options(out, run_options)
+            pending_jobs(jobs, out / "results.jsonl", retry_errors)
+        except ResultsFileError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        write_run_options(out, accepted)
 
         def progress(i, n, rec):
             s = rec["summary"]
@@ -75,19 +115,36 @@ def register(app: typer.Typer) -> None:
                     if s else f"ERROR {rec['error']}")
             typer.echo(f"[{i}/{n}] {rec['key']:40s} {what}", err=True)
 
+        def warn(message: str) -> None:
+            typer.echo(f"warning: {message}", err=True)
+
         try:
             n = run_jobs(jobs, out, workers=workers, executor=executor, address=address,
-                         save_episodes=save_episodes, progress=progress)
-        except ConfigMismatch as exc:
+                         save_episodes=save_episodes, progress=progress, retry_errors=retry_errors, warn=warn)
+        except ResultsFileError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
         typer.echo(f"ran {n} episodes ({len(jobs) - n} already done); report: {write_report(out, protocol)}")
+        failed = errored(jobs, out / "results.jsonl")
+        if failed:
+            typer.echo(f"error: {len(failed)} of {len(jobs)} episodes ended with an error (first: {failed[0]['key']}: "
+                       f"{failed[0]['error']}); the error text is in the 'error' field of "
+                       f"{out / 'results.jsonl'} and in {out / 'report.md'}"
+                       + (". Re-run the same command to retry them" if retry_errors
+                          else "; --no-retry-errors kept them: re-run without it to retry them") + ".", err=True)
+            raise typer.Exit(code=1)
 
     @bench.command("report")
-    def report(out_dir: Path = typer.Argument(..., help="A bench run directory.")) -> None:
+    def report(out_dir: Path = typer.Argument(..., callback=existing_out_dir_callback, metavar="OUT_DIR",
+                                              help="A bench run folder (report.md is written into it).")) -> None:
         """Write report.md (and success_vs_distance.png) from a run's results.jsonl."""
         from ..bench.report import write_report
+        from ..errors import ResultsFileError
 
         if not (out_dir / "results.jsonl").is_file():
             raise typer.BadParameter(f"{str(out_dir)!r} has no results.jsonl")
-        typer.echo(str(write_report(out_dir)))
+        try:
+            typer.echo(str(write_report(out_dir)))
+        except ResultsFileError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None

@@ -63,14 +63,17 @@ def draw_matches(current: np.ndarray, target: np.ndarray, uv_current_px: np.ndar
 
 
 def register(app: typer.Typer) -> None:
+    from ._options import extractor_names, matcher_names, rejector_names
+    from ._paths import out_dir_callback
+
     @app.command("match")
     def match(
         image_a: Path = typer.Argument(..., help="Current image (png/jpg)."),
         image_b: Path = typer.Argument(..., help="Target image (png/jpg), e.g. a render of the CAD model."),
-        out: Path = typer.Option(..., "--out", help="Output directory (created)."),
-        features: str = typer.Option("aliked", help="Feature extractor name."),
-        matcher: str = typer.Option("mnn", help="Matcher name: mnn, ratio, lightglue."),
-        reject: str = typer.Option("fundamental", help="Rejector: none, fundamental, homography, pnp."),
+        out: Path = typer.Option(..., "--out", callback=out_dir_callback, help="Output directory (created)."),
+        features: str = typer.Option("aliked", help=f"Feature extractor: {extractor_names()}."),
+        matcher: str = typer.Option("mnn", help=f"Matcher: {matcher_names()}."),
+        reject: str = typer.Option("fundamental", help=f"Rejector: {rejector_names()}."),
         threshold_px: Optional[float] = typer.Option(None, help="Inlier threshold of the rejector (px)."),
         max_keypoints: int = typer.Option(500, help="Top-K keypoints per image."),
         checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for --features keypointnet."),

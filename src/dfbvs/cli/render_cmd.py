@@ -50,12 +50,17 @@ def _read_pose_matrix(path: Path):
 
 
 def register(app: typer.Typer) -> None:
+    from ._options import background_option, mesh_unit_callback, mesh_unit_names, object_help
+    from ._paths import out_dir_callback
+
     @app.command("render")
     def render(
-        out: Path = typer.Option(..., help="Output folder: rgb.png, depth.npy, mask.png, meta.json."),
-        object_name: Optional[str] = typer.Option(None, "--object", help="A built-in object name."),
+        out: Path = typer.Option(..., callback=out_dir_callback,
+                                 help="Output folder: rgb.png, depth.npy, mask.png, meta.json."),
+        object_name: Optional[str] = typer.Option(None, "--object", help=object_help()),
         mesh: Optional[Path] = typer.Option(None, help="Your CAD mesh (STL, OBJ, PLY, glTF/GLB)."),
-        mesh_unit: str = typer.Option("m", help="Unit of the mesh file: m, cm or mm."),
+        mesh_unit: str = typer.Option("m", callback=mesh_unit_callback,
+                                      help=f"Unit of the mesh file: {mesh_unit_names()}."),
         distance: float = typer.Option(0.30, help="Look-at distance from the object origin (m)."),
         azimuth: float = typer.Option(30.0, help="Look-at azimuth about the object's z axis (deg)."),
         elevation: float = typer.Option(60.0, help="Look-at elevation above the object's xy plane (deg)."),
@@ -64,9 +69,10 @@ def register(app: typer.Typer) -> None:
                                                       "vector in rad); overrides the look-at options."),
         pose_matrix: Optional[Path] = typer.Option(None, help="T_object_camera as a 4x4 matrix in a JSON or "
                                                               "text file; overrides the look-at options."),
-        scene: str = typer.Option("clean", help="clean (object alone: the target) or cluttered (table, "
-                                                "distractors and the sim-to-real gap)."),
-        seed: int = typer.Option(0, help="Seed of the cluttered scene."),
+        background: str = background_option("clean"),
+        scene: Optional[str] = typer.Option(None, hidden=True,
+                                            help="Deprecated: the old name of --background (clean or cluttered)."),
+        seed: int = typer.Option(0, help="Seed of the scene (distractors, texture, sim-to-real gap)."),
         width: int = typer.Option(320, help="Image width (px); intrinsics of the default camera are rescaled."),
         height: int = typer.Option(240, help="Image height (px)."),
     ) -> None:
@@ -85,8 +91,15 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
         if object_name is not None and object_name not in builtin_object_names():
             raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
-        if scene not in ("clean", "cluttered"):
-            raise typer.BadParameter(f"--scene {scene!r}: use clean or cluttered")
+        if scene is not None:  # the deprecated option: same vocabulary, one of the two
+            from ._options import parse_background
+
+            old = parse_background(scene, "--scene")
+            if background != "clean" and background != old:
+                raise typer.BadParameter(f"--scene {scene!r} and --background {background!r}: give only "
+                                         f"--background (--scene is its deprecated old name)")
+            typer.echo(f"note: --scene is deprecated; use --background {old}", err=True)
+            background = old
         if pose is not None and pose_matrix is not None:
             raise typer.BadParameter("give at most one of --pose and --pose-matrix")
         if width <= 0 or height <= 0:
@@ -105,12 +118,14 @@ def register(app: typer.Typer) -> None:
             else:  # excluded by the checks above
                 raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
             camera = Camera.default().rescaled(width, height)
-            if scene == "clean":
+            if background == "clean":
                 target = render_target(the_mesh, camera, T)
             else:
-                from ..render.scene import SceneConfig, build_scene, render_scene
+                from ..bench.methods import scene_for_background
+                from ..render.scene import build_scene, render_scene
 
-                frame = render_scene(build_scene(the_mesh, SceneConfig(), seed=seed), camera, T)
+                config = scene_for_background(background, seed)
+                frame = render_scene(build_scene(the_mesh, config, seed=seed), camera, T)
                 target = TargetRender(frame.rgb, np.where(frame.mask, frame.depth_m, np.nan).astype(np.float32),
                                       frame.mask, camera, T, "moderngl", frame.time_ms)
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -118,8 +133,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2) from None
         target.save(out)
         meta = json.loads((out / "meta.json").read_text())
-        meta.update({"scene": scene, "seed": seed, "object": object_name or str(mesh)})
-        if scene == "cluttered":
+        meta.update({"background": background, "scene": background, "seed": seed, "object": object_name or str(mesh)})
+        if background != "clean":
             meta["depth_unit"] = "m, Z along the optical axis, object pixels only (NaN elsewhere)"
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         typer.echo(f"wrote {out}/rgb.png, depth.npy, mask.png, meta.json ({target.mask.sum()} object pixels, "

@@ -9,7 +9,9 @@ from typing import Optional
 
 import typer
 
-from .servo_cmd import PRESET_HELP, SET_HELP
+from ._options import mesh_unit_callback
+from ._paths import out_dir_callback
+from .servo_cmd import SET_HELP, preset_help
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -31,7 +33,8 @@ def register(app: typer.Typer) -> None:
                                                 "(required with --robot ur)."),
         object_name: Optional[str] = typer.Option(None, "--object", help="Built-in object (simulation)."),
         mesh: Optional[Path] = typer.Option(None, help="The object's CAD mesh (STL, OBJ, PLY, glTF/GLB)."),
-        mesh_unit: str = typer.Option("m", help="Unit of the mesh file: m, cm or mm."),
+        mesh_unit: str = typer.Option("m", help="Unit of the mesh file: m, cm, mm or in.",
+                                      callback=mesh_unit_callback),
         grasp: Optional[Path] = typer.Option(None, help="Grasp pose T_object_tool (4x4 file); the camera goal "
                                              "is derived from it and the hand-eye transform, and the arm grasps "
                                              "after converging."),
@@ -40,11 +43,12 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Run everything but send no motion: no control "
                                      "interface is even opened."),
         record: Optional[Path] = typer.Option(None, help="Record frames, poses, commands and statuses here "
-                                              "(replay with dfbvs replay DIR)."),
-        out: Path = typer.Option(Path("runs/servo"), help="Where the goal preview goes when not recording."),
+                                              "(replay with dfbvs replay DIR).", callback=out_dir_callback),
+        out: Path = typer.Option(Path("runs/servo"), help="Where the goal preview goes when not recording.",
+                                 callback=out_dir_callback),
         yes: bool = typer.Option(False, "--yes", help="Do not ask to confirm the goal preview."),
         seed: int = typer.Option(0, help="Simulation: seed of the scene, the start pose and the error knobs."),
-        preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+        preset: Optional[str] = typer.Option(None, help=preset_help()),
         set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Paths: servo.*, stop.*, "
                                                  "safety.*, grasp.*."),
     ) -> None:

@@ -10,13 +10,14 @@ import typer
 
 
 def _scene(background: str, distractors: Optional[int], seed: int):
+    """The scene of ``--background`` (already canonical, see :mod:`._options`) with ``--distractors``."""
     from ..bench.methods import scene_for_background
+    from ..errors import ConfigError
 
-    if background == "procedural":
-        background = "cluttered"
-    if background not in ("cluttered", "similar") and not Path(background).is_file():
-        raise typer.BadParameter(f"--background {background!r}: not 'procedural', 'similar' or an image file")
-    scene = scene_for_background(background, seed)
+    try:
+        scene = scene_for_background(background, seed)
+    except ConfigError as exc:
+        raise typer.BadParameter(f"--background {str(exc).removeprefix('background ')}") from None
     if distractors is not None:
         if distractors < 0:
             raise typer.BadParameter(f"--distractors {distractors}: must be >= 0")
@@ -62,7 +63,13 @@ def _run_and_report(config, out: Path) -> None:
 
 SET_HELP = ("Config override PATH=VALUE, repeatable, applied after the options above, e.g. "
             "--set servo.refine.window_px=15 --set servo.features=disk (see `dfbvs config show`).")
-PRESET_HELP = "Named set of overrides applied first: default, paper, sift, photometric."
+
+
+def preset_help() -> str:
+    """Help of ``--preset``, listing the presets of :data:`dfbvs.config.PRESETS`."""
+    from ..config import PRESETS
+
+    return f"Named set of overrides applied first: {', '.join(PRESETS)}."
 
 
 def configured(base, preset: Optional[str], options: list[str], overrides: Optional[list[str]]):
@@ -79,20 +86,27 @@ def configured(base, preset: Optional[str], options: list[str], overrides: Optio
 
 
 def register(app: typer.Typer) -> None:
+    from ._options import background_option, extractor_names, mesh_unit_callback, mesh_unit_names, object_help
+    from ._paths import out_dir_callback
+
+    presets = preset_help()
+
     @app.command("sim")
     def sim(
-        object_name: Optional[str] = typer.Option(None, "--object", help="Built-in object name."),
+        object_name: Optional[str] = typer.Option(None, "--object", help=object_help()),
         mesh: Optional[Path] = typer.Option(None, help="Your CAD mesh (STL, OBJ, PLY, glTF/GLB)."),
-        mesh_unit: Optional[str] = typer.Option(None, help="Unit of the mesh file: m (default), cm or mm."),
+        mesh_unit: Optional[str] = typer.Option(None, callback=mesh_unit_callback,
+                                                help=f"Unit of the mesh file: {mesh_unit_names()} (default: m)."),
         goal: Optional[str] = typer.Option(None, help="Goal camera: distance m, azimuth, elevation, roll deg "
                                            "(default: the goal.* settings, 0.22,30,60,0)."),
         start_offset_mm: Optional[float] = typer.Option(None, help="Start translation from the goal (mm; "
                                                         "= start.offset_mm, default 50)."),
         start_offset_deg: Optional[float] = typer.Option(None, help="Start rotation from the goal (deg; "
                                                          "= start.offset_deg, default 8)."),
-        background: str = typer.Option("procedural", help="procedural (cluttered), similar, or an image path."),
+        background: str = background_option("cluttered"),
         distractors: Optional[int] = typer.Option(None, help="Number of distractor objects."),
-        features: Optional[str] = typer.Option(None, help="Feature extractor (= --set servo.features=NAME)."),
+        features: Optional[str] = typer.Option(None, help=f"Feature extractor: {extractor_names()} "
+                                               "(= --set servo.features=NAME)."),
         sensor: str = typer.Option("640x480", help="Simulated sensor size WIDTHxHEIGHT (same ~34 deg lens); "
                                    "features are found at 320x240 and refined at this size."),
         tracking: Optional[bool] = typer.Option(None, "--tracking/--no-tracking",
@@ -104,9 +118,9 @@ def register(app: typer.Typer) -> None:
         grasp: bool = typer.Option(False, "--grasp", help="With --robot ur5e: grasp after converging and score it "
                                    "(summary.json: grasp_success, grasp_error)."),
         seed: int = typer.Option(0, help="Seed of the scene and the start pose."),
-        preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+        preset: Optional[str] = typer.Option(None, help=presets),
         set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-        out: Path = typer.Option(..., help="Output directory."),
+        out: Path = typer.Option(..., callback=out_dir_callback, help="Output directory."),
     ) -> None:
         """Run one simulated DFBVS episode and write its summary, trajectory, plots and video."""
         from ..camera import Camera
@@ -147,8 +161,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2) from None
 
     @app.command("demo")
-    def demo(out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
-             preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+    def demo(out: Path = typer.Option(Path("runs/demo"), callback=out_dir_callback, help="Output directory."),
+             preset: Optional[str] = typer.Option(None, help=presets),
              set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP)) -> None:
         """The paper's scenario: a built-in unseen object on a cluttered table, start ~5 cm / ~8 deg away."""
         from ..sim.episode import EpisodeConfig
@@ -156,7 +170,7 @@ def register(app: typer.Typer) -> None:
         _run_and_report(configured(EpisodeConfig(), preset, [], set_), out)
 
     @app.command("config")
-    def config_show(preset: Optional[str] = typer.Option(None, help=PRESET_HELP),
+    def config_show(preset: Optional[str] = typer.Option(None, help=presets),
                     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
                     as_json: bool = typer.Option(False, "--json", help="The config as config.json stores it.")) -> None:
         """Every setting of a simulated run (path, type, value): what --set can change."""

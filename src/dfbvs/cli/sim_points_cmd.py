@@ -10,13 +10,16 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    from ._paths import out_file_callback
+
     @app.command("sim-points")
     def sim_points(
         law: str = typer.Option("desired", help="Interaction matrix: desired (L*), current (L) or mean."),
         noise_px: float = typer.Option(0.0, help="Std of Gaussian pixel noise on measured features (px)."),
         gain: float = typer.Option(0.5, help="Constant control gain lambda (1/s)."),
         seed: int = typer.Option(0, help="Random seed for the noise."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON to this file."),
+        json_out: Optional[Path] = typer.Option(None, "--json", callback=out_file_callback,
+                                                help="Write the summary as JSON to this file."),
     ) -> None:
         """Run a 4-point IBVS episode (camera 0.5 m above a 10 cm square, start ~10 cm / ~30 deg away)."""
         from ..control import GainConfig, IBVSConfig, InteractionChoice

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import MeshError
 
 #: metres per unit of a mesh file
-MESH_UNITS_M: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+MESH_UNITS_M: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001, "in": 0.0254}
 
 #: light grey / off-white, the colour of a typical 3D print (linear 0..1 RGB)
 DEFAULT_BASE_RGB: tuple[float, float, float] = (0.78, 0.77, 0.74)
@@ -182,7 +182,7 @@ def mesh_from_trimesh(tm, name: str = "mesh", scale: float = 1.0) -> Mesh:
 def load_mesh(path: Path | str, unit: str = "m") -> Mesh:
     """Load a mesh file (STL, OBJ with MTL/texture, PLY, glTF/GLB, anything trimesh reads) in metres.
 
-    ``unit`` is the unit of the file's coordinates: ``m``, ``cm`` or ``mm`` (CAD exports are often mm).
+    ``unit`` is the unit of the file's coordinates: ``m``, ``cm``, ``mm`` or ``in`` (CAD exports are often mm).
     Scenes with several meshes are merged into one, with their transforms applied. Errors name the file:
     missing, unreadable, no triangles, degenerate (zero extent) or non-finite vertices.
     """
