@@ -36,6 +36,11 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                "refine on the working-resolution image (320x240) instead of the camera's own"),
     "realtime": (("timing.mode=realtime",),
                  "a 30 fps camera on a simulated clock, the twist applied after the measured compute time"),
+    "ur5e": (("robot.kind=ur5e", "robot.grasp=true"),
+             "the camera on a simulated UR5e (RTDE code path, safety layer), grasping after convergence"),
+    "ur5eerr": (("robot.kind=ur5e", "robot.grasp=true", "robot.hand_eye_error_mm=2", "robot.hand_eye_error_deg=0.2",
+                 "robot.intrinsics_error_pct=1", "robot.latency_frames=1"),
+                "as -ur5e with a real cell's errors: hand-eye 2 mm / 0.2 deg, intrinsics 1 %, 1 frame latency"),
 }
 TRACKING = "tracking"
 

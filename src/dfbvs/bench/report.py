@@ -92,6 +92,24 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
                 cells.append(f"{np.mean(sel):.0%} ({len(sel)})" if sel else "-")
             lines.append(f"| {m} | {Path(obj).stem} | {bg} | " + " | ".join(cells) + " |")
 
+    grasped = [r for r in records if r["summary"] and r["summary"].get("grasp_success") is not None]
+    if grasped:
+        lines += ["", "## Grasp success on the simulated arm (the paper's Fig. 8 metric)", "",
+                  "Grasp success: after convergence the tool moves to the grasp and ends within the grasp "
+                  "tolerance of the true grasp pose (default 1.5 mm lateral, 5 mm axial, 2 deg); an episode "
+                  "that does not converge is a failed grasp.", "",
+                  "| method | " + " | ".join(batches) + " | all | median lateral mm (grasps made) |",
+                  "|---|" + "---|" * (len(batches) + 2)]
+        for m, rs in sorted(_by(grasped, ("method",)).items()):
+            cells = []
+            for b in [*batches, None]:
+                sel = [bool(r["summary"]["grasp_success"]) for r in rs if b is None or r["batch"] == b]
+                cells.append(f"{np.mean(sel):.0%} ({len(sel)})" if sel else "-")
+            lateral = [r["summary"]["grasp_error"]["lateral_mm"] for r in rs
+                       if "lateral_mm" in r["summary"].get("grasp_error", {})]
+            cells.append(f"{np.median(lateral):.2f} ({len(lateral)})" if lateral else "-")
+            lines.append(f"| {m[0]} | " + " | ".join(cells) + " |")
+
     lines += ["", "## Episodes", "",
               "| episode | method | status | start mm | start deg | final mm | final deg | final px (corr.) "
               "| final px (true) | inliers | iterations | cycle ms | time to goal s |",

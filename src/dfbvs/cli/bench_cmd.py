@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
         save_episodes: bool = typer.Option(False, help="Also write each episode's trajectory, plot and video."),
         retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors", help=RETRY_HELP),
+        robot: Optional[str] = typer.Option(None, help="ur5e: every method on the simulated UR5e, grasping after "
+                                            "convergence (= --set robot.kind=ur5e --set robot.grasp=true); "
+                                            "or compare side by side with the -ur5e / -ur5eerr method flags."),
         seed: int = typer.Option(0, help="Protocol seed."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Config override PATH=VALUE for every "
                                                  "episode, applied after the method's (see `dfbvs config show`)."),
@@ -83,6 +86,10 @@ def register(app: typer.Typer) -> None:
         if workers < 1:
             raise typer.BadParameter(f"--workers {workers}: must be >= 1")
         method_names = [m.strip() for m in methods.split(",") if m.strip()]
+        if robot not in (None, "free", "ur5e"):
+            raise typer.BadParameter(f"--robot {robot!r}: use free or ur5e")
+        if robot == "ur5e":
+            set_ = ["robot.kind=ur5e", "robot.grasp=true", *(set_ or [])]
         options = {}
         if episodes_per_batch is not None:
             key = "episodes_per_batch" if protocol == "distance-sweep" else "episodes_per_object"
