@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e '.[test,bench,robot]'
+	$(PIP) install -q -e '.[test,bench,robot,viz]'
 	@touch $(STAMP)
 
 setup: deb $(STAMP)

@@ -102,3 +102,23 @@ def test_episode_on_ur5e_with_cell_errors_converges_and_grasps(tmp_path):
     assert s["grasp_error"]["gripper_closed"] and s["grasp_error"]["lateral_mm"] < 5
     assert s["grasp_success"] == (s["grasp_error"]["lateral_mm"] <= 1.5 and s["grasp_error"]["axial_mm"] <= 5
                                   and s["grasp_error"]["rotation_deg"] <= 2)
+
+
+def test_live_view_writes_a_rerun_recording(tmp_path):
+    pytest.importorskip("rerun")
+    from dfbvs.liveview import RerunRecorder
+    from dfbvs.matching import Correspondences
+    from dfbvs.runtime import Cycle, Frame
+    from dfbvs.servo import ServoStep, StepStatus
+
+    cam = Camera.default().rescaled(64, 48)
+    live = RerunRecorder(tmp_path / "run.rrd", np.zeros((48, 64, 3), np.uint8), cam, cam.rescaled(32, 24))
+    uv = np.array([[3.0, 4.0], [10.0, 12.0]])
+    corr = Correspondences(uv, uv + 1, np.arange(2), np.arange(2), np.ones(2))
+    for i in range(3):
+        step = ServoStep(np.full(6, 0.01 * i), StepStatus.OK, corr, corr, 1.0, False, {"total_ms": 1.0}, 0.1 * i)
+        live.record(Cycle(i + 1, Frame(np.full((48, 64, 3), 40 * i, np.uint8), 0.1 * i), step,
+                          EpisodeStatus.RUNNING, np.eye(4), {"translation_error_mm": 1.0 / (i + 1)}))
+    live.close()
+    data = (tmp_path / "run.rrd").read_bytes()
+    assert len(data) > 1000 and b"curves/mean_error_px" in data and b"world/trajectory" in data

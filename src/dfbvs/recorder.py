@@ -244,3 +244,18 @@ class RunRecorder:
         write_json(self.out / "summary.json", summary)
         plot_profile(read_jsonl(self.out / "trajectory.jsonl"), self.out / "profile.png", title=title)
         self._gif.close()
+
+
+class RecorderGroup:
+    """Several recorders as one (the run's files and a live view): each gets every cycle; all are closed."""
+
+    def __init__(self, *recorders: Any) -> None:
+        self.recorders = [r for r in recorders if r is not None]
+
+    def record(self, cycle: Cycle) -> None:
+        for r in self.recorders:
+            r.record(cycle)
+
+    def close(self) -> None:
+        for r in self.recorders:
+            r.close()

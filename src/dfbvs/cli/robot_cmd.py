@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/servo"), help="Where the goal preview goes when not recording.",
                                  callback=out_dir_callback),
         yes: bool = typer.Option(False, "--yes", help="Do not ask to confirm the goal preview."),
+        live_view: Optional[str] = typer.Option(None, help="Log the run to rerun: a .rrd file, or spawn "
+                                                "(a viewer; needs a display). Off by default."),
         seed: int = typer.Option(0, help="Simulation: seed of the scene, the start pose and the error knobs."),
         preset: Optional[str] = typer.Option(None, help=preset_help()),
         set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " Paths: servo.*, stop.*, "
@@ -164,7 +166,7 @@ def register(app: typer.Typer) -> None:
             record_meta = {"preset": preset, "overrides": overrides, "robot": robot}
             result = run_session(config, source, arm, T_tool_camera, target, T_object_tool_grasp=T_object_tool_grasp,
                                  dry_run=dry_run, record_dir=record, record_meta=record_meta,
-                                 T_world_base=T_world_base, clock=clock)
+                                 T_world_base=T_world_base, clock=clock, live_view=live_view)
         except DfbvsError as exc:
             raise _fail(str(exc)) from None
         except KeyboardInterrupt as exc:

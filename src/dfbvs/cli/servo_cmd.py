@@ -25,7 +25,7 @@ def _scene(background: str, distractors: Optional[int], seed: int):
     return scene
 
 
-def _run_and_report(config, out: Path) -> None:
+def _run_and_report(config, out: Path, live_view: Optional[str] = None) -> None:
     from rich.console import Console
 
     from ..sim.episode import run_episode
@@ -37,7 +37,7 @@ def _run_and_report(config, out: Path) -> None:
             status.update(f"it {cycle.iteration:3d}  {step.status.value:16s} inliers {step.n_inliers:3d}  "
                           f"error {step.mean_error_px:7.2f} px  pose {e['translation_error_mm']:6.2f} mm "
                           f"{e['rotation_error_deg']:5.2f} deg  {'tracking' if step.tracking_mode else ''}")
-        result = run_episode(config, out_dir=out, progress=progress)
+        result = run_episode(config, out_dir=out, progress=progress, live_view=live_view)
     s = result.summary()
     typer.echo(
         f"{s['status'].upper()} after {s['iterations']} iterations: start {s['initial_translation_mm']:.1f} mm / "
@@ -115,6 +115,8 @@ def register(app: typer.Typer) -> None:
         max_iterations: Optional[int] = typer.Option(None, help="Stop after this many cycles (= stop.max_iterations)."),
         robot: Optional[str] = typer.Option(None, help="free (the ideal free-flying camera, default) or ur5e (a "
                                             "simulated UR5e over the RTDE code path; = robot.kind)."),
+        live_view: Optional[str] = typer.Option(None, help="Log the run to rerun: a .rrd file, or spawn (a viewer; "
+                                                "needs a display). Off by default."),
         grasp: bool = typer.Option(False, "--grasp", help="With --robot ur5e: grasp after converging and score it "
                                    "(summary.json: grasp_success, grasp_error)."),
         seed: int = typer.Option(0, help="Seed of the scene and the start pose."),
@@ -155,7 +157,7 @@ def register(app: typer.Typer) -> None:
                        scene=_scene(background, distractors, seed), seed=seed, camera=camera)
         config = configured(base, preset, options, set_)
         try:
-            _run_and_report(config, out)
+            _run_and_report(config, out, live_view)
         except (ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None

@@ -13,8 +13,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..config import apply_overrides, apply_preset, describe
+from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
-from ..recorder import RunRecorder, write_json
+from ..recorder import RecorderGroup, RunRecorder, write_json
 from ..render.target import TargetRender
 from ..runtime import Cycle, FrameSource, Probe, combine_probes, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
@@ -81,24 +82,27 @@ def run_session(config: SessionConfig, source: FrameSource, arm: URArm, T_tool_c
                 record_dir: Optional[Path] = None, record_meta: Optional[dict] = None,
                 T_world_base: Optional[np.ndarray] = None, clock: Callable[[], float] = time.monotonic,
                 probe: Optional[Probe] = None, progress: Optional[Callable[[Cycle], None]] = None,
-                servo=None) -> SessionResult:
+                servo=None, live_view: Optional[str] = None) -> SessionResult:
     """Servo the arm to ``target`` from the frames of ``source``; then, when converged and a grasp is given,
     grasp (never in a dry run). With ``record_dir``: the config, every cycle with its frame and the arm's
-    command, the target and ``session.json`` (``record_meta``: what replay needs to rebuild the servo)."""
+    command, the target and ``session.json`` (``record_meta``: what replay needs to rebuild the servo).
+    ``live_view``: also log to rerun (a ``.rrd`` path, or ``spawn``)."""
     servo = servo if servo is not None else build_servo(config.servo, target)
     sink = ArmSink(arm, T_tool_camera, config.safety, T_world_base=T_world_base, dry_run=dry_run, clock=clock)
+    work = config.servo if isinstance(config.servo, ServoConfig) else ServoConfig()
     recorder = None
     if record_dir is not None:
-        work = config.servo if isinstance(config.servo, ServoConfig) else ServoConfig()
         recorder = RunRecorder(record_dir, describe(config), target.rgb, target.camera,
                                target.camera.rescaled(work.working_width_px, work.working_height_px),
                                save_frames=True, annotate=lambda: _arm_fields(sink))
         target.save(Path(record_dir) / "target")
         write_json(Path(record_dir) / "session.json", {**(record_meta or {}), "dry_run": dry_run,
                                                          "T_tool_camera": T_tool_camera})
+    live = None if live_view is None else RerunRecorder(
+        live_view, target.rgb, target.camera, target.camera.rescaled(work.working_width_px, work.working_height_px))
     try:
         with stop_on_signals(sink.stop):
-            outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), recorder,
+            outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), RecorderGroup(recorder, live),
                                      combine_probes(sink.probe, probe), progress)
     finally:
         if hasattr(servo, "close"):

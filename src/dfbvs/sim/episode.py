@@ -18,8 +18,9 @@ from ..camera import Camera
 from ..config import describe
 from ..errors import ConfigError
 from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
+from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
-from ..recorder import RunRecorder
+from ..recorder import RecorderGroup, RunRecorder
 from ..render import load_builtin, load_mesh
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
 from ..render.target import TargetRender, render_target
@@ -229,10 +230,12 @@ def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder, T_
 
 
 def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
-                progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None) -> EpisodeResult:
+                progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None,
+                live_view: str | None = None) -> EpisodeResult:
     """Run one episode; with ``out_dir``, write summary.json, trajectory.jsonl (appended as cycles finish),
     config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
-    networks between episodes with the same servo config."""
+    networks between episodes with the same servo config. ``live_view``: also log every cycle to rerun (a
+    ``.rrd`` path, or ``spawn``), see :mod:`dfbvs.liveview`."""
     camera = config.camera
     on_arm = config.robot.kind is RobotKind.UR5E
     if on_arm and config.timing.mode is not TimingMode.STEPPED:
@@ -273,7 +276,9 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     probe = truth if rig is None else combine_probes(lambda _believed: truth(rig.T_world_camera_true()),
                                                      rig.sink.probe)
     try:
-        outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), recorder, probe, observe)
+        live = None if live_view is None else RerunRecorder(live_view, target_render.rgb, camera, work_camera)
+        loop_recorder = recorder if live is None else RecorderGroup(recorder, live)
+        outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), loop_recorder, probe, observe)
     finally:
         if hasattr(servo, "close"):
             servo.close()
