@@ -116,3 +116,33 @@ def test_four_point_ibvs_with_noise(law):
     r = run_point_episode(cfg)
     assert r.converged and r.final_mean_px_error < 1.0
     assert r.pixel_error_history[0] > 50  # it really started far away
+
+
+def test_hybrid_law_decays_every_direction_at_the_commanded_rate():
+    """Near the goal the hybrid law follows the PnP pose: the weakly observable pair of the image (rotation
+    about x with translation along y) decays at the commanded rate, as every other direction; far from the
+    goal it is IBVS."""
+    from dfbvs.control import CONTROL_LAWS, ControlInput, HybridConfig, HybridLaw, IBVSLaw
+    from dfbvs.geometry import integrate_body_twist, inverse, make_pose, se3_log, so3_exp, transform_points
+
+    rng = np.random.default_rng(5)
+    P_goal = np.column_stack([rng.uniform(-0.05, 0.05, 40), rng.uniform(-0.04, 0.04, 40), rng.uniform(0.3, 0.36, 40)])
+    xy_star = P_goal[:, :2] / P_goal[:, 2:]
+    law = CONTROL_LAWS.build(HybridConfig())
+    assert isinstance(law, HybridLaw)
+    T_goal_current = make_pose(so3_exp(np.deg2rad([0.3, 0.0, 0.0])), [0.0, 1.5e-3, 0.0])  # the weak pair
+    dt, gain = 0.1, HybridConfig().pbvs_gain_1_s
+    norms = []
+    for _ in range(20):
+        T_current_target = inverse(T_goal_current)
+        P = transform_points(T_current_target, P_goal)
+        out = law(ControlInput(P[:, :2] / P[:, 2:], xy_star, P_goal[:, 2], P_goal, T_current_target))
+        T_goal_current = integrate_body_twist(T_goal_current, out.v_camera, dt)
+        norms.append(np.linalg.norm(se3_log(T_goal_current)))
+    rates = np.array(norms[1:]) / np.array(norms[:-1])
+    np.testing.assert_allclose(rates, 1 - gain * dt, atol=1e-9)
+    # far from the goal (error above the switch) it is exactly IBVS
+    T_far = make_pose(so3_exp(np.deg2rad([3.0, 2.0, 1.0])), [0.02, -0.01, 0.03])
+    P = transform_points(inverse(T_far), P_goal)
+    inputs = ControlInput(P[:, :2] / P[:, 2:], xy_star, P_goal[:, 2], P_goal, inverse(T_far))
+    np.testing.assert_array_equal(law(inputs).v_camera, IBVSLaw(HybridConfig().ibvs)(inputs).v_camera)

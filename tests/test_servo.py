@@ -101,10 +101,31 @@ def test_excessive_gain_ends_diverged(tmp_path):
     assert r.final_translation_error_mm > r.initial_translation_mm
 
 
-def _Step(err: float, status: StepStatus = StepStatus.OK) -> ServoStep:
+def _Step(err: float, status: StepStatus = StepStatus.OK, T_current_target=None) -> ServoStep:
     return ServoStep(v_camera=np.ones(6) if status is StepStatus.OK else np.zeros(6), status=status,
                      correspondences=Correspondences.empty(), all_matches=Correspondences.empty(),
-                     mean_error_px=err, tracking_mode=False, timings_ms={})
+                     mean_error_px=err, tracking_mode=False, timings_ms={}, T_current_target=T_current_target)
+
+
+def test_small_image_error_with_pose_still_off_is_not_converged():
+    """Issue 14's case: 0.13 px of image error while the measured pose is 1.55 mm / 0.27 deg from the goal
+    (the weakly observable pair) must not end the run; the pose within tolerance does; so does a run that has
+    settled below the image threshold for converged_settled_cycles."""
+    from dfbvs.geometry import make_pose, so3_exp
+
+    off = make_pose(so3_exp(np.deg2rad([0.27, 0.0, 0.0])), [0.0, 1.55e-3, 0.0])
+    near = make_pose(so3_exp(np.deg2rad([0.02, 0.0, 0.0])), [0.0, 0.1e-3, 0.0])
+    m = StopMonitor(StopConfig(), goal_distance_m=0.33)
+    assert {m.update(_Step(0.13, T_current_target=off)) for _ in range(39)} == {EpisodeStatus.RUNNING}
+    m = StopMonitor(StopConfig(), goal_distance_m=0.33)
+    out = [m.update(_Step(0.13, T_current_target=near)) for _ in range(5)]
+    assert out[-1] is EpisodeStatus.CONVERGED and m.converged_by == "pose"
+    m = StopMonitor(StopConfig(converged_settled_cycles=40), goal_distance_m=0.33)
+    out = [m.update(_Step(0.13, T_current_target=off)) for _ in range(40)]
+    assert out[-2] is EpisodeStatus.RUNNING and out[-1] is EpisodeStatus.CONVERGED and m.converged_by == "settled"
+    # the tolerance scales with the goal distance: 1.55 mm is within 0.15 % of 1.5 m (rotation small enough)
+    m = StopMonitor(StopConfig(converged_pose_rotation_deg=0.5), goal_distance_m=1.5)
+    assert [m.update(_Step(0.13, T_current_target=off)) for _ in range(5)][-1] is EpisodeStatus.CONVERGED
 
 
 def test_stop_monitor_rules():

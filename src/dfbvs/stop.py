@@ -1,7 +1,13 @@
 """Stop rules: when a servo run ends, decided from the stream of :class:`~dfbvs.servo.ServoStep` results.
 
-Converged: the mean correspondence error stayed below ``converged_px`` (or the twist below the twist
-bounds) for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cycles (a cycle that
+Converged: for ``converged_cycles`` cycles the mean correspondence error stayed below ``converged_px`` *and*
+the pose the servo measured (``T_current_target`` from PnP, when the step has one) was within
+``converged_pose_translation_ratio`` of the goal distance and ``converged_pose_rotation_deg`` of the goal:
+a small image error alone does not mean the pose is there (the image is weakly sensitive to rotation about
+the camera's x with translation along its y). A run whose image error stays below ``converged_px`` for
+``converged_settled_cycles`` cycles has settled at what its measurements can tell and also ends converged
+(:attr:`StopMonitor.converged_by` says which rule ended it). Alternatively the twist below the twist bounds
+for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cycles (a cycle that
 is only waiting for a first measurement, status ``not_locked``, counts for neither). Diverged: the
 mean error over the last ``diverged_cycles`` usable cycles is beyond the bound (losing the object while
 diverging is DIVERGED, not LOST). Timeout: ``max_iterations`` cycles.
@@ -39,6 +45,11 @@ class StopConfig:
     converged_cycles: int = 5  # ... held for this many consecutive cycles
     converged_twist_m_s: float = 0.0  # alternatively |v_lin| below this (0 disables) ...
     converged_twist_rad_s: float = 0.0  # ... and |w| below this, for converged_cycles cycles
+    # the measured pose (PnP) within this fraction of the goal distance (0.0015: 0.33 mm at 0.22 m) and this
+    # angle, together with converged_px (0 disables the pose condition)
+    converged_pose_translation_ratio: float = 0.0015
+    converged_pose_rotation_deg: float = 0.05
+    converged_settled_cycles: int = 40  # below converged_px this long: settled (0 disables)
     lost_cycles: int = 10  # consecutive cycles with no usable inliers
     # diverged: the mean error averaged over the last diverged_cycles usable cycles is above diverged_factor
     # times the best error seen before those cycles (the first error while there is none) and above
@@ -57,8 +68,13 @@ class StopMonitor:
     Losing the object while the recent errors are past the divergence bound counts as DIVERGED (the loop
     drove the object out of view), not LOST."""
 
-    def __init__(self, config: StopConfig = StopConfig()):
+    def __init__(self, config: StopConfig = StopConfig(), goal_distance_m: float = 0.22):
+        """``goal_distance_m``: the goal camera's distance to the object (the target's median depth), which
+        scales the pose tolerance."""
         self.config = config
+        self.goal_distance_m = float(goal_distance_m) if np.isfinite(goal_distance_m) and goal_distance_m > 0 else 0.22
+        self.converged_by: str | None = None  # "pose", "settled" or "twist" once converged
+        self._settled = 0
         self.iterations = 0
         self._recent_errors_px: deque[float] = deque(maxlen=config.diverged_cycles)
         self._reference_px = np.inf  # best error before the window (the first error until one leaves it)
@@ -81,12 +97,18 @@ class StopMonitor:
             self._lost = 0
             err = step.mean_error_px  # NaN for methods without correspondences (photometric)
             self.best_error_px = min(self.best_error_px, err) if np.isfinite(err) else self.best_error_px
-            self._below = self._below + 1 if err < c.converged_px else 0
+            within_px = bool(err < c.converged_px)
+            self._below = self._below + 1 if within_px and self._pose_within(step) else 0
+            self._settled = self._settled + 1 if within_px else 0
             slow = (c.converged_twist_m_s > 0 and np.linalg.norm(step.v_camera[:3]) < c.converged_twist_m_s
                     and np.linalg.norm(step.v_camera[3:]) < c.converged_twist_rad_s)
             self._slow = self._slow + 1 if slow else 0
-            if self._below >= c.converged_cycles or self._slow >= c.converged_cycles:
-                return EpisodeStatus.CONVERGED
+            for rule, count, needed in (("pose", self._below, c.converged_cycles),
+                                        ("settled", self._settled, c.converged_settled_cycles),
+                                        ("twist", self._slow, c.converged_cycles)):
+                if needed > 0 and count >= needed:
+                    self.converged_by = rule
+                    return EpisodeStatus.CONVERGED
             if np.isfinite(err):
                 window = self._recent_errors_px
                 if not np.isfinite(self._reference_px) and not window:
@@ -99,6 +121,17 @@ class StopMonitor:
         if self.iterations >= c.max_iterations:
             return EpisodeStatus.TIMEOUT
         return EpisodeStatus.RUNNING
+
+    def _pose_within(self, step: ServoStep) -> bool:
+        """The measured pose is within the tolerance (True when the step has no pose or the rule is off)."""
+        c = self.config
+        T = step.T_current_target
+        if T is None or c.converged_pose_translation_ratio <= 0:
+            return True
+        T = np.asarray(T, dtype=np.float64)
+        cos_angle = np.clip((np.trace(T[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+        return bool(np.linalg.norm(T[:3, 3]) < c.converged_pose_translation_ratio * self.goal_distance_m
+                    and np.degrees(np.arccos(cos_angle)) < c.converged_pose_rotation_deg)
 
     def _diverging(self) -> bool:
         """The recent mean error is beyond the bound (``diverged_factor`` x the reference error and

@@ -102,7 +102,8 @@ def run_session(config: SessionConfig, source: FrameSource, arm: URArm, T_tool_c
         live_view, target.rgb, target.camera, target.camera.rescaled(work.working_width_px, work.working_height_px))
     try:
         with stop_on_signals(sink.stop):
-            outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), RecorderGroup(recorder, live),
+            monitor = StopMonitor(config.stop, goal_distance_m=float(np.nanmedian(target.depth_m)))
+            outcome = run_servo_loop(source, servo, sink, monitor, RecorderGroup(recorder, live),
                                      combine_probes(sink.probe, probe), progress)
     finally:
         if hasattr(servo, "close"):

@@ -110,6 +110,7 @@ class EpisodeResult:
     robot_stats: dict = field(default_factory=dict)  # on an arm: commands sent / scaled by safety, the fault
     grasp_success: bool | None = None  # robot.grasp: within the grasp tolerance (None: no grasp asked)
     grasp_error: dict = field(default_factory=dict)  # lateral_mm, axial_mm, rotation_deg, or why no grasp
+    converged_by: str | None = None  # the stop rule that ended a converged run: pose, settled or twist
 
     @property
     def converged(self) -> bool:
@@ -278,7 +279,8 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     try:
         live = None if live_view is None else RerunRecorder(live_view, target_render.rgb, camera, work_camera)
         loop_recorder = recorder if live is None else RecorderGroup(recorder, live)
-        outcome = run_servo_loop(source, servo, sink, StopMonitor(config.stop), loop_recorder, probe, observe)
+        monitor = StopMonitor(config.stop, goal_distance_m=float(np.nanmedian(target_render.depth_m)))
+        outcome = run_servo_loop(source, servo, sink, monitor, loop_recorder, probe, observe)
     finally:
         if hasattr(servo, "close"):
             servo.close()
@@ -311,7 +313,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         out_dir=str(recorder.out) if recorder is not None else None, p95_cycle_ms=outcome.p95_cycle_ms,
         time_to_goal_s=time_to_goal_s(times, errors, config.goal_tolerance_mm, config.goal_tolerance_deg),
         servo_stats=servo.summary() if hasattr(servo, "summary") else {}, robot_stats=robot_stats,
-        grasp_success=grasp_success, grasp_error=grasp_err)
+        grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by)
     if recorder is not None:
         name = config.object_name if not config.mesh_path else Path(config.mesh_path).name
         recorder.finish(result.summary(), title=f"{name}: {outcome.status.value} after {outcome.iterations} iterations")
