@@ -150,6 +150,8 @@ def episode_config(spec: EpisodeSpec, method: str, overrides: Sequence[str] = ()
     return replace(
         config, object_name=spec.object if not obj_is_path else "custom",
         mesh_path=spec.object if obj_is_path else None,
-        goal=GoalConfig(*spec.goal), start=StartConfig(T_goal_start=spec.T_goal_start),
+        # a user mesh is framed (its centre, at the distance that fits its size); built-ins keep the protocol's
+        goal=GoalConfig(None if obj_is_path else spec.goal[0], *spec.goal[1:]),
+        start=StartConfig(T_goal_start=spec.T_goal_start),
         scene=scene_for_background(spec.background, spec.seed), seed=spec.seed,
     )

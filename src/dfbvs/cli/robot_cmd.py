@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
             else:  # simulation: the default look-at goal, and the grasp it stands for
                 from ..sim.episode import GoalConfig
 
-                T_goal = GoalConfig().T_object_camera()
+                T_goal = GoalConfig(distance_m=None if mesh is not None else 0.22).T_object_camera(obj, cam)
                 T_object_tool_grasp = grasp_from_camera_goal(T_goal, T_tool_camera, config.grasp.standoff_m)
             target = render_target(obj, cam, T_goal)
         except DfbvsError as exc:
@@ -142,10 +142,10 @@ def register(app: typer.Typer) -> None:
 
         try:
             if simulated:
-                from ..sim.episode import EpisodeConfig, start_pose
+                from ..sim.episode import EpisodeConfig, GoalConfig, start_pose
 
                 episode = EpisodeConfig(seed=seed, camera=cam)
-                T_start = start_pose(episode, cam, T_goal)
+                T_start = start_pose(episode, cam, T_goal, GoalConfig().spec().look_at_point_m(obj))
                 rig, sim_source = simulated_arm_camera(obj, cam, T_goal, T_start, episode.scene, robot_cfg,
                                                        episode.dt_s, seed)
                 source = sim_source

@@ -134,6 +134,8 @@ def register(app: typer.Typer) -> None:
         if object_name is not None and object_name not in builtin_object_names():
             raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
         options = []  # each option of this command is an override of the episode config
+        if goal is None and mesh is not None:  # a user mesh: look at its centre from where it fits the image
+            options.append("goal.distance_m=none")
         if goal is not None:
             values = goal.split(",")
             if len(values) != 4:

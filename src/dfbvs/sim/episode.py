@@ -18,10 +18,12 @@ from ..camera import Camera
 from ..config import describe
 from ..errors import ConfigError
 from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
+from ..goal import CenterKind, GoalSpec
 from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
 from ..recorder import RecorderGroup, RunRecorder
 from ..render import load_builtin, load_mesh
+from ..render.mesh import Mesh
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
 from ..render.target import TargetRender, render_target
 from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, grasp_from_camera_goal
@@ -36,15 +38,30 @@ from .timing import RealtimeBody, RealtimeCamera, SimClock, TimingConfig, Timing
 
 @dataclass(frozen=True)
 class GoalConfig:
-    """Goal camera pose in the object frame, as look-at parameters around the object's origin."""
+    """Goal camera pose in the object frame: look-at angles around the object's centre (``center``: bbox,
+    centroid or origin; see :mod:`dfbvs.goal`) from ``distance_m``, or, with ``distance_m=none``, from the
+    distance at which the object's bounding sphere spans ``fill_ratio`` of the image's shorter side (what a
+    user mesh gets by default: any size, any origin). The built-in objects are modelled about their centre."""
 
-    distance_m: float = 0.22
+    distance_m: float | None = 0.22
     azimuth_deg: float = 30.0
     elevation_deg: float = 60.0
     roll_deg: float = 0.0
+    fill_ratio: float = 0.9
+    center: CenterKind = CenterKind.BBOX
 
-    def T_object_camera(self) -> np.ndarray:
-        return look_at_spherical(self.distance_m, self.azimuth_deg, self.elevation_deg, self.roll_deg)
+    def spec(self) -> GoalSpec:
+        return GoalSpec(self.azimuth_deg, self.elevation_deg, self.roll_deg, self.distance_m, self.fill_ratio,
+                        self.center)
+
+    def T_object_camera(self, mesh: Mesh | None = None, camera: Camera | None = None) -> np.ndarray:
+        """The goal pose; without a mesh, around the object frame's origin at ``distance_m`` (which must be
+        set)."""
+        if mesh is None:
+            if self.distance_m is None:
+                raise ConfigError("goal.distance_m=none frames the object: the goal needs the mesh")
+            return look_at_spherical(self.distance_m, self.azimuth_deg, self.elevation_deg, self.roll_deg)
+        return self.spec().T_object_camera(mesh, camera if camera is not None else Camera.default())
 
 
 @dataclass(frozen=True)
@@ -123,8 +140,10 @@ class EpisodeResult:
         return d
 
 
-def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray) -> np.ndarray:
-    """``T_object_camera`` at the start of the episode (see :class:`StartConfig`)."""
+def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray,
+               center_m: np.ndarray | None = None) -> np.ndarray:
+    """``T_object_camera`` at the start of the episode (see :class:`StartConfig`); ``center_m``: the object's
+    centre (object frame), which must stay in view (default: the origin)."""
     s = config.start
     if s.T_goal_start is not None:
         T = np.asarray(s.T_goal_start, dtype=np.float64)
@@ -138,7 +157,8 @@ def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray)
         T_goal_start = make_pose(so3_exp(a / np.linalg.norm(a) * np.deg2rad(s.offset_deg)),
                                  d / np.linalg.norm(d) * s.offset_mm * 1e-3)
         T = T_object_goal @ T_goal_start
-        centre_camera = (inverse(T) @ np.array([0.0, 0.0, 0.0, 1.0]))[:3]
+        centre = np.zeros(3) if center_m is None else np.asarray(center_m, dtype=np.float64)
+        centre_camera = transform_points(inverse(T), centre[None])[0]
         if centre_camera[2] > 0 and camera.in_image(camera.project(centre_camera), s.margin_px)[0]:
             return T
     raise ConfigError(f"no start pose {s.offset_mm} mm / {s.offset_deg} deg from the goal keeps the object in view")
@@ -242,7 +262,8 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     if on_arm and config.timing.mode is not TimingMode.STEPPED:
         raise ConfigError(f"robot.kind=ur5e runs with timing.mode=stepped, got timing.mode={config.timing.mode.value}")
     mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
-    T_object_goal = config.goal.T_object_camera()
+    T_object_goal = config.goal.T_object_camera(mesh, camera)
+    center_m = config.goal.spec().look_at_point_m(mesh)
     T_object_tool_grasp = None
     if on_arm and config.robot.grasp:  # the user's grasp; the servo's goal derived from it with the believed hand-eye
         standoff = config.robot.grasp_motion.standoff_m
@@ -254,7 +275,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     target_render = render_target(mesh, servo_camera, T_object_goal)
     servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
-    T_start = start_pose(config, camera, T_object_goal)
+    T_start = start_pose(config, camera, T_object_goal, center_m)
     occluder = Occluder(config.occlusion, T_object_goal, float(np.max(mesh.extent_m)))
     rig = build_arm_rig(config.robot, T_object_goal, T_start, config.dt_s, config.seed) if on_arm else None
     source, sink = _source_and_sink(config, scene, occluder, T_start, rig)

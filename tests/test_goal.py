@@ -1,0 +1,71 @@
+"""Goals that fit the object: its centre, the framing distance for any size and any origin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from dfbvs.camera import Camera
+from dfbvs.errors import ConfigError
+from dfbvs.goal import CenterKind, GoalSpec, bounding_radius_m, check_framing, framing_distance_m, object_center_m
+from dfbvs.render.mesh import Mesh
+from dfbvs.render.target import render_target
+
+
+def _box(extent_m, offset_m=(0.0, 0.0, 0.0)) -> Mesh:
+    tm = trimesh.creation.box(extents=extent_m)
+    tm.apply_translation(offset_m)
+    return Mesh(np.asarray(tm.vertices), np.asarray(tm.faces), name="box")
+
+
+@pytest.mark.parametrize("extent_m, offset_m", [
+    ((0.08, 0.05, 0.03), (0.3, 0.0, 0.0)),  # a part whose origin is 0.3 m away (an assembly's origin)
+    ((0.01, 0.008, 0.006), (0.0, 0.0, 0.0)),  # a 1 cm connector
+    ((0.40, 0.25, 0.10), (0.0, -0.1, 0.05)),  # a 40 cm bracket, origin off-centre
+])
+def test_default_goal_frames_any_size_and_origin(extent_m, offset_m):
+    mesh = _box(extent_m, offset_m)
+    camera = Camera.default().rescaled(640, 480)
+    np.testing.assert_allclose(object_center_m(mesh), offset_m, atol=1e-12)
+    spec = GoalSpec(fill_ratio=0.9)
+    render = render_target(mesh, camera, spec.T_object_camera(mesh, camera))
+    assert render.mask.any()
+    rows, cols = np.nonzero(render.mask)
+    # the whole object is in the image, not touching the border, and it fills a good part of it
+    assert rows.min() > 0 and cols.min() > 0 and rows.max() < 479 and cols.max() < 639
+    span = max(rows.max() - rows.min(), cols.max() - cols.min())
+    assert 0.3 * 480 < span < 0.9 * 640
+    report = check_framing(render.mask, render.depth_m)
+    assert not report.warnings, report.warnings
+    # the old goal (origin, fixed 0.22 m) misses the 0.3 m offset part entirely
+    if offset_m[0] == 0.3:
+        old = GoalSpec(distance_m=0.22, center=CenterKind.ORIGIN).T_object_camera(mesh, camera)
+        old_render = render_target(mesh, camera, old)
+        assert check_framing(old_render.mask, old_render.depth_m).warnings
+
+
+def test_framing_distance_scales_with_size_and_centroid_differs_from_bbox():
+    camera = Camera.default()
+    assert framing_distance_m(0.2, camera, 0.5) == pytest.approx(2 * framing_distance_m(0.1, camera, 0.5))
+    with pytest.raises(ConfigError, match="fill_ratio"):
+        GoalSpec(fill_ratio=1.5)
+    # an L-shaped part: its surface centroid lies off its bounding-box centre
+    a, b = _box((0.1, 0.01, 0.01), (0.05, 0, 0)), _box((0.01, 0.1, 0.01), (0, 0.05, 0))
+    L = Mesh(np.vstack([a.vertices_m, b.vertices_m]), np.vstack([a.faces, b.faces + len(a.vertices_m)]))
+    c_bbox, c_area = object_center_m(L, "bbox"), object_center_m(L, "centroid")
+    assert np.linalg.norm(c_bbox - c_area) > 0.01
+    assert bounding_radius_m(L, c_bbox) < bounding_radius_m(L, np.zeros(3))
+
+
+def test_check_framing_warns_on_empty_small_and_featureless_views():
+    mask = np.zeros((48, 64), bool)
+    depth = np.full((48, 64), np.nan)
+    assert "not in view" in check_framing(mask, depth).warnings[0]
+    mask[20:22, 30:32] = True
+    depth[mask] = 0.3
+    assert "covers only" in check_framing(mask, depth).warnings[0]
+    mask[5:45, 5:60] = True
+    depth[mask] = 0.3
+    r = check_framing(mask, depth, keypoints_px=np.array([[10.0, 10.0], [1.0, 1.0]]))
+    assert r.keypoints_on_object == 1 and any("keypoints" in w for w in r.warnings)
