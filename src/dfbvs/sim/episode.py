@@ -22,7 +22,7 @@ from ..photometric import PhotometricConfig
 from ..recorder import RunRecorder
 from ..render import load_builtin, load_mesh
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
-from ..render.target import TargetRender, render_target
+from ..render.target import TargetCheckConfig, TargetRender, check_target_render, render_target
 from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
@@ -229,6 +229,10 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
     T_object_goal = config.goal.T_object_camera()
     target_render = render_target(mesh, camera, T_object_goal)
+    # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
+    check = getattr(config.servo, "target_check", None) or getattr(
+        getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
+    check_target_render(target_render, mesh, check)
     servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
     T_start = start_pose(config, camera, T_object_goal)
