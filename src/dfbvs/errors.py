@@ -49,3 +49,8 @@ class TargetError(DfbvsError, ValueError):
     """A target render cannot serve as a servo target: the object is not (or hardly) in view, fills the whole
     image, lies outside the working depth range, or shows too few keypoints. The message says why and what to
     try (mesh unit, goal distance, mesh origin)."""
+
+
+class PoseError(DfbvsError, ValueError):
+    """A pose that is not a finite rigid 4x4 transform (wrong shape, NaN, a scaled or reflected rotation, a last
+    row other than 0 0 0 1)."""

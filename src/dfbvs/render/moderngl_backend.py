@@ -29,7 +29,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..errors import ConfigError
-from ..geometry import inverse
+from ..geometry import as_rigid_pose, inverse
 from .backend import MAX_LIGHTS, DrawItem, Lighting, RenderOutput
 from .gl import clip_from_camera_cv
 from .mesh import Mesh
@@ -327,9 +327,7 @@ class ModernGLRenderer:
         supersample = int(supersample)
         self.check_size(camera.width_px, camera.height_px, supersample)
         t0 = time.perf_counter()
-        T_world_camera = np.asarray(T_world_camera, dtype=np.float64)
-        if T_world_camera.shape != (4, 4) or not np.all(np.isfinite(T_world_camera)):
-            raise ValueError(f"T_world_camera must be a finite 4x4 matrix, got {T_world_camera!r}")
+        T_world_camera = as_rigid_pose(T_world_camera, "T_world_camera")
         clip_from_cv = clip_from_camera_cv(camera, self.near_m, self.far_m)
         T_camera_world = inverse(T_world_camera)
         W, H = camera.width_px, camera.height_px

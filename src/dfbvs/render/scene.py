@@ -20,7 +20,7 @@ from typing import Sequence, cast
 import numpy as np
 
 from ..camera import Camera
-from ..geometry import make_pose, so3_exp
+from ..geometry import as_rigid_pose, make_pose, so3_exp
 from .backend import DrawItem, Lighting, Material, RenderOutput, get_renderer
 from .mesh import Mesh
 from .target import TARGET_BACKGROUND_RGB, TARGET_SUPERSAMPLE
@@ -366,7 +366,7 @@ def render_scene(scene: Scene, camera: Camera, T_object_camera: np.ndarray,
 
     Depth and ids are exact (no sensor effect touches them); the fingertips appear in them too.
     """
-    T = np.asarray(T_object_camera, dtype=np.float64)
+    T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     items = list(scene.items) + list(extra_items)
     if scene.fingertips is not None:
         items += _fingertip_items(scene, camera, T)

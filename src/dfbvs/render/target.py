@@ -15,6 +15,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..errors import ConfigError, TargetError
+from ..geometry import as_rigid_pose
 from .backend import DrawItem, Lighting, Material, get_renderer
 from .mesh import Mesh
 
@@ -190,9 +191,7 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
     Lights are fixed in the object frame (the default :class:`Lighting`: a key light from above and a side
     fill), so a scene rendered with the same lighting shows the object exactly as the target does.
     """
-    T = np.asarray(T_object_camera, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise ValueError(f"T_object_camera must be a finite 4x4 matrix, got {T_object_camera!r}")
+    T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
     max_side = getattr(backend, "max_side_px", None)
     if isinstance(max_side, int) and supersample > 1:  # a large target: supersample less rather than fail

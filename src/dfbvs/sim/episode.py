@@ -17,7 +17,7 @@ import numpy as np
 from ..camera import Camera
 from ..config import describe
 from ..errors import ConfigError
-from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
+from ..geometry import as_rigid_pose, inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
 from ..photometric import PhotometricConfig
 from ..recorder import RunRecorder
 from ..render import load_builtin, load_mesh
@@ -119,10 +119,7 @@ def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray)
     """``T_object_camera`` at the start of the episode (see :class:`StartConfig`)."""
     s = config.start
     if s.T_goal_start is not None:
-        T = np.asarray(s.T_goal_start, dtype=np.float64)
-        if T.shape != (4, 4):
-            raise ConfigError(f"start.T_goal_start must be 4x4, got shape {T.shape}")
-        return T_object_goal @ T
+        return T_object_goal @ as_rigid_pose(s.T_goal_start, "start.T_goal_start")
     rng = np.random.default_rng([config.seed, 7919])
     for _ in range(1000):
         d = rng.normal(size=3)
