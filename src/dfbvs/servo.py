@@ -156,6 +156,12 @@ class ServoConfig:
         for name, registry in (("features", EXTRACTORS), ("matcher", MATCHERS), ("rejection", REJECTORS),
                                ("control", CONTROL_LAWS)):
             registry.name_of(getattr(self, name))  # a ConfigError naming the type when nothing builds it
+        for limit in ("max_linear_m_s", "max_angular_rad_s"):  # a law allowed past the bound: every fast twist refused
+            law_limit = getattr(self.control, limit, None)
+            if isinstance(law_limit, (int, float)) and law_limit > getattr(self.lock, limit):
+                raise ConfigError(f"control.{limit}={law_limit} exceeds lock.{limit}={getattr(self.lock, limit)}: "
+                                  f"twists beyond the lock's bound are refused as implausible; raise lock.{limit} "
+                                  f"as well")
         interaction = getattr(self.control, "interaction", InteractionChoice.DESIRED)
         if interaction is not InteractionChoice.DESIRED and not isinstance(self.rejection, PnPConfig):
             raise ConfigError(f"control interaction {interaction.value!r} needs the current depths from the PnP "
