@@ -276,4 +276,5 @@ def test_fuzz_target_renders():
     for name, (depth, mask) in cases.items():
         with pytest.raises(TargetError):
             check_target_render(TargetRender(rgb, depth, mask, cam, np.eye(4)))
+            pytest.fail(f"{name}: accepted")
     check_target_render(TargetRender(rgb, np.where(disk, 0.2, np.nan).astype(np.float32), disk, cam, np.eye(4)))
