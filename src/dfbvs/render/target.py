@@ -91,8 +91,8 @@ class TargetCheckConfig:
     """Floors a target must pass before anything is servoed on it (:func:`check_target_render`, and the
     keypoint count in :func:`dfbvs.target.prepare_target`).
 
-    - ``min_object_fraction``: the object must cover at least this fraction of the image (1 %: a 1 cm part at
-      the default 0.22 m goal covers ~0.5 %; the built-in parts cover 19-35 %).
+    - ``min_object_fraction``: the object must cover at least this fraction of the image (1 %: a 1 cm cube at
+      the default 0.22 m goal covers 0.88 %; the built-in parts cover 19-35 %).
     - ``max_object_fraction``: at most this fraction (a camera inside the object, e.g. a millimetre file read as
       metres, sees the object in every pixel).
     - ``min_depth_m`` / ``max_depth_m``: the median depth of the object's pixels must lie in this range.
