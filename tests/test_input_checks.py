@@ -335,3 +335,17 @@ def test_poses_that_are_not_rigid_are_pose_errors():
         with pytest.raises(PoseError):
             render_target(load_builtin("bracket"), Camera.default(), bad)
     assert issubclass(PoseError, DfbvsError) and issubclass(PoseError, ValueError)
+
+
+def test_a_law_faster_than_the_lock_bound_is_refused_when_the_servo_is_built():
+    from dfbvs.config import apply_overrides
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.servo import DFBVSServo, ServoConfig
+    from dfbvs.sim.episode import GoalConfig
+
+    render = render_target(load_builtin("bracket"), Camera.default(), GoalConfig().T_object_camera())
+    fast = apply_overrides(ServoConfig(), ["features=orb", "control.max_linear_m_s=2.0"])  # any order of overrides
+    with pytest.raises(ConfigError, match="lock.max_linear_m_s"):
+        DFBVSServo.from_render(render, fast)
+    DFBVSServo.from_render(render, apply_overrides(fast, ["lock.max_linear_m_s=2.0"]))

@@ -117,6 +117,17 @@ def implausible_pose(T_current_target: np.ndarray | None, points_target_m: np.nd
     return ""
 
 
+def check_law_within_lock(control: object, lock: LockConfig, control_path: str = "control",
+                          lock_path: str = "lock") -> None:
+    """A :class:`~dfbvs.errors.ConfigError` when a law's own speed limits exceed the lock's bounds (every fast
+    twist would then be refused as implausible): checked when a servo is built, once every override is applied."""
+    for limit in ("max_linear_m_s", "max_angular_rad_s"):
+        law_limit, bound = getattr(control, limit, None), getattr(lock, limit)
+        if isinstance(law_limit, (int, float)) and law_limit > bound:
+            raise ConfigError(f"{control_path}.{limit}={law_limit} exceeds {lock_path}.{limit}={bound}: twists "
+                              f"beyond the lock's bound are refused as implausible; raise {lock_path}.{limit} too")
+
+
 def implausible_twist(v_camera: np.ndarray, config: LockConfig) -> str:
     """Why a law's twist (6,) is not credible (not finite, or beyond the lock's bounds), or "" when it is."""
     v = np.asarray(v_camera, dtype=np.float64)
@@ -156,12 +167,6 @@ class ServoConfig:
         for name, registry in (("features", EXTRACTORS), ("matcher", MATCHERS), ("rejection", REJECTORS),
                                ("control", CONTROL_LAWS)):
             registry.name_of(getattr(self, name))  # a ConfigError naming the type when nothing builds it
-        for limit in ("max_linear_m_s", "max_angular_rad_s"):  # a law allowed past the bound: every fast twist refused
-            law_limit = getattr(self.control, limit, None)
-            if isinstance(law_limit, (int, float)) and law_limit > getattr(self.lock, limit):
-                raise ConfigError(f"control.{limit}={law_limit} exceeds lock.{limit}={getattr(self.lock, limit)}: "
-                                  f"twists beyond the lock's bound are refused as implausible; raise lock.{limit} "
-                                  f"as well")
         interaction = getattr(self.control, "interaction", InteractionChoice.DESIRED)
         if interaction is not InteractionChoice.DESIRED and not isinstance(self.rejection, PnPConfig):
             raise ConfigError(f"control interaction {interaction.value!r} needs the current depths from the PnP "
@@ -218,6 +223,7 @@ class DFBVSServo:
     """
 
     def __init__(self, target: PreparedTarget, config: ServoConfig, extractor: Extractor, matcher=None):
+        check_law_within_lock(config.control, config.lock)
         self.config = config
         self.extractor = extractor
         self.matcher = matcher or build_matcher(config.matcher)

@@ -45,6 +45,7 @@ from .servo import (
     ServoConfig,
     ServoStep,
     StepStatus,
+    check_law_within_lock,
     implausible_pose,
     implausible_twist,
 )
@@ -103,12 +104,6 @@ class TrackerConfig:
         if not self.verify_px > 0:
             raise ConfigError(f"verify_px={self.verify_px!r}: must be > 0")
         CONTROL_LAWS.name_of(self.control)
-        for limit in ("max_linear_m_s", "max_angular_rad_s"):  # as ServoConfig: the law within the lock's bound
-            law_limit = getattr(self.control, limit, None)
-            bound = getattr(self.detection.lock, limit)
-            if isinstance(law_limit, (int, float)) and law_limit > bound:
-                raise ConfigError(f"control.{limit}={law_limit} exceeds detection.lock.{limit}={bound}: tracked "
-                                  f"twists beyond it are refused as implausible; raise detection.lock.{limit} too")
 
 
 @dataclass(frozen=True)
@@ -205,6 +200,7 @@ class TrackingServo:
     def __init__(self, config: TrackerConfig, render: TargetRender) -> None:
         import torch
 
+        check_law_within_lock(config.control, config.detection.lock, "control", "detection.lock")
         self.config = config
         torch.set_num_threads(max(1, config.detector_threads))  # the per-frame path keeps the other core
         self.deep = DFBVSServo.from_render(render, config.detection)
