@@ -349,3 +349,23 @@ def test_a_law_faster_than_the_lock_bound_is_refused_when_the_servo_is_built():
     with pytest.raises(ConfigError, match="lock.max_linear_m_s"):
         DFBVSServo.from_render(render, fast)
     DFBVSServo.from_render(render, apply_overrides(fast, ["lock.max_linear_m_s=2.0"]))
+
+
+def test_a_working_resolution_of_another_aspect_names_the_setting():
+    from dfbvs.target import working_camera
+
+    with pytest.raises(ConfigError, match="working_width_px / working_height_px.*e.g. 320x180"):
+        working_camera(Camera(900.0, 900.0, 639.5, 359.5, 1280, 720), 320, 240)  # a 16:9 camera, 4:3 working size
+
+
+def test_sim_cli_with_a_wrong_mesh_unit_says_why(tmp_path):
+    from typer.testing import CliRunner
+
+    from dfbvs.cli import _register, app
+    from dfbvs.render.objects import load_builtin
+
+    _register()
+    path = tmp_path / "bracket_mm.stl"
+    load_builtin("bracket").to_trimesh().apply_scale(1000.0).export(path)
+    result = CliRunner().invoke(app, ["sim", "--mesh", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "mesh-unit mm" in result.output and "LOST" not in result.output

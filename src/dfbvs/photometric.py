@@ -81,7 +81,9 @@ class PhotometricServo:
         self.config = config
         self.render_camera = render.camera
         w, h = config.working_width_px, config.working_height_px
-        self.camera = render.camera.rescaled(w, h)
+        from .target import working_camera
+
+        self.camera = working_camera(render.camera, w, h)
         self.I_star = _grey_float(render.rgb, w, h, config.blur_sigma_px)
         Z = resize_nearest(render.depth_m, w, h).astype(np.float64)
         valid = np.isfinite(Z) & (Z > 0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import Camera
-from .errors import TargetError
+from .errors import CalibrationError, ConfigError, TargetError
 from .estimation import target_points_m
 from .features import Extractor, Features
 from .imaging import resize_area, resize_nearest
@@ -39,6 +39,21 @@ class PreparedTarget:
     refinement: RefinementTarget | None = None
 
 
+def working_camera(camera: Camera, working_width_px: int, working_height_px: int) -> Camera:
+    """``camera`` at the servo's working resolution; a :class:`~dfbvs.errors.ConfigError` when that resolution
+    has another aspect ratio (it would be another camera, with non-square pixels), saying which setting to
+    change."""
+    try:
+        return camera.rescaled(working_width_px, working_height_px)
+    except CalibrationError:
+        w = working_width_px
+        h = max(1, round(w * camera.height_px / camera.width_px))
+        raise ConfigError(f"working resolution {working_width_px}x{working_height_px} (aspect "
+                          f"{working_width_px / working_height_px:.2f}) does not fit the {camera.width_px}x"
+                          f"{camera.height_px} camera (aspect {camera.width_px / camera.height_px:.2f}): set "
+                          f"working_width_px / working_height_px to the camera's aspect, e.g. {w}x{h}") from None
+
+
 def prepare_target(render: TargetRender, extractor: Extractor, working_width_px: int, working_height_px: int,
                    refine: RefineConfig = RefineConfig(),
                    check: TargetCheckConfig = TargetCheckConfig()) -> PreparedTarget:
@@ -48,7 +63,7 @@ def prepare_target(render: TargetRender, extractor: Extractor, working_width_px:
     the image, depth in range), then the keypoints on the object: fewer than ``check.min_target_features`` is a
     :class:`~dfbvs.errors.TargetError` saying what to try, never a target a servo could not lock on."""
     check_target_render(render, None, check)
-    camera = render.camera.rescaled(working_width_px, working_height_px)
+    camera = working_camera(render.camera, working_width_px, working_height_px)
     rgb = resize_area(render.rgb, camera.width_px, camera.height_px)
     feats = extractor(rgb)
     n_detected = len(feats)
