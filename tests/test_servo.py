@@ -95,6 +95,7 @@ def test_object_out_of_view_ends_lost(tmp_path):
 def test_excessive_gain_ends_diverged(tmp_path):
     config = quick(EpisodeConfig(start=StartConfig(offset_mm=20.0, offset_deg=3.0)), "servo.features=orb",
                    "servo.control.gain.gain_at_zero=25", "servo.control.gain.gain_at_infinity=25",
+                   "servo.lock.max_linear_m_s=2.0", "servo.lock.max_angular_rad_s=6.0",  # the bound before any clamp
                    "servo.control.max_linear_m_s=2.0", "servo.control.max_angular_rad_s=6.0")
     r = run_episode(config, out_dir=tmp_path)
     assert r.status is EpisodeStatus.DIVERGED, r.summary()

@@ -14,6 +14,16 @@ import numpy as np
 
 from .errors import CalibrationError
 
+#: two image sizes are the same camera model at two resolutions when their aspect ratios (width / height)
+#: differ by less than this fraction (1 %: 4000x3000 -> 320x240 is exact, 1280x720 -> 320x240 is refused)
+ASPECT_TOLERANCE = 0.01
+
+
+def aspect_mismatch(width_a_px: int, height_a_px: int, width_b_px: int, height_b_px: int) -> float:
+    """Relative difference of the aspect ratios (width / height) of two image sizes (0 = the same shape)."""
+    a, b = width_a_px / height_a_px, width_b_px / height_b_px
+    return abs(a - b) / b
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -89,7 +99,18 @@ class Camera:
         """The same physical camera sampled at another resolution (e.g. 1280x960 served at 320x240).
 
         With integer pixel centres, pixel ``u`` at the old resolution maps to ``(u + 0.5) * s - 0.5``.
+        Only sizes of the same aspect ratio (within :data:`ASPECT_TOLERANCE`) are the same camera: another
+        aspect would silently make non-square pixels (e.g. a 320x240 lens at 640x240), a
+        :class:`~dfbvs.errors.CalibrationError` naming both sizes.
         """
+        if int(width_px) != width_px or int(height_px) != height_px or width_px <= 0 or height_px <= 0:
+            raise CalibrationError(f"image size {width_px!r}x{height_px!r}: must be positive integers")
+        if aspect_mismatch(width_px, height_px, self.width_px, self.height_px) > ASPECT_TOLERANCE:
+            raise CalibrationError(
+                f"a {width_px}x{height_px} image (aspect {width_px / height_px:.2f}) is not the {self.width_px}x"
+                f"{self.height_px} camera (aspect {self.width_px / self.height_px:.2f}) at another resolution: "
+                f"the pixels would not be square; use a size of aspect {self.width_px / self.height_px:.2f}, "
+                f"e.g. {self.width_px * height_px // self.height_px}x{height_px}")
         sx, sy = width_px / self.width_px, height_px / self.height_px
         return replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=(self.cx + 0.5) * sx - 0.5,
                        cy=(self.cy + 0.5) * sy - 0.5, width_px=width_px, height_px=height_px)

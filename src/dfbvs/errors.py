@@ -12,8 +12,13 @@ values, ``FileNotFoundError`` for missing weights), so ``except ValueError`` kee
 - :class:`OutputPathError`: an output folder that is a file, lies under a file, or cannot be written.
 - :class:`ResultsFileError`: a benchmark results file with a corrupted line, or a results folder that belongs
   to another protocol or option set.
+- :class:`FrameError`: an image that does not fit the camera / entry point it is given to (size, aspect, dtype,
+  channels), refused before any dependency sees it.
+- :class:`TargetError`: a target render that cannot be servoed on (object not in view, too few keypoints).
 
-Inside the servo loop a bad *frame* (too few matches) is a status of the step, never an exception.
+Inside the servo loop a frame that *is* an image of the right camera but shows no credible lock (too few
+matches or inliers, an implausible pose) is a status of the step with a zero twist, never an exception; a frame
+that is not such an image at all is a :class:`FrameError`.
 """
 
 from __future__ import annotations
@@ -53,3 +58,20 @@ class OutputPathError(DfbvsError, ValueError):
 
 class ResultsFileError(DfbvsError, ValueError):
     """A benchmark results folder cannot take this run: a corrupted line, or another protocol or option set."""
+
+
+class FrameError(DfbvsError, ValueError):
+    """An image handed to a servo, to ``match`` or to another image entry point cannot be used: not an image
+    array, a dtype or channel count that has no defined meaning, or a size / aspect that does not fit the camera
+    it is supposed to come from. The message says what was received and what is expected."""
+
+
+class TargetError(DfbvsError, ValueError):
+    """A target render cannot serve as a servo target: the object is not (or hardly) in view, fills the whole
+    image, lies outside the working depth range, or shows too few keypoints. The message says why and what to
+    try (mesh unit, goal distance, mesh origin)."""
+
+
+class PoseError(DfbvsError, ValueError):
+    """A pose that is not a finite rigid 4x4 transform (wrong shape, NaN, a scaled or reflected rotation, a last
+    row other than 0 0 0 1)."""

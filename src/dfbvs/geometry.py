@@ -202,3 +202,27 @@ def look_at_spherical(
     up = np.array([np.cos(az), np.sin(az), 0.0]) if abs(np.sin(el)) > 0.999 else np.array([0.0, 0.0, 1.0])
     T = look_at(eye, target, up)
     return T @ make_pose(so3_exp(np.array([0.0, 0.0, np.deg2rad(roll_deg)])))
+
+
+def as_rigid_pose(T: object, name: str = "pose", atol: float = 1e-5) -> np.ndarray:
+    """``T`` as a float64 4x4 rigid transform, or a :class:`~dfbvs.errors.PoseError` naming ``name`` and what is
+    wrong: not 4x4 numbers, not finite, a rotation block that is not orthonormal with determinant +1 (within
+    ``atol``: a scale or a reflection), or a last row other than ``0 0 0 1``."""
+    from .errors import PoseError
+
+    try:
+        M = np.asarray(T, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PoseError(f"{name} must be a 4x4 matrix of numbers, got {type(T).__name__}") from None
+    if M.shape != (4, 4):
+        raise PoseError(f"{name} must be a 4x4 matrix, got shape {M.shape}")
+    if not np.all(np.isfinite(M)):
+        raise PoseError(f"{name} has {int(np.sum(~np.isfinite(M)))} entries that are not finite (NaN or inf)")
+    R = M[:3, :3]
+    if not (np.allclose(R @ R.T, np.eye(3), atol=atol) and np.linalg.det(R) > 0):
+        raise PoseError(f"{name} is not rigid: its rotation block is not orthonormal with determinant +1 "
+                        f"(singular values {np.round(np.linalg.svd(R, compute_uv=False), 6).tolist()}, "
+                        f"det {np.linalg.det(R):.6g})")
+    if not np.allclose(M[3], [0.0, 0.0, 0.0, 1.0], atol=atol):
+        raise PoseError(f"{name}: last row must be 0 0 0 1, got {M[3].tolist()}")
+    return M

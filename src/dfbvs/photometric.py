@@ -7,16 +7,16 @@ target's gradients and rendered depth. It is a servo like :class:`~dfbvs.servo.D
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .camera import Camera
 from .control import interaction_matrix_normalized, saturate_twist
 from .errors import ConfigError
-from .imaging import grey_uint8, resize_area, resize_nearest
+from .imaging import as_rgb_frame, grey_uint8, resize_area, resize_nearest
 from .matching import Correspondences
-from .render.target import TargetRender
+from .render.target import TargetCheckConfig, TargetRender, check_target_render
 from .servo import CorrespondenceSource, ServoStep, StepStatus
 
 
@@ -32,6 +32,7 @@ class PhotometricConfig:
     lm_mu: float = 0.01
     max_linear_m_s: float = 0.05
     max_angular_rad_s: float = 0.3
+    target_check: TargetCheckConfig = field(default_factory=TargetCheckConfig)  # floors of a usable target
 
 
 def photometric_interaction_matrix(
@@ -69,14 +70,20 @@ def _grey_float(image: np.ndarray, width_px: int, height_px: int, blur_sigma_px:
 
 class PhotometricServo:
     """``step(image)`` returns a :class:`ServoStep` with no correspondences and ``mean_error_px`` NaN (the
-    method has no feature positions); stop it on twist magnitude (:class:`~dfbvs.stop.StopConfig`)."""
+    method has no feature positions); stop it on twist magnitude (:class:`~dfbvs.stop.StopConfig`). Frames are
+    checked as the DFBVS servo's (:func:`~dfbvs.imaging.as_rgb_frame`: same camera, any resolution); the target
+    render as every target (:func:`~dfbvs.render.target.check_target_render`)."""
 
     def __init__(self, config: PhotometricConfig, render: TargetRender):
         import cv2
 
+        check_target_render(render, None, config.target_check)
         self.config = config
+        self.render_camera = render.camera
         w, h = config.working_width_px, config.working_height_px
-        self.camera = render.camera.rescaled(w, h)
+        from .target import working_camera
+
+        self.camera = working_camera(render.camera, w, h)
         self.I_star = _grey_float(render.rgb, w, h, config.blur_sigma_px)
         Z = resize_nearest(render.depth_m, w, h).astype(np.float64)
         valid = np.isfinite(Z) & (Z > 0)
@@ -93,6 +100,7 @@ class PhotometricServo:
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         c = self.config
         t0 = time.perf_counter()
+        image = as_rgb_frame(image, self.render_camera)  # the target's camera at any resolution, or a FrameError
         I = _grey_float(image, c.working_width_px, c.working_height_px, c.blur_sigma_px)
         e = (I - self.I_star).ravel()
         v = photometric_control(self.L_star, e, c.gain, c.lm_mu, c.max_linear_m_s, c.max_angular_rad_s)

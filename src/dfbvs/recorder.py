@@ -212,6 +212,7 @@ class RunRecorder:
         step = cycle.step
         self._trajectory.write(to_jsonable({
             "iteration": cycle.iteration, "timestamp_s": cycle.frame.timestamp_s, "status": step.status,
+            "reason": step.reason,
             "episode_status": cycle.status, "source": step.source, "v_camera": step.v_camera,
             "mean_error_px": step.mean_error_px, "n_matches": len(step.all_matches), "n_inliers": step.n_inliers,
             "tracking_mode": step.tracking_mode, "gain": step.gain, "condition_number": step.condition_number,

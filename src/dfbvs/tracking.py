@@ -35,10 +35,20 @@ from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, build_c
 from .errors import ConfigError
 from .estimation import PnPConfig
 from .geometry import inverse, se3_exp, transform_points
+from .imaging import as_rgb_frame
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
 from .render.target import TargetRender
-from .servo import CorrespondenceSource, DFBVSServo, ServoConfig, ServoStep, StepStatus
+from .servo import (
+    CorrespondenceSource,
+    DFBVSServo,
+    ServoConfig,
+    ServoStep,
+    StepStatus,
+    check_law_within_lock,
+    implausible_pose,
+    implausible_twist,
+)
 
 
 def _fast_control() -> IBVSConfig:
@@ -68,6 +78,10 @@ class TrackerConfig:
       pixels off where a detection-based guess is a fraction of one.
     - ``command_latency_s``: how long after a frame its twist takes effect, for the prediction (the
       previous twist moves the camera until then); None = this servo's own measured compute time.
+
+    A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
+    (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
+    (:func:`~dfbvs.imaging.as_rgb_frame`).
     """
 
     detection: ServoConfig = field(default_factory=ServoConfig)
@@ -186,6 +200,7 @@ class TrackingServo:
     def __init__(self, config: TrackerConfig, render: TargetRender) -> None:
         import torch
 
+        check_law_within_lock(config.control, config.detection.lock, "control", "detection.lock")
         self.config = config
         torch.set_num_threads(max(1, config.detector_threads))  # the per-frame path keeps the other core
         self.deep = DFBVSServo.from_render(render, config.detection)
@@ -283,6 +298,7 @@ class TrackingServo:
     # --- the per-frame path ---------------------------------------------------------------------------------
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         t0 = time.perf_counter()
+        image = as_rgb_frame(image, self.target.render.camera)  # before the detector thread sees it
         det = self.detector.poll(timestamp_s)
         if det is not None:
             self._use_detection(det)
@@ -312,7 +328,10 @@ class TrackingServo:
         tracked, fit = refine_and_verify(candidates, image, None, target, self._pnp, self._search)
         t3 = time.perf_counter()
         timings.update(predict_ms=(t2 - t1) * 1e3, track_ms=(t3 - t2) * 1e3)
-        if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers:
+        lock = self.config.detection.lock
+        if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers or implausible_pose(
+                fit.T_current_target, target.points_camera_goal_m[tracked.index_target],
+                target.Z_star_m[tracked.index_target], lock):
             self.T_current_target = None
             self._recent_counts.clear()
             if self._established:  # an established track lost: hold still until a fresh detection
@@ -342,6 +361,10 @@ class TrackingServo:
                                     xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],
                                     points_target_m=target.points_camera_goal_m[idx],
                                     T_current_target=fit.T_current_target))
+        why = implausible_twist(out.v_camera, lock)
+        if why:
+            step = self._hold(StepStatus.IMPLAUSIBLE, timestamp_s, timings, tracked)
+            return replace(step, reason=why)
         mean_err = float(np.mean(np.linalg.norm(tracked.uv_current_px - tracked.uv_target_px, axis=1)))
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=tracked,

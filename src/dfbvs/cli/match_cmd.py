@@ -2,6 +2,11 @@
 
 IMAGE_A is the *current* image, IMAGE_B the *target* (for ``--reject pnp``, B's rendered depth ``Z*`` and
 camera are given with ``--depth-b`` and ``--meta-b``).
+
+Images are read by :func:`dfbvs.imaging.read_image_rgb8` (16-bit scaled, sides up to 16384 px, else an error) and
+matched at a working resolution: an image whose longer side exceeds :data:`WORKING_MAX_SIDE_PX` is downscaled
+(aspect kept; said in the output and in matches.json, whose pixels are the working images'). A fitted model whose
+inliers are too few to trust (:func:`dfbvs.estimation.trust_status`) has the status ``too_few_inliers_to_trust``.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from typing import Optional
 import numpy as np
 import typer
 
+#: images are matched with their longer side at most this (px): the network's memory and time grow with the
+#: pixels (a 4000x3000 photo took 20.6 GB and 74 s at full size)
+WORKING_MAX_SIDE_PX = 640
+
 
 def _read_rgb(path: Path, label: str) -> np.ndarray:
-    import cv2
+    from ..errors import FrameError
+    from ..imaging import read_image_rgb8
 
-    if not path.is_file():
-        raise typer.BadParameter(f"{label} {str(path)!r}: no such file")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise typer.BadParameter(f"{label} {str(path)!r}: not a readable image (png, jpg, ...)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        return read_image_rgb8(path, what=label)
+    except (FrameError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _read_camera(path: Path):
@@ -84,8 +92,10 @@ def register(app: typer.Typer) -> None:
         matches.json into --out."""
         import cv2
 
-        from ..estimation import TargetGeometry, available_rejectors, get_rejector
+        from ..errors import CalibrationError
+        from ..estimation import TargetGeometry, available_rejectors, get_rejector, trust_status
         from ..features import available_extractors, get_extractor
+        from ..imaging import fit_within, resize_nearest
         from ..matching import available_matchers, get_matcher
 
         if features.lower() not in available_extractors():
@@ -94,8 +104,16 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--matcher {matcher!r}: choose one of {available_matchers()}")
         if reject.lower() not in available_rejectors():
             raise typer.BadParameter(f"--reject {reject!r}: choose one of {available_rejectors()}")
-        current = _read_rgb(image_a, "IMAGE_A")
-        target = _read_rgb(image_b, "IMAGE_B")
+        current_full = _read_rgb(image_a, "IMAGE_A")
+        target_full = _read_rgb(image_b, "IMAGE_B")
+        current, scale_a = fit_within(current_full, WORKING_MAX_SIDE_PX)
+        target, scale_b = fit_within(target_full, WORKING_MAX_SIDE_PX)
+        resized = [f"{label} {full.shape[1]}x{full.shape[0]} downscaled to {img.shape[1]}x{img.shape[0]}"
+                   for label, full, img in (("IMAGE_A", current_full, current), ("IMAGE_B", target_full, target))
+                   if img is not full]
+        if resized:
+            typer.echo(f"{'; '.join(resized)} (working resolution: longer side at most {WORKING_MAX_SIDE_PX} px; "
+                       f"pixels in matches.json are the working images')")
         geometry = None
         if reject.lower() == "pnp":
             if depth_b is None or meta_b is None:
@@ -103,13 +121,19 @@ def register(app: typer.Typer) -> None:
             if not depth_b.is_file():
                 raise typer.BadParameter(f"--depth-b {str(depth_b)!r}: no such file")
             depth = np.load(depth_b)
-            if depth.shape != target.shape[:2]:
-                raise typer.BadParameter(f"--depth-b shape {depth.shape} differs from IMAGE_B {target.shape[:2]}")
+            if depth.shape != target_full.shape[:2]:
+                raise typer.BadParameter(f"--depth-b shape {depth.shape} differs from IMAGE_B "
+                                         f"{target_full.shape[:2]}")
             cam_b = _read_camera(meta_b)
-            if (cam_b.width_px, cam_b.height_px) != (target.shape[1], target.shape[0]):
+            if (cam_b.width_px, cam_b.height_px) != (target_full.shape[1], target_full.shape[0]):
                 raise typer.BadParameter(f"--meta-b camera is {cam_b.width_px}x{cam_b.height_px}, IMAGE_B is "
-                                         f"{target.shape[1]}x{target.shape[0]}")
-            cam_a = cam_b.rescaled(current.shape[1], current.shape[0])
+                                         f"{target_full.shape[1]}x{target_full.shape[0]}")
+            depth = resize_nearest(depth, target.shape[1], target.shape[0])  # Z* at the working size, unblended
+            try:
+                cam_b = cam_b.rescaled(target.shape[1], target.shape[0])
+                cam_a = cam_b.rescaled(current.shape[1], current.shape[0])
+            except CalibrationError as exc:
+                raise typer.BadParameter(f"--reject pnp: IMAGE_A must come from IMAGE_B's camera: {exc}") from None
             geometry = TargetGeometry(depth, cam_b, cam_a)
 
         settings: dict = {"max_keypoints": max_keypoints}
@@ -138,18 +162,25 @@ def register(app: typer.Typer) -> None:
         t3 = time.perf_counter()
         result = rejector(corr, geometry)
         t4 = time.perf_counter()
+        status, reason = trust_status(result, len(corr))
 
         out.mkdir(parents=True, exist_ok=True)
         picture = draw_matches(current, target, corr.uv_current_px, corr.uv_target_px, result.inlier_mask)
         cv2.imwrite(str(out / "match.png"), picture[:, :, ::-1])
         report = {
             "image_current": str(image_a), "image_target": str(image_b),
+            "image_current_size": [current_full.shape[1], current_full.shape[0]],
+            "image_target_size": [target_full.shape[1], target_full.shape[0]],
+            "working_current_size": [current.shape[1], current.shape[0]],
+            "working_target_size": [target.shape[1], target.shape[0]],
+            "working_max_side_px": WORKING_MAX_SIDE_PX, "scale_current": scale_a, "scale_target": scale_b,
             "features": features, "matcher": matcher, "reject": reject,
             "extractor_config": {k: v for k, v in vars(extractor.config).items()},
             "rejector_config": ({} if rejector.config is None else
                                 {k: (v.value if hasattr(v, "value") else v) for k, v in vars(rejector.config).items()}),
             "num_keypoints_current": len(f_current), "num_keypoints_target": len(f_target),
-            "num_matches": len(corr), "num_inliers": result.num_inliers, "status": result.status.value,
+            "num_matches": len(corr), "num_inliers": result.num_inliers, "status": status,
+            "model_status": result.status.value, "reason": reason,
             "model": result.model_dict(),
             "time_ms": {"extract_current": 1e3 * (t1 - t0), "extract_target": 1e3 * (t2 - t1),
                         "match": 1e3 * (t3 - t2), "reject": 1e3 * (t4 - t3)},
@@ -160,4 +191,5 @@ def register(app: typer.Typer) -> None:
         }
         (out / "matches.json").write_text(json.dumps(report, indent=1) + "\n")
         typer.echo(f"{len(f_current)}/{len(f_target)} keypoints, {len(corr)} matches, {result.num_inliers} inliers "
-                   f"({reject}: {result.status.value}); wrote {out / 'match.png'} and {out / 'matches.json'}")
+                   f"({reject}: {status}{': ' + reason if reason else ''}); wrote {out / 'match.png'} and "
+                   f"{out / 'matches.json'}")

@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         height: int = typer.Option(240, help="Image height (px)."),
     ) -> None:
         """Render an object at a camera pose in the object frame and write rgb.png, depth.npy (float32 m,
-        NaN where nothing is hit), mask.png and meta.json."""
+        NaN where nothing is hit), mask.png and meta.json. Exits 1 (files written) when the render could not
+        serve as a target (object not in view, filling the image, out of depth range), 2 on bad input."""
         import json
 
         import numpy as np
@@ -139,3 +140,11 @@ def register(app: typer.Typer) -> None:
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         typer.echo(f"wrote {out}/rgb.png, depth.npy, mask.png, meta.json ({target.mask.sum()} object pixels, "
                    f"{target.time_ms:.1f} ms)")
+        from ..errors import TargetError
+        from ..render.target import check_target_render
+
+        try:  # the same floors as a servo target: an empty or unframed render is an error, not "0 object pixels"
+            check_target_render(target, the_mesh)
+        except TargetError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None

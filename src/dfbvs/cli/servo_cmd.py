@@ -144,10 +144,13 @@ def register(app: typer.Typer) -> None:
                                                           values)]
         try:
             width, height = (int(x) for x in sensor.lower().split("x"))
-            camera = Camera.default().rescaled(width, height)
         except (ValueError, TypeError):
             raise typer.BadParameter(f"--sensor {sensor!r}: expected WIDTHxHEIGHT with positive integers, "
                                      f"e.g. 640x480") from None
+        try:  # the same lens at another resolution: another aspect would make non-square pixels
+            camera = Camera.default().rescaled(width, height)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--sensor {sensor!r}: {exc}") from None
         for path, value in (("mesh_unit", mesh_unit), ("start.offset_mm", start_offset_mm),
                             ("start.offset_deg", start_offset_deg), ("servo.features", features),
                             ("servo.features.checkpoint_path", keypointnet_checkpoint),

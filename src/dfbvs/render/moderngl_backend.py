@@ -29,7 +29,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..errors import ConfigError
-from ..geometry import inverse
+from ..geometry import as_rigid_pose, inverse
 from .backend import MAX_LIGHTS, DrawItem, Lighting, RenderOutput
 from .gl import clip_from_camera_cv
 from .mesh import Mesh
@@ -186,6 +186,11 @@ class ModernGLConfig:
     max_cached_meshes: int = 64
 
 
+#: the largest image side (px) this backend renders, whatever the GL implementation allows: an 8192x8192 frame
+#: with its depth, id and multisampled buffers already takes ~3 GB on llvmpipe
+MAX_RENDER_SIDE_PX = 8192
+
+
 def build_moderngl(config: ModernGLConfig = ModernGLConfig()) -> ModernGLRenderer:
     return ModernGLRenderer(config.near_m, config.far_m, config.msaa_samples, config.max_cached_meshes)
 
@@ -218,6 +223,24 @@ class ModernGLRenderer:
         self._meshes: OrderedDict[int, tuple] = OrderedDict()
         self._targets: dict[tuple[int, int], dict] = {}
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
+        limits = [MAX_RENDER_SIDE_PX]
+        for key in ("GL_MAX_RENDERBUFFER_SIZE", "GL_MAX_TEXTURE_SIZE"):
+            value = self.ctx.info.get(key)
+            if isinstance(value, int) and value > 0:
+                limits.append(value)
+        #: the largest image side (px) rendered, supersampling included: min(MAX_RENDER_SIDE_PX, GL limits)
+        self.max_side_px = int(min(limits))
+
+    def check_size(self, width_px: int, height_px: int, supersample: int = 1) -> None:
+        """Raise :class:`~dfbvs.errors.ConfigError` up front when an image of this size (times ``supersample``)
+        exceeds :attr:`max_side_px`, rather than a raw framebuffer error from the driver."""
+        side = max(width_px, height_px) * supersample
+        if side > self.max_side_px:
+            extra = f" (x{supersample} supersampling)" if supersample > 1 else ""
+            raise ConfigError(f"render size {width_px}x{height_px}{extra}: {side} px exceeds the largest image side "
+                              f"this renderer draws, {self.max_side_px} px (min of MAX_RENDER_SIDE_PX="
+                              f"{MAX_RENDER_SIDE_PX} and the OpenGL renderbuffer/texture limits); render smaller"
+                              + (" or with less supersampling" if supersample > 1 else ""))
 
     # --- resources ---------------------------------------------------------------------------------
     def _gpu_mesh(self, mesh: Mesh):
@@ -302,10 +325,9 @@ class ModernGLRenderer:
         if int(supersample) != supersample or supersample < 1:
             raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
         supersample = int(supersample)
+        self.check_size(camera.width_px, camera.height_px, supersample)
         t0 = time.perf_counter()
-        T_world_camera = np.asarray(T_world_camera, dtype=np.float64)
-        if T_world_camera.shape != (4, 4) or not np.all(np.isfinite(T_world_camera)):
-            raise ValueError(f"T_world_camera must be a finite 4x4 matrix, got {T_world_camera!r}")
+        T_world_camera = as_rigid_pose(T_world_camera, "T_world_camera")
         clip_from_cv = clip_from_camera_cv(camera, self.near_m, self.far_m)
         T_camera_world = inverse(T_world_camera)
         W, H = camera.width_px, camera.height_px

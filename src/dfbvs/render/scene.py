@@ -20,7 +20,7 @@ from typing import Sequence, cast
 import numpy as np
 
 from ..camera import Camera
-from ..geometry import make_pose, so3_exp
+from ..geometry import as_rigid_pose, make_pose, so3_exp
 from .backend import DrawItem, Lighting, Material, RenderOutput, get_renderer
 from .mesh import Mesh
 from .target import TARGET_BACKGROUND_RGB, TARGET_SUPERSAMPLE
@@ -46,7 +46,8 @@ class SceneConfig:
       - ``table_size_m``: side of the square table top (m); ``texture_tile_m``: side of one repeat of the
         procedural texture on the table (m); ``table_rgb``, ``background_rgb``: 0..1 colours.
       - ``n_distractors`` meshes drawn from ``distractors`` (built-in names; the target's own name is
-        skipped), placed at random on the table within ``placement_radius_m`` of the object's centre,
+        skipped), placed at random on the table within ``placement_radius_m`` of the object's centre (around
+        an object larger than about ``placement_radius_m``, in a ring ``placement_radius_m / 2`` wide around it),
         at least ``distractor_gap_m`` from the object and from each other (footprint circles).
     Sim-to-real gap (all at their identity value = no gap):
       - ``light_rotation_deg``: the key light's direction turned by this angle about a random axis;
@@ -203,12 +204,10 @@ def _table_mesh(config: SceneConfig, table_z_m: float, seed: int) -> Mesh:
         texture = procedural_table_texture(seed)
         repeats = config.table_size_m / config.texture_tile_m
     else:
-        from PIL import Image
+        from ..imaging import read_image_rgb8
 
-        try:
-            texture = np.asarray(Image.open(config.background).convert("RGB"))
-        except Exception as exc:
-            raise ValueError(f"cannot read background image {config.background}: {exc}") from None
+        # 16-bit files are scaled over their range (PIL's convert("RGB") clipped them to white)
+        texture = read_image_rgb8(config.background, what="background image")
         repeats = 1.0
     uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]) * repeats
     return Mesh(v, f, uv=uv, texture=texture, base_rgb=(1.0, 1.0, 1.0), name="table")
@@ -249,6 +248,10 @@ def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng:
     lo, hi = target.bounds_m
     centre = 0.5 * (lo[:2] + hi[:2])
     r_target = 0.5 * np.linalg.norm(hi[:2] - lo[:2])
+    # distractors go within placement_radius_m of the centre; around an object whose footprint reaches past half
+    # of that (a 50 cm part, a mm file read as m), in a ring half as wide around its footprint instead
+    outer_m = max(float(config.placement_radius_m),
+                  float(r_target) + config.distractor_gap_m + 0.5 * config.placement_radius_m)
     placed: list[tuple[np.ndarray, np.floating]] = [(centre, r_target)]
     items = []
     for k in range(config.n_distractors):
@@ -258,7 +261,7 @@ def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng:
         r = 0.5 * np.linalg.norm(d_hi[:2] - d_lo[:2])
         d_centre = 0.5 * (d_lo[:2] + d_hi[:2])
         for _ in range(200):
-            rho = rng.uniform(r_target + r + config.distractor_gap_m, config.placement_radius_m + r)
+            rho = rng.uniform(r_target + r + config.distractor_gap_m, outer_m + r)
             phi = rng.uniform(0, 2 * np.pi)
             xy = centre + rho * np.array([np.cos(phi), np.sin(phi)])
             if all(np.linalg.norm(xy - c) >= r + rc + config.distractor_gap_m for c, rc in placed):
@@ -363,7 +366,7 @@ def render_scene(scene: Scene, camera: Camera, T_object_camera: np.ndarray,
 
     Depth and ids are exact (no sensor effect touches them); the fingertips appear in them too.
     """
-    T = np.asarray(T_object_camera, dtype=np.float64)
+    T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     items = list(scene.items) + list(extra_items)
     if scene.fingertips is not None:
         items += _fingertip_items(scene, camera, T)

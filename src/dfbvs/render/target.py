@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..camera import Camera
+from ..errors import ConfigError, TargetError
+from ..geometry import as_rigid_pose
 from .backend import DrawItem, Lighting, Material, get_renderer
 from .mesh import Mesh
 
@@ -84,6 +86,92 @@ class TargetRender:
                    float(meta.get("time_per_frame_ms", float("nan"))))
 
 
+@dataclass(frozen=True)
+class TargetCheckConfig:
+    """Floors a target must pass before anything is servoed on it (:func:`check_target_render`, and the
+    keypoint count in :func:`dfbvs.target.prepare_target`).
+
+    - ``min_object_fraction``: the object must cover at least this fraction of the image (1 %: a 1 cm cube at
+      the default 0.22 m goal covers 0.88 %; the built-in parts cover 19-35 %).
+    - ``max_object_fraction``: at most this fraction (a camera inside the object, e.g. a millimetre file read as
+      metres, sees the object in every pixel).
+    - ``min_depth_m`` / ``max_depth_m``: the median depth of the object's pixels must lie in this range.
+    - ``min_target_features``: keypoints on the object (with a rendered depth) at the working resolution
+      (the built-in parts give 150-300 at 320x240).
+    """
+
+    min_object_fraction: float = 0.01
+    max_object_fraction: float = 0.995
+    min_depth_m: float = 0.02
+    max_depth_m: float = 5.0
+    min_target_features: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_object_fraction < self.max_object_fraction <= 1.0:
+            raise ConfigError(f"target check: need 0 <= min_object_fraction < max_object_fraction <= 1, got "
+                              f"{self.min_object_fraction!r}, {self.max_object_fraction!r}")
+        if not 0.0 <= self.min_depth_m < self.max_depth_m:
+            raise ConfigError(f"target check: need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m!r}, "
+                              f"{self.max_depth_m!r}")
+        if self.min_target_features < 0:
+            raise ConfigError(f"target check: min_target_features={self.min_target_features!r} must be >= 0")
+
+
+def target_hints(mesh: Mesh | None, T_object_camera: np.ndarray | None) -> str:
+    """What to try when a target is empty or unframed, specific to ``mesh`` and the goal pose when given."""
+    if mesh is None or T_object_camera is None:
+        return ("check the mesh unit (a file in mm read as m is 1000x too large, the reverse 1000x too small: "
+                "--mesh-unit), the goal distance, and whether the mesh origin lies on its geometry (the goal "
+                "looks at the origin)")
+    lo, hi = mesh.bounds_m
+    size = float(np.max(hi - lo))
+    centre = 0.5 * (lo + hi)
+    eye = np.asarray(T_object_camera, dtype=np.float64)[:3, 3]
+    distance = float(np.linalg.norm(eye - centre))
+    hints = []
+    if size > 5.0:
+        hints.append(f"the mesh is {size:.3g} m across: a file in mm read as m? try --mesh-unit mm")
+    elif size < 0.005:
+        hints.append(f"the mesh is {size * 1e3:.3g} mm across: a file in m read as mm (or cm)? try --mesh-unit m")
+    offset = float(np.linalg.norm(centre))
+    if offset > max(size, 1e-9):
+        hints.append(f"the mesh origin is {offset:.3g} m from its geometry's centre ({size:.3g} m across): the "
+                     f"goal looks at the origin; re-centre the mesh or give the goal pose explicitly")
+    if np.all(eye > lo) and np.all(eye < hi):
+        hints.append("the camera is inside the object's bounding box")
+    hints.append(f"the goal camera is {distance:.3g} m from an object {size:.3g} m across; a distance of about "
+                 f"{3 * size:.2g}-{5 * size:.2g} m frames it (goal distance)")
+    return "; ".join(hints)
+
+
+def check_target_render(render: TargetRender, mesh: Mesh | None = None,
+                        config: TargetCheckConfig = TargetCheckConfig()) -> None:
+    """Raise :class:`~dfbvs.errors.TargetError` when ``render`` cannot serve as a target: the object covers
+    less than ``min_object_fraction`` of the image (not in view, too small or too far) or more than
+    ``max_object_fraction`` (the camera inside it, or far too close), or its median depth is outside
+    ``[min_depth_m, max_depth_m]``. The message says what was measured and what to try (:func:`target_hints`,
+    specific when ``mesh`` is given)."""
+    mask = np.asarray(render.mask, dtype=bool)
+    fraction = float(mask.mean()) if mask.size else 0.0
+    n = int(mask.sum())
+    size = f"{render.camera.width_px}x{render.camera.height_px}"
+    hints = target_hints(mesh, render.T_object_camera)
+    if fraction < config.min_object_fraction:
+        what = "the object is not in view" if n == 0 else f"the object covers only {100 * fraction:.2f} %"
+        raise TargetError(f"target render: {what} ({n} object pixels of the {size} image, floor "
+                          f"{100 * config.min_object_fraction:g} %: TargetCheckConfig.min_object_fraction); {hints}")
+    if fraction > config.max_object_fraction:
+        raise TargetError(f"target render: the object fills {100 * fraction:.1f} % of the {size} image (ceiling "
+                          f"{100 * config.max_object_fraction:g} %): the camera is inside it or far too close; "
+                          f"{hints}")
+    z = np.asarray(render.depth_m, dtype=np.float64)[mask]
+    z = z[np.isfinite(z)]
+    median = float(np.median(z)) if len(z) else float("nan")
+    if not config.min_depth_m <= median <= config.max_depth_m:
+        raise TargetError(f"target render: the object's median depth is {median:.3g} m, outside the working range "
+                          f"[{config.min_depth_m}, {config.max_depth_m}] m (TargetCheckConfig); {hints}")
+
+
 def target_items(mesh: Mesh, material: Material = Material()) -> list[DrawItem]:
     """The draw list of a target render: the mesh at the object-frame origin with id 1."""
     return [DrawItem(mesh, np.eye(4), 1, material)]
@@ -98,12 +186,15 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
 
     The target is rendered once, so it is supersampled by default (``supersample``, see
     :class:`~dfbvs.render.backend.Renderer`): its edges are where they truly are to a few hundredths of a pixel.
+    For a large image the factor is lowered so that the supersampled image fits the backend's ``max_side_px``
+    (8192 px for moderngl); an image larger than that is a :class:`~dfbvs.errors.ConfigError`.
     Lights are fixed in the object frame (the default :class:`Lighting`: a key light from above and a side
     fill), so a scene rendered with the same lighting shows the object exactly as the target does.
     """
-    T = np.asarray(T_object_camera, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise ValueError(f"T_object_camera must be a finite 4x4 matrix, got {T_object_camera!r}")
+    T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
+    max_side = getattr(backend, "max_side_px", None)
+    if isinstance(max_side, int) and supersample > 1:  # a large target: supersample less rather than fail
+        supersample = max(1, min(int(supersample), max_side // max(camera.width_px, camera.height_px)))
     out = backend.render(target_items(mesh, material), camera, T, lighting, background_rgb, antialias, supersample)
     return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms)

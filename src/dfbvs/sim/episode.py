@@ -17,7 +17,7 @@ import numpy as np
 from ..camera import Camera
 from ..config import describe
 from ..errors import ConfigError
-from ..geometry import inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
+from ..geometry import as_rigid_pose, inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
 from ..goal import CenterKind, GoalSpec
 from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
@@ -25,7 +25,7 @@ from ..recorder import RecorderGroup, RunRecorder
 from ..render import load_builtin, load_mesh
 from ..render.mesh import Mesh
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
-from ..render.target import TargetRender, render_target
+from ..render.target import TargetCheckConfig, TargetRender, check_target_render, render_target
 from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, grasp_from_camera_goal
 from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, combine_probes, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
@@ -146,10 +146,7 @@ def start_pose(config: EpisodeConfig, camera: Camera, T_object_goal: np.ndarray,
     centre (object frame), which must stay in view (default: the origin)."""
     s = config.start
     if s.T_goal_start is not None:
-        T = np.asarray(s.T_goal_start, dtype=np.float64)
-        if T.shape != (4, 4):
-            raise ConfigError(f"start.T_goal_start must be 4x4, got shape {T.shape}")
-        return T_object_goal @ T
+        return T_object_goal @ as_rigid_pose(s.T_goal_start, "start.T_goal_start")
     rng = np.random.default_rng([config.seed, 7919])
     for _ in range(1000):
         d = rng.normal(size=3)
@@ -273,6 +270,10 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
     target_render = render_target(mesh, servo_camera, T_object_goal)
+    # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
+    check = getattr(config.servo, "target_check", None) or getattr(
+        getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
+    check_target_render(target_render, mesh, check)
     servo = _servo(config, target_render, servo_cache)
     scene = build_scene(mesh, config.scene, seed=config.seed)
     T_start = start_pose(config, camera, T_object_goal, center_m)
