@@ -69,3 +69,26 @@ def test_check_framing_warns_on_empty_small_and_featureless_views():
     depth[mask] = 0.3
     r = check_framing(mask, depth, keypoints_px=np.array([[10.0, 10.0], [1.0, 1.0]]))
     assert r.keypoints_on_object == 1 and any("keypoints" in w for w in r.warnings)
+
+
+def test_target_command_frames_a_user_mesh_and_warns_when_the_object_is_not_in_view(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    box = trimesh.creation.box(extents=(80, 50, 30))
+    box.apply_translation((300, 0, 0))  # millimetres, origin 0.3 m from the part
+    path = tmp_path / "offset_box_mm.stl"
+    box.export(path)
+
+    def target(*args):
+        return subprocess.run([sys.executable, "-m", "dfbvs", "target", "--mesh", str(path), "--mesh-unit", "mm",
+                               *args], capture_output=True, text=True, timeout=300)
+
+    r = target("--out", str(tmp_path / "framed"))
+    assert r.returncode == 0, r.stderr
+    framing = json.loads((tmp_path / "framed" / "framing.json").read_text())
+    np.testing.assert_allclose(framing["center_m"], [0.3, 0.0, 0.0], atol=1e-9)
+    assert 0.1 < framing["coverage"] < 0.6 and not framing["warnings"] and framing["keypoints_on_object"] >= 30
+    r = target("--center", "origin", "--distance", "0.22", "--out", str(tmp_path / "old"))
+    assert r.returncode == 1 and "not in view" in r.stdout

@@ -34,7 +34,7 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    for module in ("sim_points_cmd", "render_cmd", "match_cmd", "servo_cmd", "bench_cmd", "robot_cmd"):
+    for module in ("sim_points_cmd", "render_cmd", "match_cmd", "servo_cmd", "bench_cmd", "robot_cmd", "target_cmd"):
         try:
             mod = importlib.import_module(f"dfbvs.cli.{module}")
         except ModuleNotFoundError as exc:  # a command group not written yet

@@ -1,0 +1,116 @@
+"""``dfbvs target``: render the goal view a servo would aim for and print what a user must check (object
+coverage of the image, target keypoints on the object, depth range), with warnings when it looks wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._options import mesh_unit_callback
+from ._paths import out_dir_callback
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("target")
+    def target(
+        object_name: Optional[str] = typer.Option(None, "--object", help="Built-in object."),
+        mesh: Optional[Path] = typer.Option(None, help="Your CAD mesh (STL, OBJ, PLY, glTF/GLB)."),
+        mesh_unit: str = typer.Option("m", help="Unit of the mesh file: m, cm, mm or in.", callback=mesh_unit_callback),
+        azimuth: float = typer.Option(30.0, help="Goal camera azimuth about the object's z (deg)."),
+        elevation: float = typer.Option(60.0, help="Goal camera elevation (deg; 90 looks straight down)."),
+        roll: float = typer.Option(0.0, help="Goal camera roll about its optical axis (deg)."),
+        distance: Optional[float] = typer.Option(None, help="Goal distance to the centre (m); default: the "
+                                                 "distance that frames the object at --fill-ratio."),
+        fill_ratio: float = typer.Option(0.9, help="Share of the image's shorter side the object's bounding "
+                                         "sphere spans when framed."),
+        center: str = typer.Option("bbox", help="Centre looked at: bbox (bounding-box centre), centroid "
+                                   "(area-weighted surface centroid) or origin."),
+        look_at: Optional[str] = typer.Option(None, help="Look at this point x,y,z (m, object frame) instead."),
+        goal_camera: Optional[Path] = typer.Option(None, help="The goal as a 4x4 T_object_camera file instead "
+                                                   "(JSON, YAML, .npy or .txt)."),
+        grasp: Optional[Path] = typer.Option(None, help="The goal from a grasp T_object_tool file (with "
+                                             "--hand-eye): the camera when the tool stands back by the standoff."),
+        hand_eye: Optional[Path] = typer.Option(None, help="T_tool_camera file for --grasp."),
+        standoff: float = typer.Option(0.12, help="--grasp: tool distance back from the grasp (m)."),
+        sensor: str = typer.Option("640x480", help="Camera size WIDTHxHEIGHT of the default lens."),
+        calibration: Optional[Path] = typer.Option(None, help="Your camera calibration instead of --sensor."),
+        out: Path = typer.Option(..., callback=out_dir_callback, help="Output directory."),
+    ) -> None:
+        """Render the goal view and report object coverage, target keypoints on the object and the depth range."""
+        import numpy as np
+
+        from ..calibration import load_camera_calibration, load_rigid_transform
+        from ..camera import Camera
+        from ..errors import DfbvsError
+        from ..features import build_extractor
+        from ..goal import GoalSpec, check_framing
+        from ..imaging import resize_area
+        from ..recorder import write_json
+        from ..render import builtin_object_names, load_builtin, load_mesh
+        from ..render.target import render_target
+        from ..robot.grasp import camera_goal_from_grasp
+        from ..servo import ServoConfig
+
+        if (object_name is None) == (mesh is None):
+            raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
+        if object_name is not None and object_name not in builtin_object_names():
+            raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
+        if sum(x is not None for x in (goal_camera, grasp)) > 1:
+            raise typer.BadParameter("give at most one of --goal-camera and --grasp")
+        if grasp is not None and hand_eye is None:
+            raise typer.BadParameter("--grasp needs --hand-eye T_tool_camera FILE")
+        try:
+            obj = load_mesh(str(mesh), unit=mesh_unit) if mesh is not None else load_builtin(str(object_name))
+            if calibration is not None:
+                cam = load_camera_calibration(calibration).camera
+            else:
+                try:
+                    w, h = (int(x) for x in sensor.lower().split("x"))
+                except ValueError:
+                    raise typer.BadParameter(f"--sensor {sensor!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+                cam = Camera.default().rescaled(w, h)
+            point = None
+            if look_at is not None:
+                try:
+                    point = tuple(float(x) for x in look_at.split(","))
+                    assert len(point) == 3
+                except (ValueError, AssertionError):
+                    raise typer.BadParameter(f"--look-at {look_at!r}: expected x,y,z in metres") from None
+            spec = GoalSpec(azimuth, elevation, roll, distance, fill_ratio, center, point)  # type: ignore[arg-type]
+            if goal_camera is not None:
+                T_goal = load_rigid_transform(goal_camera, "T_object_camera")
+            elif grasp is not None:
+                T_goal = camera_goal_from_grasp(load_rigid_transform(grasp, "T_object_tool"),
+                                                load_rigid_transform(hand_eye, "T_tool_camera"),  # type: ignore[arg-type]
+                                                standoff)
+            else:
+                T_goal = spec.T_object_camera(obj, cam)
+            render = render_target(obj, cam, T_goal)
+        except (DfbvsError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        work = ServoConfig()
+        keypoints = None
+        if render.mask.any():
+            work_cam = cam.rescaled(work.working_width_px, work.working_height_px)
+            feats = build_extractor(work.features)(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
+            keypoints = cam.pixels_from(work_cam, feats.keypoints_px)
+        report = check_framing(render.mask, render.depth_m, keypoints)
+        render.save(out)
+        centre = spec.look_at_point_m(obj)
+        write_json(out / "framing.json", {
+            "coverage": report.coverage, "keypoints_on_object": report.keypoints_on_object,
+            "keypoints_total": report.keypoints_total, "depth_min_m": report.depth_min_m,
+            "depth_max_m": report.depth_max_m, "warnings": list(report.warnings), "center_m": centre,
+            "T_object_camera": T_goal})
+        typer.echo(f"goal view: {out / 'rgb.png'}  (object centre {np.round(centre, 4).tolist()} m, camera "
+                   f"{np.linalg.norm(T_goal[:3, 3] - centre):.3f} m from it)")
+        typer.echo(f"object covers {report.coverage:.1%} of the image; {report.keypoints_on_object} of "
+                   f"{report.keypoints_total} target keypoints on it; depth {report.depth_min_m:.3f}-"
+                   f"{report.depth_max_m:.3f} m")
+        for warning in report.warnings:
+            typer.echo(f"warning: {warning}")
+        if not render.mask.any():
+            raise typer.Exit(code=1)
