@@ -173,7 +173,7 @@ def test_background_names_and_aliases():
 
 def test_old_background_names_are_accepted_with_a_note(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("dfbvs.cli.servo_cmd._run_and_report", lambda config, out: seen.append(config))
+    monkeypatch.setattr("dfbvs.cli.servo_cmd._run_and_report", lambda config, out, live_view=None: seen.append(config))
     r = invoke("sim", "--object", "bracket", "--background", "procedural", "--out", str(tmp_path / "o"))
     assert r.exit_code == 0, r.output
     assert "note: --background 'procedural' is the old name of 'cluttered'" in flat(r)
