@@ -122,3 +122,13 @@ def mesh_paths_exist(paths: Optional[list[Path]], label: str = "--mesh") -> None
     for p in paths or []:
         if not p.is_file():
             raise typer.BadParameter(f"{label} {str(p)!r}: no such file")
+
+
+def check_object_or_mesh(object_name: Optional[str], mesh: Optional[Path]) -> None:
+    """Exactly one of ``--object NAME`` (a built-in) and ``--mesh PATH``; a usage error naming the value."""
+    from ..render import builtin_object_names
+
+    if (object_name is None) == (mesh is None):
+        raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
+    if object_name is not None and object_name not in builtin_object_names():
+        raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")

@@ -50,7 +50,7 @@ def _read_pose_matrix(path: Path):
 
 
 def register(app: typer.Typer) -> None:
-    from ._options import background_option, mesh_unit_callback, mesh_unit_names, object_help
+    from ._options import background_option, check_object_or_mesh, mesh_unit_callback, mesh_unit_names, object_help
     from ._paths import out_dir_callback
 
     @app.command("render")
@@ -85,13 +85,10 @@ def register(app: typer.Typer) -> None:
 
         from ..camera import Camera
         from ..geometry import look_at_spherical
-        from ..render import builtin_object_names, load_builtin, load_mesh
+        from ..render import load_builtin, load_mesh
         from ..render.target import TargetRender, render_target
 
-        if (object_name is None) == (mesh is None):
-            raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
-        if object_name is not None and object_name not in builtin_object_names():
-            raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
+        check_object_or_mesh(object_name, mesh)
         if scene is not None:  # the deprecated option: same vocabulary, one of the two
             from ._options import parse_background
 

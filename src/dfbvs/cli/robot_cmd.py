@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ._options import mesh_unit_callback
+from ._options import check_object_or_mesh, mesh_unit_callback
 from ._paths import out_dir_callback
 from .servo_cmd import SET_HELP, preset_help
 
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
         from ..calibration import load_rigid_transform
         from ..errors import DfbvsError
-        from ..render import builtin_object_names, load_builtin, load_mesh
+        from ..render import load_builtin, load_mesh
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp, grasp_from_camera_goal
         from ..robot.session import run_session, session_config
@@ -67,10 +67,7 @@ def register(app: typer.Typer) -> None:
 
         if robot not in ("ur", "ur5e-sim"):
             raise typer.BadParameter(f"--robot {robot!r}: expected 'ur' or 'ur5e-sim'")
-        if (object_name is None) == (mesh is None):
-            raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
-        if object_name is not None and object_name not in builtin_object_names():
-            raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
+        check_object_or_mesh(object_name, mesh)
         if grasp is not None and goal_camera is not None:
             raise typer.BadParameter("give at most one of --grasp FILE and --goal-camera FILE")
         simulated = robot == "ur5e-sim"

@@ -86,7 +86,14 @@ def configured(base, preset: Optional[str], options: list[str], overrides: Optio
 
 
 def register(app: typer.Typer) -> None:
-    from ._options import background_option, extractor_names, mesh_unit_callback, mesh_unit_names, object_help
+    from ._options import (
+        background_option,
+        check_object_or_mesh,
+        extractor_names,
+        mesh_unit_callback,
+        mesh_unit_names,
+        object_help,
+    )
     from ._paths import out_dir_callback
 
     presets = preset_help()
@@ -126,13 +133,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run one simulated DFBVS episode and write its summary, trajectory, plots and video."""
         from ..camera import Camera
-        from ..render import builtin_object_names
         from ..sim.episode import EpisodeConfig
 
-        if (object_name is None) == (mesh is None):
-            raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
-        if object_name is not None and object_name not in builtin_object_names():
-            raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
+        check_object_or_mesh(object_name, mesh)
         options = []  # each option of this command is an override of the episode config
         if goal is None and mesh is not None:  # a user mesh: look at its centre from where it fits the image
             options.append("goal.distance_m=none")

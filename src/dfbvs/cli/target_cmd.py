@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ._options import mesh_unit_callback
+from ._options import check_object_or_mesh, mesh_unit_callback
 from ._paths import out_dir_callback
 
 
@@ -48,15 +48,12 @@ def register(app: typer.Typer) -> None:
         from ..goal import GoalSpec, check_framing
         from ..imaging import resize_area
         from ..recorder import write_json
-        from ..render import builtin_object_names, load_builtin, load_mesh
+        from ..render import load_builtin, load_mesh
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp
         from ..servo import ServoConfig
 
-        if (object_name is None) == (mesh is None):
-            raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
-        if object_name is not None and object_name not in builtin_object_names():
-            raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
+        check_object_or_mesh(object_name, mesh)
         if sum(x is not None for x in (goal_camera, grasp)) > 1:
             raise typer.BadParameter("give at most one of --goal-camera and --grasp")
         if grasp is not None and hand_eye is None:
