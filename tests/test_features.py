@@ -139,3 +139,21 @@ def test_features_validation():
         Features(np.zeros((3, 2)), np.zeros((2, 4), np.float32), np.zeros(3), (10, 10))
     f = Features(np.zeros((1, 2)), np.ones((1, 4), np.float32) / 2, np.ones(1), (10, 10), "x")
     assert len(f) == 1 and len(f.subset(np.array([False]))) == 0
+
+
+def test_aliked_channels_last_gives_the_same_keypoints():
+    """The adopted speed option (docs/deep-speed.md): channels-last memory format, same keypoints and
+    descriptors as the contiguous model up to float rounding."""
+    from dfbvs.camera import Camera
+    from dfbvs.features import build_extractor
+    from dfbvs.features.aliked import AlikedConfig
+    from dfbvs.render import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.sim.episode import GoalConfig
+
+    image = render_target(load_builtin("gear"), Camera.default().rescaled(320, 240), GoalConfig().T_object_camera()).rgb
+    a = build_extractor(AlikedConfig(channels_last=False))(image)
+    b = build_extractor(AlikedConfig(channels_last=True))(image)
+    assert len(a.keypoints_px) == len(b.keypoints_px) > 100
+    assert np.abs(a.keypoints_px - b.keypoints_px).max() < 1e-3
+    assert np.abs(a.descriptors - b.descriptors).max() < 1e-4
