@@ -214,6 +214,13 @@ class IBVSLaw:
         return ibvs_control(inputs.xy, inputs.xy_star, inputs.Z_star_m, self.config, Z_m=Z_m)
 
 
+def tuned_ibvs_config() -> IBVSConfig:
+    """The IBVS settings the DFBVS servo uses by default: an adaptive gain from 0.5/s far from the goal to
+    1/s at it, and speed limits of 5 cm/s and 0.3 rad/s (docs/servo.md)."""
+    return IBVSConfig(gain=GainConfig(gain_at_zero=1.0, gain_at_infinity=0.5, slope_at_zero=20.0),
+                      max_linear_m_s=0.05, max_angular_rad_s=0.3)
+
+
 def pbvs_twist(T_current_target: np.ndarray, gain_1_s: float) -> np.ndarray:
     """Pose-based law on the PnP pose: ``v_camera = -gain * se3_log(T_target_current)``. The current camera's
     pose in the goal camera frame then decays along the SE(3) geodesic at exactly ``gain`` in every direction
@@ -229,9 +236,7 @@ class HybridConfig:
     with ``pbvs_gain_1_s``. The weak direction of the image (rotation about x with translation along y) then
     converges at the commanded rate."""
 
-    ibvs: IBVSConfig = field(default_factory=lambda: IBVSConfig(
-        gain=GainConfig(gain_at_zero=1.0, gain_at_infinity=0.5, slope_at_zero=20.0), max_linear_m_s=0.05,
-        max_angular_rad_s=0.3))
+    ibvs: IBVSConfig = field(default_factory=lambda: tuned_ibvs_config())
     switch_error_norm: float = 0.004
     pbvs_gain_1_s: float = 1.0
 

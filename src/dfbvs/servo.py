@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, InteractionChoice, build_control_law
+from .control import CONTROL_LAWS, ControlInput, IBVSConfig, InteractionChoice, build_control_law, tuned_ibvs_config
 from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, build_extractor
@@ -56,8 +56,7 @@ def _registry_field(registry: Registry, default_factory) -> object:
 
 
 def _default_control() -> IBVSConfig:
-    return IBVSConfig(gain=GainConfig(gain_at_zero=1.0, gain_at_infinity=0.5, slope_at_zero=20.0),
-                      max_linear_m_s=0.05, max_angular_rad_s=0.3)
+    return tuned_ibvs_config()
 
 
 @dataclass(frozen=True)
