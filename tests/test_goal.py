@@ -92,3 +92,23 @@ def test_target_command_frames_a_user_mesh_and_warns_when_the_object_is_not_in_v
     assert 0.1 < framing["coverage"] < 0.6 and not framing["warnings"] and framing["keypoints_on_object"] >= 30
     r = target("--center", "origin", "--distance", "0.22", "--out", str(tmp_path / "old"))
     assert r.returncode == 1 and "not in view" in r.stdout
+
+
+@pytest.mark.slow
+def test_user_mesh_in_mm_with_origin_far_from_the_part_is_framed_and_converges(tmp_path):
+    """Issue 13's failing case: a CAD part exported from an assembly, in millimetres, its origin 0.33 m from
+    the part. Before, the goal looked at the origin and the episode ended LOST; now it is framed and reached."""
+    import json
+    import subprocess
+    import sys
+
+    from dfbvs.render import load_builtin
+
+    part = load_builtin("bracket")
+    path = tmp_path / "bracket_offset_mm.stl"
+    trimesh.Trimesh(part.vertices_m * 1000 + np.array([300.0, -120.0, 45.0]), part.faces).export(path)
+    r = subprocess.run([sys.executable, "-m", "dfbvs", "sim", "--mesh", str(path), "--mesh-unit", "mm", "--out",
+                        str(tmp_path / "ep")], capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((tmp_path / "ep" / "summary.json").read_text())
+    assert s["status"] == "converged" and s["final_translation_error_mm"] < 1.0 and s["final_rotation_error_deg"] < 0.2
