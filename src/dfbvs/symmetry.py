@@ -18,7 +18,7 @@ See docs/symmetry.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -113,6 +113,19 @@ def lock_verdict(converged: bool, translation_error_m: float, rotation_error_rad
     if not (translation_error_m <= tolerance_m and rotation_error_rad <= tolerance_rad):
         return "false lock"
     return "goal" if index == 0 else "symmetric equivalent"
+
+
+def symmetric_error_fields(symmetry: Symmetry, T_object_goal: np.ndarray, T_object_camera: np.ndarray,
+                           converged: bool, lock_tolerance_mm: float = 2.0,
+                           lock_tolerance_deg: float = 0.5) -> dict:
+    """The episode result's symmetry fields: ``final_translation_error_mm_sym``,
+    ``final_rotation_error_deg_sym``, ``symmetric_equivalent`` (index, 0 = the goal), ``symmetry_order`` and
+    ``lock`` (:func:`lock_verdict`, None unless converged)."""
+    t_m, r_rad, k = pose_error_modulo(T_object_goal, T_object_camera, symmetry)
+    return {"final_translation_error_mm_sym": t_m * 1e3, "final_rotation_error_deg_sym": float(np.rad2deg(r_rad)),
+            "symmetric_equivalent": k, "symmetry_order": symmetry.order,
+            "lock": lock_verdict(converged, t_m, r_rad, k, lock_tolerance_mm * 1e-3,
+                                 float(np.deg2rad(lock_tolerance_deg)))}
 
 
 # --- detection ------------------------------------------------------------------------------------------
@@ -245,6 +258,26 @@ def find_symmetries(mesh: Mesh, candidate_axes: Sequence[ArrayLike] | None = Non
     if len(elems) >= max_group and generators:
         note += f"; group truncated at {max_group} elements"
     return FoundSymmetry(Symmetry(tuple(elems), note), center, tol, resolution, tuple(axis_orders), tuple(checks))
+
+
+def symmetry_residual_m(mesh: Mesh, T_object_object_sym: np.ndarray, quantile: float = 0.998,
+                        select: Callable[[np.ndarray], np.ndarray] | None = None, n_points: int = 3000,
+                        seed: int = 0) -> tuple[float, float]:
+    """How far ``T_object_object_sym`` moves the surface off itself: the ``quantile`` of the distance (m) from
+    transformed surface samples to the surface, and the same for untransformed samples (the measure's floor).
+    ``select`` (points (N, 3) -> bool mask) restricts the check to a region (e.g. the gear's teeth ring)."""
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    tm = mesh.to_trimesh()
+    ref, _ = trimesh.sample.sample_surface(tm, 100_000, seed=seed)
+    pts, _ = trimesh.sample.sample_surface(tm, n_points, seed=seed + 1)
+    if select is not None:
+        pts = pts[np.asarray(select(pts), dtype=bool)]
+    tree = cKDTree(ref)
+    T = np.asarray(T_object_object_sym, dtype=np.float64)
+    moved = float(np.quantile(tree.query(pts @ T[:3, :3].T + T[:3, 3])[0], quantile))
+    return moved, float(np.quantile(tree.query(pts)[0], quantile))
 
 
 # --- the built-in objects -------------------------------------------------------------------------------
