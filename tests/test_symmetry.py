@@ -203,12 +203,15 @@ def test_report_section_reads_new_and_old_summaries():
     from dfbvs.bench.report import _symmetry_section
 
     base = {"method": "dfbvs", "object": "gear", "background": "cluttered"}
-    new = [dict(base, summary={"lock": lock, "symmetry_order": 20, "final_translation_error_mm_sym": 0.2,
-                               "final_rotation_error_deg_sym": 0.02}) for lock in ("goal", "symmetric equivalent")]
-    old = [dict(base, summary={"final_translation_error_mm": 1.0})]
+    plain = {"final_mean_px_error": 0.1, "final_translation_error_mm": 34.4, "final_rotation_error_deg": 18.0}
+    new = [dict(base, summary=dict(plain, lock=lock, symmetry_order=20, final_translation_error_mm_sym=0.2,
+                                   final_rotation_error_deg_sym=t)) for lock, t in (("goal", 0.02), ("false lock", 7))]
+    old = [dict(base, summary=plain)]
     assert _symmetry_section(old) == []
-    lines = _symmetry_section(new + old)
-    assert any("| dfbvs | gear | 20 | 2 | 0.200 | 0.020 | 1 | 1 | 0 |" in line for line in lines), lines
+    nulls = [dict(base, summary=dict(plain, lock=None, final_translation_error_mm_sym=None))]  # NaN in JSON
+    assert any("| dfbvs | gear | 1 | 1 | 0% | - | - | 0 | 0 | 0 |" in line for line in _symmetry_section(nulls))
+    lines = _symmetry_section(new + old)  # success (GT) modulo symmetry: 1 of 2 within 1 mm and 0.1 deg
+    assert any("| dfbvs | gear | 20 | 2 | 50% | 0.200 | 3.510 | 1 | 0 | 1 |" in line for line in lines), lines
 
 
 def test_symmetry_module_imports_only_earlier_stages():
