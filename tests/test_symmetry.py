@@ -246,3 +246,20 @@ def test_gear_started_one_tooth_over_is_reported_as_a_symmetric_equivalent():
         assert r.symmetric_equivalent == 1 and r.final_rotation_error_deg > 15, r.summary()
     else:
         assert r.lock == "goal" and r.symmetric_equivalent == 0, r.summary()
+
+
+def test_sim_cli_prints_the_errors_modulo_symmetry(monkeypatch, capsys, tmp_path):
+    import dfbvs.sim.episode as episode
+    from dfbvs.cli.servo_cmd import _run_and_report
+    from dfbvs.sim.episode import EpisodeResult
+    from dfbvs.stop import EpisodeStatus
+
+    s = BUILTIN_SYMMETRIES["gear"]
+    T_goal = goal_on()
+    result = EpisodeResult(EpisodeStatus.CONVERGED, 39, 34.4, 18.0, 0.07, 34.4, 18.0, 50.0, {}, 38, 20.0, None,
+                           **symmetric_error_fields(s, T_goal, s.transforms[1] @ T_goal, True))
+    monkeypatch.setattr(episode, "run_episode", lambda *a, **k: result)
+    _run_and_report(episode.EpisodeConfig(object_name="gear"), tmp_path)
+    out = capsys.readouterr().out
+    assert "modulo the object's symmetry (20 equivalent goals): 0.000 mm / 0.000 deg from equivalent 1" in out
+    assert "lock: symmetric equivalent" in out

@@ -31,10 +31,11 @@ from .render.mesh import Mesh
 SYMMETRY_MODES = ("declared", "auto", "none")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Symmetry:
     """A finite set of object-frame rigid transforms ``T_object_object_sym`` (K, 4, 4) in metres, the
-    identity first. ``note`` says where it comes from (declared, found at which tolerance, approximate)."""
+    identity first. ``note`` says where it comes from (declared, found at which tolerance, approximate).
+    Equality is by identity (the transforms are arrays)."""
 
     transforms: tuple[np.ndarray, ...] = field(default_factory=lambda: (np.eye(4),))
     note: str = "none"
@@ -142,7 +143,7 @@ class SymmetryCheck:
     passed: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FoundSymmetry:
     """The result of :func:`find_symmetries`: the group, the centre and tolerance used, every check."""
 
