@@ -263,3 +263,16 @@ def test_sim_cli_prints_the_errors_modulo_symmetry(monkeypatch, capsys, tmp_path
     out = capsys.readouterr().out
     assert "modulo the object's symmetry (20 equivalent goals): 0.000 mm / 0.000 deg from equivalent 1" in out
     assert "lock: symmetric equivalent" in out
+
+
+def test_goal_probe_adds_the_per_cycle_error_modulo_symmetry():
+    from dfbvs.sim.episode import goal_probe
+
+    s = BUILTIN_SYMMETRIES["gear"]
+    T_goal = goal_on()
+    reading = goal_probe(T_goal, 0.25, s)(s.transforms[1] @ T_goal)
+    assert reading.fields["translation_error_mm"] > 30 and reading.end_with is None
+    assert reading.fields["translation_error_mm_sym"] < 1e-6 and reading.fields["symmetric_equivalent"] == 1
+    plain = goal_probe(T_goal, 0.25, Symmetry.none())(s.transforms[1] @ T_goal).fields
+    assert set(plain) == {"translation_error_mm", "rotation_error_deg"}, "no symmetry: the trajectory as before"
+    assert set(goal_probe(T_goal, 0.25)(T_goal).fields) == set(plain)

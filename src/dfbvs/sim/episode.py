@@ -30,7 +30,7 @@ from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, gr
 from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, combine_probes, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
-from ..symmetry import symmetric_error_fields, symmetry_of
+from ..symmetry import Symmetry, pose_error_modulo, symmetric_error_fields, symmetry_of
 from .free_camera import FreeFlyingCamera
 from .perturbations import Occluder, OcclusionConfig
 from .robot import ArmCamera, ArmRig, RobotConfig, RobotKind, believed_camera, believed_hand_eye, build_arm_rig
@@ -207,16 +207,22 @@ class SimulatedCamera:
         return Frame(self.render(self.body.T_world_camera, t), t)
 
 
-def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float) -> Probe:
+def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float, symmetry: Symmetry | None = None) -> Probe:
     """Ground truth of a simulated run: the camera's pose error to the goal in every cycle
-    (``translation_error_mm``, ``rotation_error_deg``), and DIVERGED once it leaves the ball around the goal."""
+    (``translation_error_mm``, ``rotation_error_deg``), and DIVERGED once it leaves the ball around the goal.
+    With a ``symmetry`` of more than one element, also the error modulo symmetry (``translation_error_mm_sym``,
+    ``rotation_error_deg_sym``, ``symmetric_equivalent``; docs/symmetry.md)."""
 
     def probe(T_object_camera: np.ndarray | None) -> ProbeReading:
         if T_object_camera is None:
             return ProbeReading()
         t_err, r_err = pose_error(T_object_goal, T_object_camera)
-        return ProbeReading({"translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err))},
-                            EpisodeStatus.DIVERGED if t_err > max_distance_from_goal_m else None)
+        extras = {"translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err))}
+        if symmetry is not None and symmetry.order > 1:
+            t_sym, r_sym, k = pose_error_modulo(T_object_goal, T_object_camera, symmetry)
+            extras.update(translation_error_mm_sym=t_sym * 1e3, rotation_error_deg_sym=float(np.rad2deg(r_sym)),
+                          symmetric_equivalent=k)
+        return ProbeReading(extras, EpisodeStatus.DIVERGED if t_err > max_distance_from_goal_m else None)
 
     return probe
 
@@ -311,7 +317,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         if progress is not None:
             progress(cycle)
 
-    truth = goal_probe(T_object_goal, config.max_distance_from_goal_m)
+    truth = goal_probe(T_object_goal, config.max_distance_from_goal_m, symmetry)
     probe = truth if rig is None else combine_probes(lambda _believed: truth(rig.T_world_camera_true()),
                                                      rig.sink.probe)
     try:
