@@ -110,6 +110,8 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
             cells.append(f"{np.median(lateral):.2f} ({len(lateral)})" if lateral else "-")
             lines.append(f"| {m[0]} | " + " | ".join(cells) + " |")
 
+    lines += _symmetry_section(records, criteria)
+
     lines += ["", "## Episodes", "",
               "| episode | method | status | start mm | start deg | final mm | final deg | final px (corr.) "
               "| final px (true) | inliers | iterations | cycle ms | time to goal s |",
@@ -131,6 +133,38 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _symmetry_section(records: list, criteria: SuccessCriteria = SuccessCriteria()) -> list[str]:
+    """Errors modulo the object's symmetry and the lock verdicts (docs/symmetry.md), per method and object;
+    empty for results written before those fields existed. Success (GT, modulo symmetry): the GT criterion on
+    the errors modulo symmetry."""
+    withsym = [r for r in records if r["summary"] and "lock" in r["summary"]]
+    if not withsym:
+        return []
+    lines = ["", "## Modulo symmetry and lock verdicts", "",
+             "Errors to the nearest symmetric equivalent of the goal (docs/symmetry.md). Lock (converged runs): "
+             "goal / symmetric equivalent / false lock (beyond the lock tolerance, default 2 mm or 0.5 deg, "
+             "of every equivalent).", "",
+             "| method | object | symmetry order | episodes | success (GT, modulo symmetry) | median final mm (sym) "
+             "| median final deg (sym) | lock: goal | symmetric equivalent | false lock |", "|---" * 10 + "|"]
+    for (m, obj), rs in sorted(_by(withsym, ("method", "object")).items()):
+        def med(key: str, rs: list = rs) -> str:
+            v = np.array([np.nan if r["summary"].get(key) is None else r["summary"][key] for r in rs], float)
+            v = v[np.isfinite(v)]
+            return _fmt(float(np.median(v)), 3) if v.size else "-"
+
+        locks = [r["summary"].get("lock") for r in rs]
+        def within(s: dict) -> bool:  # NaN is written as null
+            t, r = s.get("final_translation_error_mm_sym"), s.get("final_rotation_error_deg_sym")
+            return t is not None and r is not None and t < criteria.translation_mm and r < criteria.rotation_deg
+
+        success = np.mean([within(r["summary"]) for r in rs])
+        lines.append(f"| {m} | {Path(obj).stem} | {rs[0]['summary'].get('symmetry_order', 1)} | {len(rs)} | "
+                     f"{success:.0%} | {med('final_translation_error_mm_sym')} | "
+                     f"{med('final_rotation_error_deg_sym')} | "
+                     f"{locks.count('goal')} | {locks.count('symmetric equivalent')} | {locks.count('false lock')} |")
+    return lines
 
 
 def _tracked(records: list) -> str:

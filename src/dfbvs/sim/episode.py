@@ -30,6 +30,7 @@ from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, gr
 from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, combine_probes, run_servo_loop
 from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
+from ..symmetry import Symmetry, pose_error_modulo, symmetric_error_fields, symmetry_of
 from .free_camera import FreeFlyingCamera
 from .perturbations import Occluder, OcclusionConfig
 from .robot import ArmCamera, ArmRig, RobotConfig, RobotKind, believed_camera, believed_hand_eye, build_arm_rig
@@ -101,6 +102,12 @@ class EpisodeConfig:
     max_distance_from_goal_m: float = 0.25  # leaving this ball around the goal counts as diverged
     seed: int = 0
     video_stride: int = 2
+    # errors modulo the object's symmetry (docs/symmetry.md): "declared" (the built-ins' table, none for a user
+    # mesh), "auto" (find_symmetries on the mesh) or "none"; a converged run within the lock tolerance of
+    # no equivalent is a "false lock"
+    symmetry: str = "declared"
+    lock_tolerance_mm: float = 2.0
+    lock_tolerance_deg: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,14 @@ class EpisodeResult:
     grasp_success: bool | None = None  # robot.grasp: within the grasp tolerance (None: no grasp asked)
     grasp_error: dict = field(default_factory=dict)  # lateral_mm, axial_mm, rotation_deg, or why no grasp
     converged_by: str | None = None  # the stop rule that ended a converged run: pose, settled or twist
+    # modulo the object's symmetry (docs/symmetry.md): errors to the nearest equivalent goal, its index (0: the
+    # goal itself), the number of equivalents, and for a converged run "goal", "symmetric equivalent" or
+    # "false lock" (beyond lock_tolerance_mm / _deg of every equivalent)
+    final_translation_error_mm_sym: float = float("nan")
+    final_rotation_error_deg_sym: float = float("nan")
+    symmetric_equivalent: int = 0
+    symmetry_order: int = 1
+    lock: str | None = None
 
     @property
     def converged(self) -> bool:
@@ -192,16 +207,22 @@ class SimulatedCamera:
         return Frame(self.render(self.body.T_world_camera, t), t)
 
 
-def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float) -> Probe:
+def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float, symmetry: Symmetry | None = None) -> Probe:
     """Ground truth of a simulated run: the camera's pose error to the goal in every cycle
-    (``translation_error_mm``, ``rotation_error_deg``), and DIVERGED once it leaves the ball around the goal."""
+    (``translation_error_mm``, ``rotation_error_deg``), and DIVERGED once it leaves the ball around the goal.
+    With a ``symmetry`` of more than one element, also the error modulo symmetry (``translation_error_mm_sym``,
+    ``rotation_error_deg_sym``, ``symmetric_equivalent``; docs/symmetry.md)."""
 
     def probe(T_object_camera: np.ndarray | None) -> ProbeReading:
         if T_object_camera is None:
             return ProbeReading()
         t_err, r_err = pose_error(T_object_goal, T_object_camera)
-        return ProbeReading({"translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err))},
-                            EpisodeStatus.DIVERGED if t_err > max_distance_from_goal_m else None)
+        extras = {"translation_error_mm": t_err * 1e3, "rotation_error_deg": float(np.rad2deg(r_err))}
+        if symmetry is not None and symmetry.order > 1:
+            t_sym, r_sym, k = pose_error_modulo(T_object_goal, T_object_camera, symmetry)
+            extras.update(translation_error_mm_sym=t_sym * 1e3, rotation_error_deg_sym=float(np.rad2deg(r_sym)),
+                          symmetric_equivalent=k)
+        return ProbeReading(extras, EpisodeStatus.DIVERGED if t_err > max_distance_from_goal_m else None)
 
     return probe
 
@@ -259,6 +280,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     if on_arm and config.timing.mode is not TimingMode.STEPPED:
         raise ConfigError(f"robot.kind=ur5e runs with timing.mode=stepped, got timing.mode={config.timing.mode.value}")
     mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
+    symmetry = symmetry_of(None if config.mesh_path else config.object_name, mesh, config.symmetry)
     T_object_goal = config.goal.T_object_camera(mesh, camera)
     center_m = config.goal.spec().look_at_point_m(mesh)
     T_object_tool_grasp = None
@@ -295,7 +317,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         if progress is not None:
             progress(cycle)
 
-    truth = goal_probe(T_object_goal, config.max_distance_from_goal_m)
+    truth = goal_probe(T_object_goal, config.max_distance_from_goal_m, symmetry)
     probe = truth if rig is None else combine_probes(lambda _believed: truth(rig.T_world_camera_true()),
                                                      rig.sink.probe)
     try:
@@ -335,7 +357,9 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         out_dir=str(recorder.out) if recorder is not None else None, p95_cycle_ms=outcome.p95_cycle_ms,
         time_to_goal_s=time_to_goal_s(times, errors, config.goal_tolerance_mm, config.goal_tolerance_deg),
         servo_stats=servo.summary() if hasattr(servo, "summary") else {}, robot_stats=robot_stats,
-        grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by)
+        grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by,
+        **symmetric_error_fields(symmetry, T_object_goal, T_final, outcome.status is EpisodeStatus.CONVERGED,
+                                 config.lock_tolerance_mm, config.lock_tolerance_deg))
     if recorder is not None:
         name = config.object_name if not config.mesh_path else Path(config.mesh_path).name
         recorder.finish(result.summary(), title=f"{name}: {outcome.status.value} after {outcome.iterations} iterations")
