@@ -73,7 +73,7 @@ class StopMonitor:
         scales the pose tolerance."""
         self.config = config
         self.goal_distance_m = float(goal_distance_m) if np.isfinite(goal_distance_m) and goal_distance_m > 0 else 0.22
-        self.converged_by: str | None = None  # "pose", "settled" or "twist" once converged
+        self.converged_by: str | None = None  # "pose" ("image" with the pose rule off), "settled" or "twist"
         self._settled = 0
         self.iterations = 0
         self._recent_errors_px: deque[float] = deque(maxlen=config.diverged_cycles)
@@ -103,7 +103,8 @@ class StopMonitor:
             slow = (c.converged_twist_m_s > 0 and np.linalg.norm(step.v_camera[:3]) < c.converged_twist_m_s
                     and np.linalg.norm(step.v_camera[3:]) < c.converged_twist_rad_s)
             self._slow = self._slow + 1 if slow else 0
-            for rule, count, needed in (("pose", self._below, c.converged_cycles),
+            image_rule = "pose" if c.converged_pose_translation_ratio > 0 else "image"  # which condition held
+            for rule, count, needed in ((image_rule, self._below, c.converged_cycles),
                                         ("settled", self._settled, c.converged_settled_cycles),
                                         ("twist", self._slow, c.converged_cycles)):
                 if needed > 0 and count >= needed:
