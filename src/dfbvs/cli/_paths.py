@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -90,31 +90,27 @@ def _label(param: typer.CallbackParam) -> str:
     return (param.name or "path").upper()
 
 
-def out_dir_callback(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
-    """Typer callback of an output-folder option: :func:`check_output_dir` as a usage error."""
+def _usage_error(check: Callable[[Path, str], Path], param: typer.CallbackParam,
+                 value: Optional[Path]) -> Optional[Path]:
+    """``check(value, label)`` with an :class:`OutputPathError` turned into a usage error (None passes)."""
     if value is None:
         return value
     try:
-        return check_output_dir(value, _label(param))
+        return check(value, _label(param))
     except OutputPathError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def out_dir_callback(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """Typer callback of an output-folder option: :func:`check_output_dir` as a usage error."""
+    return _usage_error(check_output_dir, param, value)
 
 
 def existing_out_dir_callback(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
     """Typer callback of a folder that must already exist and be writable (``bench report OUT_DIR``)."""
-    if value is None:
-        return value
-    try:
-        return check_output_dir(value, _label(param), must_exist=True)
-    except OutputPathError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return _usage_error(lambda path, label: check_output_dir(path, label, must_exist=True), param, value)
 
 
 def out_file_callback(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
     """Typer callback of an output-file option: :func:`check_output_file` as a usage error."""
-    if value is None:
-        return value
-    try:
-        return check_output_file(value, _label(param))
-    except OutputPathError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return _usage_error(check_output_file, param, value)

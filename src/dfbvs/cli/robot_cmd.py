@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
 
         from ..calibration import load_rigid_transform
         from ..errors import DfbvsError
+        from ..goal import check_framing
         from ..render import load_builtin, load_mesh
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp, grasp_from_camera_goal
@@ -124,12 +125,12 @@ def register(app: typer.Typer) -> None:
         preview_dir = record if record is not None else out
         preview_dir.mkdir(parents=True, exist_ok=True)
         target.save(preview_dir / "goal_preview")
-        coverage = float(target.mask.mean())
-        depth = target.depth_m[np.isfinite(target.depth_m)]
-        typer.echo(f"goal preview: {preview_dir / 'goal_preview' / 'rgb.png'}  object covers {coverage:.1%} of the "
-                   f"image, depth {depth.min():.3f}-{depth.max():.3f} m" if depth.size else
-                   f"goal preview: {preview_dir / 'goal_preview' / 'rgb.png'}  the object is NOT in view")
-        if not depth.size:
+        framing = check_framing(target.mask, target.depth_m)
+        typer.echo(f"goal preview: {preview_dir / 'goal_preview' / 'rgb.png'}  object covers {framing.coverage:.1%} "
+                   f"of the image, depth {framing.depth_min_m:.3f}-{framing.depth_max_m:.3f} m")
+        for warning in framing.warnings:
+            typer.echo(f"warning: {warning}")
+        if not target.mask.any():
             raise _fail("the object is not in view of the goal camera: check the mesh unit and the goal")
         if not yes:
             if not sys.stdin.isatty():
