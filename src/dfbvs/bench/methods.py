@@ -87,6 +87,8 @@ BACKGROUNDS: dict[str, str] = {
     "cluttered": "procedural workbench-mat texture on the table, distractor objects and the sim-to-real gap",
     "similar": "plain table close to the target render's background, no distractors, the sim-to-real gap",
     "clean": "no table, no distractors, no gap: exactly the target render",
+    "photo": "a photograph of gravel, grass or bricks (chosen and tinted by the seed) on the table, distractors "
+             "and the sim-to-real gap",
 }
 #: Old names still accepted (deprecated): ``sim --background procedural`` meant ``cluttered``.
 BACKGROUND_ALIASES: dict[str, str] = {"procedural": "cluttered"}
@@ -127,7 +129,20 @@ def scene_for_background(background: str, seed: int):
         return SceneConfig()
     if background == "clean":
         return SceneConfig.clean()
-    return replace(SceneConfig(), background=background)
+    return replace(SceneConfig(), background=background)  # "photo" or an image path
+
+
+def scene_with_overrides(scene, configured) -> object:
+    """``scene`` (a background's :class:`SceneConfig`) with every field that ``configured`` (the scene of a
+    config after the run's overrides, e.g. ``--set scene.renderer=blender``) changed from the default."""
+    from dataclasses import fields
+
+    from ..render.scene import SceneConfig
+
+    default = SceneConfig()
+    changed = {f.name: getattr(configured, f.name) for f in fields(SceneConfig)
+               if getattr(configured, f.name) != getattr(default, f.name)}
+    return replace(scene, **changed)
 
 
 def method_overrides(method: str, keypointnet_checkpoint: str | None = None) -> tuple[str, ...]:
@@ -157,5 +172,5 @@ def episode_config(spec: EpisodeSpec, method: str, overrides: Sequence[str] = ()
         # a user mesh is framed (its centre, at the distance that fits its size); built-ins keep the protocol's
         goal=GoalConfig(None if obj_is_path else spec.goal[0], *spec.goal[1:]),
         start=StartConfig(T_goal_start=spec.T_goal_start),
-        scene=scene_for_background(spec.background, spec.seed), seed=spec.seed,
+        scene=scene_with_overrides(scene_for_background(spec.background, spec.seed), config.scene), seed=spec.seed,
     )

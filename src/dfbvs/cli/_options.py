@@ -61,6 +61,28 @@ def background_option(default: Optional[str]) -> Any:
                         metavar="NAME|IMAGE")
 
 
+def _scene_renderer_callback(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    from ..errors import ConfigError
+    from ..render import check_renderer
+
+    try:
+        return check_renderer(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(f"--scene-renderer {value!r}: {exc}") from None
+
+
+def scene_renderer_option() -> Any:
+    """The ``--scene-renderer`` option: the backend that draws the simulated camera's scene
+    (= ``--set scene.renderer=NAME``); the target is always rendered by moderngl."""
+    from ..render import available_renderers
+
+    return typer.Option(None, "--scene-renderer", callback=_scene_renderer_callback, metavar="NAME",
+                        help=f"Renderer of the simulated camera's scene: {', '.join(available_renderers())} "
+                             "(blender: photoreal Cycles frames, needs `make blender`; = --set scene.renderer=NAME).")
+
+
 def object_help(prefix: str = "Built-in object") -> str:
     """``<prefix>: bracket, gear, ...`` from the built-in object table."""
     from ..render import builtin_object_names

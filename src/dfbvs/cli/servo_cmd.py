@@ -97,6 +97,7 @@ def register(app: typer.Typer) -> None:
         mesh_unit_callback,
         mesh_unit_names,
         object_help,
+        scene_renderer_option,
     )
     from ._paths import out_dir_callback
 
@@ -116,6 +117,7 @@ def register(app: typer.Typer) -> None:
                                                          "= start.offset_deg, default 8)."),
         background: str = background_option("cluttered"),
         distractors: Optional[int] = typer.Option(None, help="Number of distractor objects."),
+        scene_renderer: Optional[str] = scene_renderer_option(),
         features: Optional[str] = typer.Option(None, help=f"Feature extractor: {extractor_names()} "
                                                "(= --set servo.features=NAME)."),
         sensor: str = typer.Option("640x480", help="Simulated sensor size WIDTHxHEIGHT (same ~34 deg lens); "
@@ -162,7 +164,8 @@ def register(app: typer.Typer) -> None:
                             ("start.offset_deg", start_offset_deg), ("servo.features", features),
                             ("servo.features.checkpoint_path", keypointnet_checkpoint),
                             ("servo.tracking.enabled", tracking), ("stop.max_iterations", max_iterations),
-                            ("robot.kind", robot), ("robot.grasp", "true" if grasp else None)):
+                            ("robot.kind", robot), ("robot.grasp", "true" if grasp else None),
+                            ("scene.renderer", scene_renderer)):
             if value is not None:
                 options.append(f"{path}={value}")
         base = replace(EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,

@@ -2,7 +2,8 @@
 
 - :mod:`.mesh`: :class:`Mesh` and :func:`load_mesh` (STL, OBJ+MTL, PLY, glTF/GLB; m, cm or mm).
 - :mod:`.backend`: the :class:`Renderer` interface, :class:`DrawItem`, :class:`Lighting`,
-  :class:`RenderOutput` and the registry of backends (default ``moderngl``, headless EGL).
+  :class:`RenderOutput` and the registry of backends (default ``moderngl``, headless EGL; ``blender``:
+  Cycles in Blender's own interpreter, :mod:`.blender_backend` over :mod:`.blender_worker`).
 - :mod:`.gl`: the one place where OpenGL axes meet OpenCV axes (:func:`opencv_to_opengl`).
 - :mod:`.target`: the CAD model alone at the goal pose (:func:`render_target`, :class:`TargetRender`).
 - :mod:`.scene`: the simulated camera's cluttered scene with a seeded sim-to-real gap.
@@ -24,6 +25,7 @@ from .backend import (
     Renderer,
     RenderOutput,
     available_renderers,
+    check_renderer,
     get_renderer,
     register_renderer,
 )
@@ -40,6 +42,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "ID_NOTHING", "ID_TARGET", "RENDERERS", "DirectionalLight", "DrawItem", "Lighting", "Material", "Mesh", "Renderer",
-    "RenderOutput", "available_renderers", "builtin_distractor_names", "builtin_object_names", "get_renderer",
-    "load_builtin", "load_mesh", "mesh_from_trimesh", "register_renderer",
+    "RenderOutput", "available_renderers", "builtin_distractor_names", "check_renderer", "builtin_object_names",
+    "get_renderer", "load_builtin", "load_mesh", "mesh_from_trimesh", "register_renderer",
 ]

@@ -27,13 +27,16 @@ class Material:
     """Surface appearance (Blinn-Phong).
 
     ``rgb`` overrides the mesh's ``base_rgb`` (0..1) when given. ``specular`` (0..1) scales the highlight,
-    ``shininess`` is the Blinn-Phong exponent. ``layer_pitch_m`` > 0 adds 3D-print layer lines along the
-    item's own z axis (brightness modulated by ``layer_contrast``, a fraction), a subtle surface texture.
+    ``shininess`` is the Blinn-Phong exponent. ``roughness`` (0..1, microfacet) is used by renderers with a
+    physical material model (``blender``); None derives it from ``shininess``. ``layer_pitch_m`` > 0 adds
+    3D-print layer lines along the item's own z axis (brightness modulated by ``layer_contrast``, a
+    fraction), a subtle surface texture.
     """
 
     rgb: tuple[float, float, float] | None = None
     specular: float = 0.25
     shininess: float = 24.0
+    roughness: float | None = None
     layer_pitch_m: float = 0.0
     layer_contrast: float = 0.06
 
@@ -43,6 +46,8 @@ class Material:
         if not (0.0 <= self.specular and self.shininess > 0 and self.layer_pitch_m >= 0):
             raise ValueError(f"material: need specular >= 0, shininess > 0, layer_pitch_m >= 0; got "
                              f"{self.specular!r}, {self.shininess!r}, {self.layer_pitch_m!r}")
+        if self.roughness is not None and not 0.0 <= self.roughness <= 1.0:
+            raise ValueError(f"material roughness must be in [0, 1] or None, got {self.roughness!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,11 +74,14 @@ class DrawItem:
 @dataclass(frozen=True)
 class DirectionalLight:
     """A light at infinity. ``direction_world`` is the direction the light travels (towards the scene),
-    in world axes; ``intensity`` scales ``rgb`` (0..1 each)."""
+    in world axes; ``intensity`` scales ``rgb`` (0..1 each). ``angle_deg`` is the angular diameter of the
+    source as seen from the scene (0: a point at infinity, hard shadows; the sun is 0.5 deg, an overcast window
+    tens of degrees); renderers that cast shadows (``blender``) draw their penumbra, ``moderngl`` ignores it."""
 
     direction_world: tuple[float, float, float] = (-0.3, 0.2, -1.0)
     intensity: float = 0.8
     rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    angle_deg: float = 0.0
 
     def __post_init__(self) -> None:
         d = np.asarray(self.direction_world, dtype=np.float64)
@@ -81,6 +89,8 @@ class DirectionalLight:
             raise ValueError(f"light direction must be a finite non-zero 3-vector, got {self.direction_world!r}")
         if not (np.isfinite(self.intensity) and self.intensity >= 0):
             raise ValueError(f"light intensity must be >= 0, got {self.intensity!r}")
+        if not (np.isfinite(self.angle_deg) and 0.0 <= self.angle_deg <= 180.0):
+            raise ValueError(f"light angle_deg must be in [0, 180], got {self.angle_deg!r}")
 
     @property
     def unit_direction(self) -> np.ndarray:
@@ -151,6 +161,9 @@ class Renderer(Protocol):
 RENDERERS: Registry[Renderer] = Registry("renderer")
 RENDERERS.register("moderngl", "dfbvs.render.moderngl_backend:build_moderngl",
                    "dfbvs.render.moderngl_backend:ModernGLConfig")
+RENDERERS.register("blender", "dfbvs.render.blender_backend:build_blender",
+                   "dfbvs.render.blender_backend:BlenderConfig",
+                   help="Cycles path tracer in Blender's own interpreter (make blender)")
 _INSTANCES: dict[str, Renderer] = {}  # one per backend and process: a GL context and its uploaded meshes
 
 
@@ -163,6 +176,19 @@ def register_renderer(name: str, factory: Callable[..., Renderer], config: type 
 
 def available_renderers() -> list[str]:
     return sorted(RENDERERS.names())
+
+
+def check_renderer(name: str) -> str:
+    """The canonical name of backend ``name``, after checking that it exists and can run here; a
+    :class:`~dfbvs.errors.ConfigError` names the value and says what is missing (e.g. how to install Blender's
+    interpreter for ``blender``), before any work is done."""
+    key = str(name).strip().lower()
+    RENDERERS.config_class(key)  # unknown names: a ConfigError listing the available ones
+    if key == "blender":
+        from .blender_backend import find_blender_python
+
+        find_blender_python()
+    return key
 
 
 def get_renderer(name: str = "moderngl") -> Renderer:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..geometry import as_rigid_pose, make_pose, so3_exp
-from .backend import DrawItem, Lighting, Material, RenderOutput, get_renderer
+from .backend import DirectionalLight, DrawItem, Lighting, Material, RenderOutput, get_renderer
 from .mesh import Mesh
 from .target import TARGET_BACKGROUND_RGB, TARGET_SUPERSAMPLE
 
@@ -40,7 +40,8 @@ class SceneConfig:
     """A cluttered scene and its sim-to-real gap. Every knob is explicit; randomness comes from the seed.
 
     Background and clutter:
-      - ``background``: ``"procedural"`` (seeded workbench-mat texture), ``"plain"`` (uniform
+      - ``background``: ``"procedural"`` (seeded workbench-mat texture), ``"photo"`` (a photograph of
+        gravel, grass, bricks, ... chosen and tinted by the seed, :data:`TABLE_PHOTOS`), ``"plain"`` (uniform
         ``table_rgb``), ``"none"`` (no table: uniform ``background_rgb``, as in the target render) or the
         path of an image stretched over the table.
       - ``table_size_m``: side of the square table top (m); ``texture_tile_m``: side of one repeat of the
@@ -59,6 +60,14 @@ class SceneConfig:
         noise (std in 8-bit intensity levels), drawn fresh each frame.
       - ``gripper_fingertips``: two dark fingertips fixed to the camera occlude the bottom
         ``fingertip_coverage`` fraction of the image at ``fingertip_depth_m`` in front of the camera.
+    Lights and materials drawn from the seed (the renderer decides what it can show: ``moderngl`` draws the
+    lights' directions, colours and intensities; ``blender`` also their softness, the shadows and the roughness):
+      - ``light_count`` 0 keeps the target render's two lights (turned and scaled by the gap knobs above);
+        1..4 draws that many lights instead: a key light 25-70 deg above the table from any side, weaker
+        fill lights anywhere above it, each a colour temperature in ``light_kelvin`` and an angular diameter
+        (softness) in ``light_angle_deg``;
+      - ``object_roughness``: a range the object's microfacet roughness is drawn from (None: from its
+        Blinn-Phong shininess); ``object_specular_gain`` scales its highlight either way.
     ``layer_pitch_m`` > 0 draws 3D-print layer lines on the object (also pass it to the target render).
     ``antialias`` multisamples the RGB image. It is on by default: a real sensor integrates light over each
     pixel, and aliased edges shifted ALIKED keypoints by 0.16 px on average at the goal pose (measured), a
@@ -90,6 +99,10 @@ class SceneConfig:
     gripper_fingertips: bool = False
     fingertip_coverage: float = 0.15
     fingertip_depth_m: float = 0.07
+    light_count: int = 0
+    light_kelvin: tuple[float, float] = (3500.0, 7000.0)
+    light_angle_deg: tuple[float, float] = (0.5, 15.0)
+    object_roughness: tuple[float, float] | None = None
     layer_pitch_m: float = 0.0
     renderer: str = "moderngl"
     antialias: bool = True  # a real sensor integrates over the pixel: aliased edges bias keypoints
@@ -108,6 +121,13 @@ class SceneConfig:
             "noise_std_levels": self.noise_std_levels >= 0, "fingertip_coverage": 0 < self.fingertip_coverage < 1,
             "fingertip_depth_m": self.fingertip_depth_m > 0.02, "layer_pitch_m": self.layer_pitch_m >= 0,
             "supersample": int(self.supersample) == self.supersample and 1 <= self.supersample <= 8,
+            "light_count": int(self.light_count) == self.light_count and 0 <= self.light_count <= 4,
+            "light_kelvin": len(self.light_kelvin) == 2 and 1000 <= min(self.light_kelvin) <= max(self.light_kelvin)
+            <= 20000,
+            "light_angle_deg": len(self.light_angle_deg) == 2 and 0 <= min(self.light_angle_deg)
+            <= max(self.light_angle_deg) <= 180,
+            "object_roughness": self.object_roughness is None or (
+                len(self.object_roughness) == 2 and 0 <= min(self.object_roughness) <= max(self.object_roughness) <= 1),
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -119,8 +139,8 @@ class SceneConfig:
             rgb = getattr(self, rgb_name)
             if len(rgb) != 3 or not all(0 <= c <= 1 for c in rgb):
                 raise ValueError(f"SceneConfig.{rgb_name}={rgb!r}: need 3 values in [0, 1]")
-        if self.background not in ("procedural", "plain", "none") and not Path(self.background).is_file():
-            raise ValueError(f"SceneConfig.background={self.background!r}: use procedural, plain, none or "
+        if self.background not in ("procedural", "photo", "plain", "none") and not Path(self.background).is_file():
+            raise ValueError(f"SceneConfig.background={self.background!r}: use procedural, photo, plain, none or "
                              f"the path of an existing image file")
 
     def without_gap(self) -> SceneConfig:
@@ -193,6 +213,36 @@ def procedural_table_texture(seed: int, size_px: int = 512) -> np.ndarray:
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
+#: photographs of surfaces shipped with scikit-image (grey, 512x512): real textures under a part on a table
+TABLE_PHOTOS = ("gravel", "grass", "brick")
+
+
+def table_photo(seed: int) -> np.ndarray:
+    """(H, W, 3) uint8: one of :data:`TABLE_PHOTOS` chosen by ``seed``, tinted (a warm or cool cast, the
+    contrast scaled by 0.6-1.0) and mirrored so that each seed gives a different table."""
+    import importlib.util
+
+    from ..imaging import read_image_rgb8
+
+    rng = np.random.default_rng(seed)
+    name = TABLE_PHOTOS[int(rng.integers(len(TABLE_PHOTOS)))]
+    spec = importlib.util.find_spec("skimage")
+    folder = Path(spec.submodule_search_locations[0]) / "data" if spec and spec.submodule_search_locations else None
+    path = folder / f"{name}.png" if folder is not None else None
+    if path is None or not path.is_file():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"background 'photo' needs the photographs shipped with scikit-image ({name}.png); "
+                          f"install it: pip install scikit-image (part of the bench extra)")
+    grey = read_image_rgb8(path, what="table photo").astype(np.float64) / 255.0
+    tint = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.15, 0.15, 3)
+    contrast = rng.uniform(0.6, 1.0)
+    img = (grey.mean() + contrast * (grey - grey.mean())) * tint * rng.uniform(0.75, 1.0)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
 def _table_mesh(config: SceneConfig, table_z_m: float, seed: int) -> Mesh:
     half = config.table_size_m / 2
     v = np.array([[-half, -half, table_z_m], [half, -half, table_z_m], [half, half, table_z_m],
@@ -202,6 +252,9 @@ def _table_mesh(config: SceneConfig, table_z_m: float, seed: int) -> Mesh:
         return Mesh(v, f, base_rgb=config.table_rgb, name="table")
     if config.background == "procedural":
         texture = procedural_table_texture(seed)
+        repeats = config.table_size_m / config.texture_tile_m
+    elif config.background == "photo":  # one photo covers ~texture_tile_m of table: stones a few mm wide
+        texture = table_photo(seed)
         repeats = config.table_size_m / config.texture_tile_m
     else:
         from ..imaging import read_image_rgb8
@@ -225,8 +278,38 @@ def _fingertip_mesh() -> Mesh:
     return Mesh(v, np.asarray(box.faces), base_rgb=(0.12, 0.12, 0.13), name="fingertip")
 
 
+def kelvin_rgb(kelvin: float) -> tuple[float, float, float]:
+    """An approximate colour (0..1, max channel 1) of a black body at ``kelvin`` (1000-20000 K): warm
+    below ~6500 K, blue-ish above, interpolated between tabulated values."""
+    table_k = np.array([1000, 2000, 3000, 4000, 5000, 6500, 8000, 10000, 20000], dtype=np.float64)
+    table_rgb = np.array([[1.0, 0.22, 0.0], [1.0, 0.54, 0.17], [1.0, 0.71, 0.42], [1.0, 0.82, 0.64],
+                          [1.0, 0.89, 0.81], [1.0, 0.98, 1.0], [0.89, 0.92, 1.0], [0.79, 0.85, 1.0],
+                          [0.66, 0.76, 1.0]])
+    k = float(np.clip(kelvin, table_k[0], table_k[-1]))
+    rgb = [float(np.interp(k, table_k, table_rgb[:, c])) for c in range(3)]
+    return (rgb[0], rgb[1], rgb[2])
+
+
+def _drawn_lights(config: SceneConfig, rng: np.random.Generator) -> tuple[DirectionalLight, ...]:
+    """``config.light_count`` lights drawn from ``rng``: the first a key light, the others fill lights."""
+    lights = []
+    for k in range(config.light_count):
+        elevation = np.deg2rad(rng.uniform(25, 70) if k == 0 else rng.uniform(10, 80))
+        azimuth = rng.uniform(0, 2 * np.pi)
+        towards_scene = -np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                                   np.sin(elevation)])
+        intensity = rng.uniform(0.5, 0.75) if k == 0 else rng.uniform(0.1, 0.3)
+        lights.append(DirectionalLight(
+            cast("tuple[float, float, float]", tuple(float(x) for x in towards_scene)),
+            float(intensity * config.light_intensity_gain), kelvin_rgb(rng.uniform(*config.light_kelvin)),
+            float(rng.uniform(*config.light_angle_deg))))
+    return tuple(lights)
+
+
 def _gap_lighting(config: SceneConfig, rng: np.random.Generator) -> Lighting:
     base = Lighting()
+    if config.light_count > 0:
+        return Lighting(ambient=base.ambient * config.ambient_gain, lights=_drawn_lights(config, rng))
     lights = list(base.lights)
     if config.light_rotation_deg > 0 and lights:
         d = lights[0].unit_direction
@@ -298,6 +381,8 @@ def build_scene(target_mesh: Mesh, config: SceneConfig = SceneConfig(), seed: in
         rgb = np.clip(np.asarray(target_mesh.base_rgb) + shift, 0.0, 1.0)
         material = replace(base_material, rgb=cast("tuple[float, float, float]", tuple(float(c) for c in rgb)),
                            specular=base_material.specular * config.object_specular_gain)
+    if config.object_roughness is not None:
+        material = replace(material, roughness=float(rng_gap.uniform(*config.object_roughness)))
     items = [DrawItem(target_mesh, np.eye(4), 1, material)]
     items += _place_distractors(target_mesh, config, table_z, rng_place)
     if config.background != "none":  # last: drawing front to back lets the depth test skip hidden fragments
