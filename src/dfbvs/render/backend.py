@@ -171,29 +171,54 @@ def register_renderer(name: str, factory: Callable[..., Renderer], config: type 
     """Make a backend available under ``name``; ``factory(config)`` is called once, on first use, with the
     default ``config`` (a dataclass, or "module:Class")."""
     RENDERERS.register(name, factory, config)
-    _INSTANCES.pop(name, None)
+    for spec in [s for s in _INSTANCES if s.partition(":")[0].strip().lower() == name.strip().lower()]:
+        _INSTANCES.pop(spec)
 
 
 def available_renderers() -> list[str]:
     return sorted(RENDERERS.names())
 
 
+def parse_renderer(spec: str) -> tuple[str, dict]:
+    """``"name"`` or ``"name:key=value,key=value"`` (settings of the backend's config, e.g.
+    ``blender:samples=16,denoise=false``) as (canonical name, settings); a :class:`~dfbvs.errors.ConfigError`
+    names an unknown backend or setting."""
+    import json
+
+    from ..errors import ConfigError
+
+    name, _, settings_text = str(spec).strip().partition(":")
+    key = name.strip().lower()
+    settings: dict = {}
+    for part in filter(None, (p.strip() for p in settings_text.split(","))):
+        field_name, eq, text = part.partition("=")
+        if not eq or not field_name.strip():
+            raise ConfigError(f"renderer {spec!r}: settings are key=value pairs separated by commas, got {part!r}")
+        try:
+            settings[field_name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[field_name.strip()] = text.strip()
+    RENDERERS.default_config(key, **settings)  # unknown names and settings, out-of-range values: ConfigError
+    return key, settings
+
+
 def check_renderer(name: str) -> str:
-    """The canonical name of backend ``name``, after checking that it exists and can run here; a
-    :class:`~dfbvs.errors.ConfigError` names the value and says what is missing (e.g. how to install Blender's
-    interpreter for ``blender``), before any work is done."""
-    key = str(name).strip().lower()
-    RENDERERS.config_class(key)  # unknown names: a ConfigError listing the available ones
+    """``name`` (see :func:`parse_renderer`) after checking that the backend exists, its settings are valid and
+    it can run here; a :class:`~dfbvs.errors.ConfigError` names the value and says what is missing (e.g. how to
+    install Blender's interpreter for ``blender``), before any work is done."""
+    key, settings = parse_renderer(name)
     if key == "blender":
         from .blender_backend import find_blender_python
 
-        find_blender_python()
-    return key
+        find_blender_python(str(settings.get("python", "")))
+    return str(name).strip()
 
 
 def get_renderer(name: str = "moderngl") -> Renderer:
-    """The process-wide instance of the backend ``name`` (created on first use, with its default config)."""
-    key = name.strip().lower()
-    if key not in _INSTANCES:
-        _INSTANCES[key] = RENDERERS.create(key)
-    return _INSTANCES[key]
+    """The process-wide instance of the backend ``name`` (created on first use), with its default config or
+    the settings ``name`` gives (``"blender:samples=16"``, see :func:`parse_renderer`); one per distinct spec."""
+    spec = name.strip()
+    if spec not in _INSTANCES:
+        key, settings = parse_renderer(spec)
+        _INSTANCES[spec] = RENDERERS.create(key, **settings)
+    return _INSTANCES[spec]

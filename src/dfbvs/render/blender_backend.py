@@ -65,7 +65,8 @@ class BlenderConfig:
     running virtual environment or the source checkout). ``samples`` paths per pixel, denoised with
     OpenImageDenoise when ``denoise`` (``denoising_quality`` HIGH, BALANCED or FAST);
     ``max_bounces`` of light (diffuse and glossy at most 2);
-    ``filter_width_px`` of the box pixel filter (1 = a sensor pixel); ``threads`` (0 = all cores);
+    ``filter_width_px``: the colour image's pixel filter, a box one pixel wide (a sensor pixel) at 1.0, a
+    Gaussian of this width otherwise (Cycles' box filter has no width); ``threads`` (0 = all cores);
     ``exposure_stops`` brightens (+) or darkens (-) the image before the sRGB transform; ``sun_scale`` and
     ``ambient_scale`` convert :class:`Lighting` to radiometric units; ``seed`` of the sampler (advances each
     frame); ``startup_timeout_s`` for the worker's first answer.
@@ -74,7 +75,7 @@ class BlenderConfig:
     python: str = ""
     samples: int = 4
     denoise: bool = True
-    denoising_quality: str = "BALANCED"
+    denoising_quality: str = "FAST"
     max_bounces: int = 4
     filter_width_px: float = 1.0
     threads: int = 0

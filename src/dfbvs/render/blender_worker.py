@@ -16,8 +16,8 @@ frame (m), ``normals`` (3F, 3) float32, optional ``uv`` (3F, 2) float32 and ``te
 Frames: the camera follows OpenCV (x right, y down, z forward; pixel centres at integers); Blender's camera
 looks down its -z with y up, so ``T_world_blendercam = T_world_camera @ diag(1, -1, -1, 1)``. The colour
 image is rendered by Cycles (path traced, shadows, interreflections) with a 1-pixel box filter, as a sensor
-pixel integrates light; a second, one-sample pass with an emission override and a pixel filter of
-0.01 px reads the object id and the depth Z (m, along the optical axis) at each pixel centre exactly.
+pixel integrates light; a second, one-sample pass with an emission override and a Gaussian pixel filter
+0.01 px wide reads the object id and the depth Z (m, along the optical axis) at each pixel centre exactly.
 """
 
 from __future__ import annotations
@@ -292,6 +292,12 @@ class BlenderScene:
         T = np.asarray(T_world_camera, dtype=np.float64) @ _BLENDER_FROM_CV
         self.camera.matrix_world = self._matrix(T)
 
+    def _filter_width(self, width_px: float) -> None:
+        """The pixel filter's width (Cycles' BOX filter ignores it: always one pixel; GAUSSIAN uses it), set in
+        ``render.filter_size`` (Blender 4.2+) and ``cycles.filter_width`` (older releases)."""
+        self.scene.cycles.filter_width = width_px
+        self.scene.render.filter_size = width_px
+
     def _render_exr(self, name: str) -> np.ndarray:
         """Render the current settings; (H, W, 4) float32 linear RGBA, first row at the top."""
         bpy, s = self.bpy, self.scene
@@ -327,10 +333,10 @@ class BlenderScene:
         s.cycles.samples = int(opts["samples"])
         s.cycles.use_denoising = bool(opts["denoise"])
         s.cycles.denoiser = "OPENIMAGEDENOISE"
-        s.cycles.denoising_quality = str(opts.get("denoising_quality", "BALANCED"))
+        s.cycles.denoising_quality = str(opts.get("denoising_quality", "FAST"))
         s.cycles.denoising_prefilter = "FAST" if opts.get("denoising_quality") == "FAST" else "ACCURATE"
-        s.cycles.pixel_filter_type = "BOX"
-        s.cycles.filter_width = float(opts["filter_width_px"])
+        s.cycles.pixel_filter_type = "BOX" if float(opts["filter_width_px"]) == 1.0 else "GAUSSIAN"
+        self._filter_width(float(opts["filter_width_px"]))
         s.cycles.max_bounces = int(opts["max_bounces"])
         s.cycles.diffuse_bounces = min(int(opts["max_bounces"]), 2)
         s.cycles.glossy_bounces = min(int(opts["max_bounces"]), 2)
@@ -344,7 +350,8 @@ class BlenderScene:
         view_layer.material_override = self.id_depth_material
         s.cycles.samples = 1
         s.cycles.use_denoising = False
-        s.cycles.filter_width = 0.01
+        s.cycles.pixel_filter_type = "GAUSSIAN"  # Cycles' box filter is always 1 px wide, whatever its width
+        self._filter_width(0.01)
         s.cycles.max_bounces = 0
         id_depth = self._render_exr("iddepth")
         view_layer.material_override = None
