@@ -16,7 +16,8 @@ Seconds per variant instead of minutes per episode.
 
 A variant is a space-separated list of ``PATH=VALUE`` overrides of the episode config (the ``--set`` syntax,
 ``dfbvs config show``), plus three keys of this script: ``camera_scale`` (render camera = Camera.default()
-times this; default 2 = 640x480), ``target_supersample`` and ``object``.
+times this; default 2 = 640x480), ``target_supersample``, ``target_renderer`` (e.g. ``blender:samples=64``)
+and ``object``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, n
 
 def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg: float, extractors: dict,
                 same_pose: bool = False) -> dict:
-    own = {"camera_scale": "2", "target_supersample": "3", "object": "bracket"}  # 2: the default 640x480
+    # camera_scale 2: the default 640x480
+    own = {"camera_scale": "2", "target_supersample": "3", "object": "bracket", "target_renderer": "moderngl"}
     overrides = []
     for item in spec.split():
         key, _, value = item.partition("=")
@@ -69,7 +71,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     servo_cfg, seed = config.servo, config.seed
     mesh = load_builtin(config.object_name)
     T_goal = config.goal.T_object_camera()
-    target_render = render_target(mesh, camera, T_goal, supersample=target_ss)
+    target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"])
     key = servo_cfg.features
     if key not in extractors:
         extractors[key] = build_extractor(servo_cfg.features)

@@ -129,6 +129,29 @@ def test_small_image_error_with_pose_still_off_is_not_converged():
     assert [m.update(_Step(0.13, T_current_target=off)) for _ in range(5)][-1] is EpisodeStatus.CONVERGED
 
 
+def test_settled_needs_a_plateau_in_error_and_in_the_measured_pose():
+    """A photoreal floor (0.24 px, the pose wandering within tolerance) settles after converged_settled_cycles;
+    an error still falling, or a pose estimate still crawling (0.04 mm per cycle, the weak direction at 1 mm),
+    does not."""
+    from dfbvs.geometry import make_pose, so3_exp
+
+    rng = np.random.default_rng(0)
+
+    def wander(k: int, crawl_mm: float = 0.0):
+        return make_pose(so3_exp(np.deg2rad(rng.normal(0, 0.01, 3))),
+                         np.array([0.0, 1.0e-3 + crawl_mm * 1e-3 * k, 0.0]) + rng.normal(0, 0.03e-3, 3))
+
+    m = StopMonitor(StopConfig(), goal_distance_m=0.33)
+    out = [m.update(_Step(0.24 + rng.normal(0, 0.01), T_current_target=wander(k))) for k in range(40)]
+    assert out[-2] is EpisodeStatus.RUNNING and out[-1] is EpisodeStatus.CONVERGED and m.converged_by == "settled"
+    m = StopMonitor(StopConfig(), goal_distance_m=0.33)
+    falling = [m.update(_Step(0.45 * 0.97**k, T_current_target=wander(k))) for k in range(60)]
+    assert EpisodeStatus.CONVERGED not in falling[:40]
+    m = StopMonitor(StopConfig(), goal_distance_m=0.33)
+    crawling = [m.update(_Step(0.24, T_current_target=wander(k, crawl_mm=0.04))) for k in range(80)]
+    assert set(crawling) == {EpisodeStatus.RUNNING}
+
+
 def test_stop_monitor_rules():
     m = StopMonitor(StopConfig(converged_px=0.5, converged_cycles=3, max_iterations=100))
     assert [m.update(_Step(e)) for e in (5, 0.4, 0.3, 0.2)][-1] is EpisodeStatus.CONVERGED

@@ -51,6 +51,9 @@ class RefineConfig:
       this are refined. A patch on a straight edge (ratio ~0) is free to slide along the edge (the aperture
       problem): such patches were ~25 % of the refined points and caused nearly all of the final pose
       error (measured with benchmarks/goal_bias.py, docs/servo.md).
+    - ``min_ncc``: after alignment, drop a patch whose normalised cross-correlation with the target patch
+      (both contrast-normalised) is below this: the aligned patches that still look different (a shadow,
+      a highlight, shading the target render does not have) are the ones that bias the pose (0: off).
     """
 
     enabled: bool = True
@@ -64,6 +67,7 @@ class RefineConfig:
     mask_margin_px: int = 1
     iterations: int = 30
     min_eigen_ratio: float = 0.05
+    min_ncc: float = 0.0
 
     def __post_init__(self) -> None:
         if self.window_px < 5 or self.window_px % 2 == 0:
@@ -72,6 +76,8 @@ class RefineConfig:
             raise ConfigError(f"max_shift_px={self.max_shift_px!r}: must be > 0")
         if not 0 <= self.min_eigen_ratio < 1:
             raise ConfigError(f"min_eigen_ratio={self.min_eigen_ratio!r}: must be in [0, 1)")
+        if not -1 <= self.min_ncc < 1:
+            raise ConfigError(f"min_ncc={self.min_ncc!r}: must be in [-1, 1)")
         if not self.recheck_threshold_px > 0:
             raise ConfigError(f"recheck_threshold_px={self.recheck_threshold_px!r}: must be > 0")
 
@@ -154,9 +160,31 @@ def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
     refined = refined.reshape(-1, 2).astype(np.float64)
     moved = np.linalg.norm(refined - guess.reshape(-1, 2), axis=1)
     good = (status.reshape(-1) == 1) & (moved <= c.max_shift_px) & np.all(np.isfinite(refined), axis=1)
+    if target.config.min_ncc > 0 and good.any():
+        ncc = patch_ncc(target.normalised, prev.reshape(-1, 2), current, refined, c.window_px)
+        good &= ncc >= target.config.min_ncc
     keep = idx[good]
     sub = correspondences.subset(keep)
     return Correspondences(refined[good], sub.uv_target_px, sub.index_current, sub.index_target, sub.scores)
+
+
+def patch_ncc(image_a: np.ndarray, uv_a_px: np.ndarray, image_b: np.ndarray, uv_b_px: np.ndarray,
+              window_px: int) -> np.ndarray:
+    """(N,) normalised cross-correlation of the ``window_px`` square patches of ``image_a`` at ``uv_a_px`` and
+    ``image_b`` at ``uv_b_px`` (sub-pixel centres, bilinear), in [-1, 1]; NaN positions give -1."""
+    import cv2
+
+    out = np.full(len(uv_a_px), -1.0)
+    a_img, b_img = image_a.astype(np.float32), image_b.astype(np.float32)
+    for k, (pa, pb) in enumerate(zip(uv_a_px, uv_b_px)):
+        if not (np.all(np.isfinite(pa)) and np.all(np.isfinite(pb))):
+            continue
+        a = cv2.getRectSubPix(a_img, (window_px, window_px), (float(pa[0]), float(pa[1])))
+        b = cv2.getRectSubPix(b_img, (window_px, window_px), (float(pb[0]), float(pb[1])))
+        a, b = a - a.mean(), b - b.mean()
+        denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        out[k] = float((a * b).sum() / denom) if denom > 0 else -1.0
+    return out
 
 
 def guided_candidates(inliers: Correspondences, candidate_target_idx: np.ndarray, target: PreparedTarget,

@@ -61,7 +61,7 @@ def background_option(default: Optional[str]) -> Any:
                         metavar="NAME|IMAGE")
 
 
-def _scene_renderer_callback(value: Optional[str]) -> Optional[str]:
+def _renderer_callback(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
     if value is None:
         return None
     from ..errors import ConfigError
@@ -70,17 +70,27 @@ def _scene_renderer_callback(value: Optional[str]) -> Optional[str]:
     try:
         return check_renderer(value)
     except ConfigError as exc:
-        raise typer.BadParameter(f"--scene-renderer {value!r}: {exc}") from None
+        raise typer.BadParameter(f"{value!r}: {exc}") from None
+
+
+def renderer_option(what: str, flag: str, setting: str) -> Any:
+    """A ``--scene-renderer`` / ``--target-renderer`` option (``setting``: the config path it sets)."""
+    from ..render import available_renderers
+
+    return typer.Option(None, flag, callback=_renderer_callback, metavar="NAME[:K=V,...]",
+                        help=f"Renderer of {what}: {', '.join(available_renderers())}, settings after a colon "
+                             f"(blender:samples=16; blender = photoreal Cycles, needs `make blender`; "
+                             f"= --set {setting}=NAME).")
 
 
 def scene_renderer_option() -> Any:
-    """The ``--scene-renderer`` option: the backend that draws the simulated camera's scene
-    (= ``--set scene.renderer=NAME``); the target is always rendered by moderngl."""
-    from ..render import available_renderers
+    """``--scene-renderer``: the backend that draws the simulated camera's scene (``scene.renderer``)."""
+    return renderer_option("the simulated camera's scene", "--scene-renderer", "scene.renderer")
 
-    return typer.Option(None, "--scene-renderer", callback=_scene_renderer_callback, metavar="NAME",
-                        help=f"Renderer of the simulated camera's scene: {', '.join(available_renderers())} "
-                             "(blender: photoreal Cycles frames, needs `make blender`; = --set scene.renderer=NAME).")
+
+def target_renderer_option() -> Any:
+    """``--target-renderer``: the backend that draws the target (goal) image (``target_renderer``)."""
+    return renderer_option("the target (goal) image", "--target-renderer", "target_renderer")
 
 
 def object_help(prefix: str = "Built-in object") -> str:

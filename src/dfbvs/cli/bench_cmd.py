@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         object_help,
         protocol_names,
         scene_renderer_option,
+        target_renderer_option,
     )
     from ._paths import existing_out_dir_callback, out_dir_callback
 
@@ -54,6 +55,7 @@ def register(app: typer.Typer) -> None:
                                             "convergence (= --set robot.kind=ur5e --set robot.grasp=true); "
                                             "or compare side by side with the -ur5e / -ur5eerr method flags."),
         scene_renderer: Optional[str] = scene_renderer_option(),
+        target_renderer: Optional[str] = target_renderer_option(),
         seed: int = typer.Option(0, help="Protocol seed."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Config override PATH=VALUE for every "
                                                  "episode, applied after the method's (see `dfbvs config show`)."),
@@ -94,6 +96,8 @@ def register(app: typer.Typer) -> None:
             set_ = ["robot.kind=ur5e", "robot.grasp=true", *(set_ or [])]
         if scene_renderer is not None:
             set_ = [f"scene.renderer={scene_renderer}", *(set_ or [])]
+        if target_renderer is not None:
+            set_ = [f"target_renderer={target_renderer}", *(set_ or [])]
         options = {}
         if episodes_per_batch is not None:
             key = "episodes_per_batch" if protocol == "distance-sweep" else "episodes_per_object"

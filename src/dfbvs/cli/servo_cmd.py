@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
         mesh_unit_names,
         object_help,
         scene_renderer_option,
+        target_renderer_option,
     )
     from ._paths import out_dir_callback
 
@@ -118,6 +119,7 @@ def register(app: typer.Typer) -> None:
         background: str = background_option("cluttered"),
         distractors: Optional[int] = typer.Option(None, help="Number of distractor objects."),
         scene_renderer: Optional[str] = scene_renderer_option(),
+        target_renderer: Optional[str] = target_renderer_option(),
         features: Optional[str] = typer.Option(None, help=f"Feature extractor: {extractor_names()} "
                                                "(= --set servo.features=NAME)."),
         sensor: str = typer.Option("640x480", help="Simulated sensor size WIDTHxHEIGHT (same ~34 deg lens); "
@@ -165,7 +167,7 @@ def register(app: typer.Typer) -> None:
                             ("servo.features.checkpoint_path", keypointnet_checkpoint),
                             ("servo.tracking.enabled", tracking), ("stop.max_iterations", max_iterations),
                             ("robot.kind", robot), ("robot.grasp", "true" if grasp else None),
-                            ("scene.renderer", scene_renderer)):
+                            ("scene.renderer", scene_renderer), ("target_renderer", target_renderer)):
             if value is not None:
                 options.append(f"{path}={value}")
         base = replace(EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,

@@ -67,7 +67,8 @@ class BlenderConfig:
     ``max_bounces`` of light (diffuse and glossy at most 2);
     ``filter_width_px``: the colour image's pixel filter, a box one pixel wide (a sensor pixel) at 1.0, a
     Gaussian of this width otherwise (Cycles' box filter has no width); ``threads`` (0 = all cores);
-    ``exposure_stops`` brightens (+) or darkens (-) the image before the sRGB transform; ``sun_scale`` and
+    ``exposure_stops`` brightens (+) or darkens (-) the image before the ``transfer`` curve: ``srgb`` (a
+    camera's usual output) or ``linear`` (8-bit values proportional to light); ``sun_scale`` and
     ``ambient_scale`` convert :class:`Lighting` to radiometric units; ``seed`` of the sampler (advances each
     frame); ``startup_timeout_s`` for the worker's first answer.
     """
@@ -80,6 +81,7 @@ class BlenderConfig:
     filter_width_px: float = 1.0
     threads: int = 0
     exposure_stops: float = 0.0
+    transfer: str = "srgb"
     sun_scale: float = float(np.pi)
     ambient_scale: float = 1.0
     seed: int = 0
@@ -95,6 +97,7 @@ class BlenderConfig:
                   "exposure_stops": abs(self.exposure_stops) <= 10, "near_m": 0 < self.near_m < self.far_m,
                   "max_cached_meshes": self.max_cached_meshes >= 1, "startup_timeout_s": self.startup_timeout_s > 0}
         checks["denoising_quality"] = self.denoising_quality in ("HIGH", "BALANCED", "FAST")
+        checks["transfer"] = self.transfer in ("srgb", "linear")
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"BlenderConfig.{name}={getattr(self, name)!r} is out of range")
@@ -304,7 +307,9 @@ class BlenderRenderer:
         hit = id_depth[:, :, 2] > 0.5
         ids = np.where(hit, np.rint(id_depth[:, :, 0]), 0).astype(np.int32)
         depth = np.where(hit & (ids > 0), id_depth[:, :, 1], np.float32(np.nan)).astype(np.float32)
-        return RenderOutput(rgb=_linear_to_srgb8(linear), depth_m=depth, ids=ids, camera=camera,
+        rgb8 = (_linear_to_srgb8(linear) if c.transfer == "srgb"
+                else np.rint(np.clip(linear, 0.0, 1.0) * 255.0).astype(np.uint8))
+        return RenderOutput(rgb=rgb8, depth_m=depth, ids=ids, camera=camera,
                             time_ms=(time.perf_counter() - t0) * 1e3)
 
     def __repr__(self) -> str:

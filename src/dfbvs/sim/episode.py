@@ -87,6 +87,9 @@ class EpisodeConfig:
     goal: GoalConfig = field(default_factory=GoalConfig)
     start: StartConfig = field(default_factory=StartConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
+    # the renderer of the target (goal) image: moderngl, or blender[:samples=N,...] for a path-traced target whose
+    # shading (self-shadowing, the BRDF) is closer to a photoreal scene's (docs/photoreal.md)
+    target_renderer: str = "moderngl"
     # the servo: ServoConfig (DFBVS) or PhotometricConfig (the whole-image baseline); `--set servo=photometric`
     servo: ServoConfig | PhotometricConfig = field(default_factory=ServoConfig, metadata={"registry": SERVOS})
     stop: StopConfig = field(default_factory=StopConfig)
@@ -291,7 +294,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                                                standoff)
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
-    target_render = render_target(mesh, servo_camera, T_object_goal)
+    target_render = render_target(mesh, servo_camera, T_object_goal, renderer=config.target_renderer)
     # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
     check = getattr(config.servo, "target_check", None) or getattr(
         getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
