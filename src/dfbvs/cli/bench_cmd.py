@@ -11,6 +11,20 @@ RETRY_HELP = ("On a re-run into the same --out, run again the episodes whose las
               "(default); --no-retry-errors keeps those errors as results. Every attempt stays in results.jsonl.")
 
 
+def select_episodes(specs: list, patterns: str) -> list:
+    """The specs whose episode id matches one of the comma-separated ``patterns`` (fnmatch); a pattern that
+    matches none is a ValueError naming it and a few of the ids."""
+    import fnmatch
+
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    ids = [s.episode_id for s in specs]
+    for pattern in wanted:
+        if not fnmatch.filter(ids, pattern):
+            raise ValueError(f"--episodes {pattern!r} matches no episode of the protocol; ids are e.g. "
+                             f"{', '.join(ids[:4])}")
+    return [s for s in specs if any(fnmatch.fnmatchcase(s.episode_id, p) for p in wanted)]
+
+
 def register(app: typer.Typer) -> None:
     from ..bench.methods import FLAGS
     from ._options import (
@@ -54,6 +68,9 @@ def register(app: typer.Typer) -> None:
         robot: Optional[str] = typer.Option(None, help="ur5e: every method on the simulated UR5e, grasping after "
                                             "convergence (= --set robot.kind=ur5e --set robot.grasp=true); "
                                             "or compare side by side with the -ur5e / -ur5eerr method flags."),
+        episodes: Optional[str] = typer.Option(None, help="Run only these episodes of the protocol: comma-separated "
+                                               "ids or shell patterns (e.g. '*-T1'); the same folder can take the "
+                                               "others later."),
         scene_renderer: Optional[str] = scene_renderer_option(),
         target_renderer: Optional[str] = target_renderer_option(),
         seed: int = typer.Option(0, help="Protocol seed."),
@@ -104,6 +121,8 @@ def register(app: typer.Typer) -> None:
             options[key] = episodes_per_batch
         try:
             specs = make_protocol(protocol, names, backgrounds=background, seed=seed, **options)
+            if episodes is not None:
+                specs = select_episodes(specs, episodes)
             overrides = [f"stop.max_iterations={max_iterations}"] if max_iterations is not None else []
             overrides += [f"mesh_unit={mesh_unit}"] if mesh_unit is not None else []
             overrides += set_ or []
