@@ -172,3 +172,30 @@ def test_cli_render_writes_parseable_outputs(tmp_path):
         res = runner.invoke(app, ["render", *args, "--out", str(tmp_path / "bad")])
         assert res.exit_code != 0 and needle in res.output, (args, res.output)
         assert "Traceback" not in res.output
+
+
+def test_photo_table_lights_and_roughness_are_drawn_from_the_seed(gear):
+    """``background=photo``: a real photograph (scikit-image's) under the part, different per seed and the same
+    for the same seed; ``light_count`` random lights within the configured colour temperature and softness;
+    ``object_roughness`` within its range; the default scene's random draws are unchanged by these knobs."""
+    from dfbvs.bench.methods import canonical_background, scene_for_background
+    from dfbvs.render.scene import kelvin_rgb, table_photo
+
+    assert canonical_background("photo") == "photo" and scene_for_background("photo", 0).background == "photo"
+    a, b, a2 = table_photo(1), table_photo(2), table_photo(1)
+    assert a.shape[2] == 3 and a.dtype == np.uint8 and np.array_equal(a, a2) and not np.array_equal(a, b)
+    assert a.std() > 20  # a textured photograph, not a flat colour
+    config = replace(SceneConfig(), background="photo", light_count=3, light_kelvin=(3000.0, 4000.0),
+                     light_angle_deg=(2.0, 5.0), object_roughness=(0.2, 0.3))
+    scene = build_scene(gear, config, seed=5)
+    assert len(scene.lighting.lights) == 3
+    warm = kelvin_rgb(4000.0)
+    for light in scene.lighting.lights:
+        assert 2.0 <= light.angle_deg <= 5.0 and light.unit_direction[2] < 0  # shining down onto the table
+        assert light.rgb[0] == 1.0 and light.rgb[2] <= warm[2] + 1e-9  # warm: red full, blue at most 4000 K's
+    assert 0.2 <= scene.items[0].material.roughness <= 0.3
+    table = next(item for item in scene.items if item.object_id == ID_TABLE)
+    assert table.mesh.texture is not None and table.mesh.texture.shape == table_photo(5).shape
+    # the default scene draws what it drew before these knobs existed
+    plain = build_scene(gear, SceneConfig(), seed=5)
+    assert plain.items[0].material.roughness is None and len(plain.lighting.lights) == 2
