@@ -51,6 +51,9 @@ class RefineConfig:
       this are refined. A patch on a straight edge (ratio ~0) is free to slide along the edge (the aperture
       problem): such patches were ~25 % of the refined points and caused nearly all of the final pose
       error (measured with benchmarks/goal_bias.py, docs/servo.md).
+    - ``appearance``: what is aligned: ``intensity`` (the contrast-normalised grey image) or ``gradient`` (the
+      locally normalised gradient magnitude: edges align whatever their contrast and polarity, which a change
+      of light direction flips between the faces of a part).
     - ``min_ncc``: after alignment, drop a patch whose normalised cross-correlation with the target patch
       (both contrast-normalised) is below this: the aligned patches that still look different (a shadow,
       a highlight, shading the target render does not have) are the ones that bias the pose (0: off).
@@ -68,6 +71,7 @@ class RefineConfig:
     iterations: int = 30
     min_eigen_ratio: float = 0.05
     min_ncc: float = 0.0
+    appearance: str = "intensity"
 
     def __post_init__(self) -> None:
         if self.window_px < 5 or self.window_px % 2 == 0:
@@ -76,6 +80,8 @@ class RefineConfig:
             raise ConfigError(f"max_shift_px={self.max_shift_px!r}: must be > 0")
         if not 0 <= self.min_eigen_ratio < 1:
             raise ConfigError(f"min_eigen_ratio={self.min_eigen_ratio!r}: must be in [0, 1)")
+        if self.appearance not in ("intensity", "gradient"):
+            raise ConfigError(f"appearance={self.appearance!r}: use intensity or gradient")
         if not -1 <= self.min_ncc < 1:
             raise ConfigError(f"min_ncc={self.min_ncc!r}: must be in [-1, 1)")
         if not self.recheck_threshold_px > 0:
@@ -91,6 +97,24 @@ def normalise_contrast(image: np.ndarray, sigma_px: float) -> np.ndarray:
     centred = g - mean
     std = np.sqrt(cv2.GaussianBlur(centred * centred, (0, 0), sigma_px)) + 4.0
     return np.clip(128.0 + 40.0 * centred / std, 0, 255).astype(np.uint8)
+
+
+def gradient_magnitude_normalised(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Grey image's gradient magnitude (Sobel after a 1 px Gaussian) divided by its local mean (Gaussian of
+    ``sigma_px``), as uint8: contrast- and polarity-free edges."""
+    import cv2
+
+    g = cv2.GaussianBlur(grey_uint8(image).astype(np.float32), (0, 0), 1.0)
+    magnitude = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3))
+    local = cv2.GaussianBlur(magnitude, (0, 0), sigma_px) + 2.0
+    return np.clip(64.0 * magnitude / local, 0, 255).astype(np.uint8)
+
+
+def aligned_representation(image: np.ndarray, config: RefineConfig) -> np.ndarray:
+    """The image that patches are aligned on (``config.appearance``), uint8."""
+    if config.appearance == "gradient":
+        return gradient_magnitude_normalised(image, config.normalise_sigma_px)
+    return normalise_contrast(image, config.normalise_sigma_px)
 
 
 @dataclass(frozen=True)
@@ -111,7 +135,7 @@ class RefinementTarget:
 
         k = config.window_px + 2 * config.mask_margin_px
         refinable = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
-        normalised = normalise_contrast(rgb, config.normalise_sigma_px)
+        normalised = aligned_representation(rgb, config)
         if config.min_eigen_ratio > 0:
             eig = cv2.cornerEigenValsAndVecs(normalised, config.window_px, 3)  # (H, W, 6): l1, l2, vectors
             l_max, l_min = np.maximum(eig[..., 0], eig[..., 1]), np.minimum(eig[..., 0], eig[..., 1])
@@ -152,7 +176,7 @@ def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
     idx = np.flatnonzero(ok)
     prev = correspondences.uv_target_px[idx].astype(np.float32).reshape(-1, 1, 2)
     guess = correspondences.uv_current_px[idx].astype(np.float32).reshape(-1, 1, 2)
-    current = normalise_contrast(current_rgb, c.normalise_sigma_px)
+    current = aligned_representation(current_rgb, target.config)
     refined, status, _ = cv2.calcOpticalFlowPyrLK(
         target.normalised, current, prev, guess.copy(), winSize=(c.window_px, c.window_px), maxLevel=c.levels,
         criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, c.iterations, 1e-3),
