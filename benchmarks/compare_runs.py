@@ -6,6 +6,8 @@ does a change keep the behaviour? Prints a markdown table and a summary line.
 An episode is *identical* when status, iterations, final pose error, final correspondence error and inlier
 count are equal to the last bit (episodes are deterministic: seeded scenes, MAGSAC seed, CPU inference).
 Cycle times are shown as a ratio but only mean something when both runs had the machine to themselves.
+A last table gives, for each run over the common episodes, how many ended within 1 mm and 0.1 deg of the goal,
+the median final errors, and how the episodes ended (the stop rule that converged them, or the status).
 """
 
 from __future__ import annotations
@@ -49,6 +51,20 @@ def main() -> int:
               f"{a['final_rotation_error_deg']:.4f} / {b['final_rotation_error_deg']:.4f} | {identical} |")
     print()
     print(f"{same}/{len(common)} episodes identical; median cycle time after/before: {np.median(ratios):.2f}")
+    print()
+    print("| run | episodes | within 1 mm and 0.1 deg | median final mm | median final deg | converged_by |")
+    print("|---|---|---|---|---|---|")
+    for name, run in ((args.before, before), (args.after, after)):
+        rows = [run[k]["summary"] for k in common if run[k]["summary"] is not None]
+        mm = np.array([r["final_translation_error_mm"] for r in rows])
+        deg = np.array([r["final_rotation_error_deg"] for r in rows])
+        ok = int(np.sum((mm < 1.0) & (deg < 0.1)))
+        by: dict = {}
+        for r in rows:
+            label = r.get("converged_by") or r["status"]
+            by[label] = by.get(label, 0) + 1
+        print(f"| {name} | {len(rows)} | {ok}/{len(rows)} | {np.median(mm):.3f} | {np.median(deg):.3f} | "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(by.items()))} |")
     return 0
 
 
