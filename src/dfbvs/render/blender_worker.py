@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 
@@ -83,9 +84,9 @@ class BlenderScene:
         addon_utils.enable("cycles", default_set=True)
         self.scene = bpy.context.scene
         self.scene.render.engine = "CYCLES"
-        self.meshes: dict[str, object] = {}
-        self.textures: dict[str, object] = {}
-        self.materials: dict[str, object] = {}
+        self.meshes: dict[str, Any] = {}
+        self.textures: dict[str, Any] = {}
+        self.materials: dict[str, Any] = {}
         self.objects: list = []
         self.lights: list = []
         self.frame = 0
