@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _quad_geometry import inside_polygon, tilted_quad
 from dfbvs.camera import Camera
 from dfbvs.errors import ConfigError
 from dfbvs.geometry import make_pose, so3_exp
@@ -27,46 +28,26 @@ def blender():
     renderer.close()
 
 
-def _tilted_quad(depth_m: float, half_m: float, tilt_rad: float, offset=(0.0, 0.0)):
-    v = np.array([[-half_m, -half_m * 0.7, 0], [half_m, -half_m, 0], [half_m * 0.8, half_m, 0], [-half_m, half_m, 0]])
-    T = make_pose(so3_exp(tilt_rad * np.array([0.6, 0.8, 0.0])), [offset[0], offset[1], depth_m])
-    return Mesh(v, np.array([[0, 1, 2], [0, 2, 3]]), name="quad"), T
-
-
-def _inside_polygon(uv: np.ndarray, poly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    inside_pos = np.ones(len(uv), bool)
-    inside_neg = np.ones(len(uv), bool)
-    dist = np.full(len(uv), np.inf)
-    for k in range(len(poly)):
-        a, b = poly[k], poly[(k + 1) % len(poly)]
-        e = b - a
-        cross = e[0] * (uv[:, 1] - a[1]) - e[1] * (uv[:, 0] - a[0])
-        inside_pos &= cross >= 0
-        inside_neg &= cross <= 0
-        dist = np.minimum(dist, np.abs(cross) / np.linalg.norm(e))
-    return inside_pos | inside_neg, dist
-
-
 def test_rendered_vertices_land_where_camera_project_says_to_a_tenth_of_a_pixel(blender):
     """Every pixel centre more than 0.1 px from the projected outline of a tilted quad is inside the id mask
     exactly when it is inside the polygon of ``camera.project``-ed corners; an outline shifted by 0.25 px
     (or a half-pixel convention error) does not match."""
-    mesh, T = _tilted_quad(0.5, 0.06, np.deg2rad(35.0), offset=(0.01, -0.01))
+    mesh, T = tilted_quad(0.5, 0.06, np.deg2rad(35.0), offset=(0.01, -0.01))
     out = blender.render([DrawItem(mesh, T)], CAM, np.eye(4))
     corners = CAM.project((T[:3, :3] @ mesh.vertices_m.T).T + T[:3, 3])
     vv, uu = np.mgrid[0:CAM.height_px, 0:CAM.width_px]
     uv = np.column_stack([uu.ravel(), vv.ravel()]).astype(float)
-    inside, dist = _inside_polygon(uv, corners)
+    inside, dist = inside_polygon(uv, corners)
     rendered = (out.ids == 1).ravel()
     assert inside.sum() > 2000
     assert np.array_equal(rendered[dist > 0.1], inside[dist > 0.1])
     for shift in ([0.25, 0.0], [0.0, 0.25], [-0.25, 0.0]):
-        shifted, dist_s = _inside_polygon(uv, corners + np.array(shift))
+        shifted, dist_s = inside_polygon(uv, corners + np.array(shift))
         assert not np.array_equal(rendered[dist_s > 0.1], shifted[dist_s > 0.1]), shift
 
 
 def test_plane_depth_matches_ray_plane_intersection(blender):
-    mesh, T = _tilted_quad(0.6, 0.12, np.deg2rad(40.0))
+    mesh, T = tilted_quad(0.6, 0.12, np.deg2rad(40.0))
     out = blender.render([DrawItem(mesh, T)], CAM, np.eye(4))
     hit = np.isfinite(out.depth_m)
     assert np.array_equal(hit, out.ids == 1)
@@ -82,8 +63,8 @@ def test_plane_depth_matches_ray_plane_intersection(blender):
 def test_world_pose_ids_and_occlusion(blender):
     """Two quads in the world seen from a camera pose: the nearer one occludes the farther one, ids follow,
     and the background colour fills pixels where nothing is hit."""
-    near, T_near = _tilted_quad(0.4, 0.03, 0.0)
-    far, T_far = _tilted_quad(0.7, 0.15, 0.0)
+    near, T_near = tilted_quad(0.4, 0.03, 0.0)
+    far, T_far = tilted_quad(0.7, 0.15, 0.0)
     T_world_camera = make_pose(so3_exp(np.array([0.05, -0.03, 0.2])), [0.02, 0.01, -0.1])
     items = [DrawItem(near, T_world_camera @ T_near, 1), DrawItem(far, T_world_camera @ T_far, 7)]
     out = blender.render(items, CAM, T_world_camera, background_rgb=(0.0, 0.0, 1.0))
@@ -128,19 +109,19 @@ def test_missing_interpreter_says_how_to_install(monkeypatch):
     with pytest.raises(ConfigError, match="DFBVS_BLENDER_PYTHON"):
         check_renderer("blender")
     with pytest.raises(ConfigError, match="make blender"):
-        BlenderRenderer().render([DrawItem(_tilted_quad(0.5, 0.05, 0.0)[0])], CAM, np.eye(4))
+        BlenderRenderer().render([DrawItem(tilted_quad(0.5, 0.05, 0.0)[0])], CAM, np.eye(4))
 
 
 def test_non_square_pixels_and_bad_config_are_refused(blender):
     with pytest.raises(ConfigError, match="fy"):
-        blender.render([DrawItem(_tilted_quad(0.5, 0.05, 0.0)[0])], Camera(300, 280, 160, 120, 320, 240), np.eye(4))
+        blender.render([DrawItem(tilted_quad(0.5, 0.05, 0.0)[0])], Camera(300, 280, 160, 120, 320, 240), np.eye(4))
     with pytest.raises(ConfigError, match="samples"):
         BlenderConfig(samples=0)
 
 
 def test_a_dead_worker_is_a_clear_error_and_the_next_frame_restarts_it():
     renderer = BlenderRenderer(BlenderConfig(samples=1, denoise=False))
-    mesh, T = _tilted_quad(0.5, 0.05, 0.0)
+    mesh, T = tilted_quad(0.5, 0.05, 0.0)
     small = Camera(100.0, 100.0, 39.5, 29.5, 80, 60)
     assert (renderer.render([DrawItem(mesh, T)], small, np.eye(4)).ids == 1).sum() > 100
     assert renderer._proc is not None

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _quad_geometry import inside_polygon, tilted_quad
 from dfbvs.camera import Camera
-from dfbvs.geometry import inverse, look_at, look_at_spherical, make_pose, so3_exp
+from dfbvs.geometry import inverse, look_at, look_at_spherical, make_pose
 from dfbvs.render import DrawItem, Lighting, Mesh, get_renderer, load_builtin, load_mesh
 from dfbvs.render.gl import clip_from_camera_cv, opencv_to_opengl, opengl_projection
 
@@ -79,52 +80,29 @@ def test_bad_intrinsics_give_clear_errors(bad):
         Camera(**args)
 
 
-def _tilted_quad(depth_m: float, half_m: float, tilt_rad: float, offset=(0.0, 0.0)):
-    """Quad in the camera frame: centred at (offset, depth), tilted about a skew axis. Returns (mesh, T)."""
-    v = np.array([[-half_m, -half_m * 0.7, 0], [half_m, -half_m, 0], [half_m * 0.8, half_m, 0], [-half_m, half_m, 0]])
-    R = so3_exp(tilt_rad * np.array([0.6, 0.8, 0.0]))
-    T = make_pose(R, [offset[0], offset[1], depth_m])
-    return Mesh(v, np.array([[0, 1, 2], [0, 2, 3]]), name="quad"), T
-
-
-def _inside_polygon(uv: np.ndarray, poly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Convex polygon (counter-clockwise or clockwise): inside mask and distance (px) to the nearest edge."""
-    inside_pos = np.ones(len(uv), bool)
-    inside_neg = np.ones(len(uv), bool)
-    dist = np.full(len(uv), np.inf)
-    for k in range(len(poly)):
-        a, b = poly[k], poly[(k + 1) % len(poly)]
-        e = b - a
-        cross = e[0] * (uv[:, 1] - a[1]) - e[1] * (uv[:, 0] - a[0])
-        inside_pos &= cross > 0
-        inside_neg &= cross < 0
-        dist = np.minimum(dist, np.abs(cross) / np.linalg.norm(e))
-    return inside_pos | inside_neg, dist
-
-
 @pytest.mark.parametrize("depth_m,tilt_deg", [(0.3, 35.0), (0.6, 50.0), (1.0, 20.0)])
 def test_rendered_coverage_matches_camera_project_to_a_tenth_of_a_pixel(depth_m, tilt_deg):
     """Every pixel centre more than 0.1 px from the projected outline of a tilted quad is inside the id mask
     exactly when it is inside the polygon of ``camera.project``-ed corners: a projection off by more than
     0.1 px in u or v (or a half-pixel convention error) fails on the long, slanted edges."""
-    mesh, T = _tilted_quad(depth_m, 0.12 * depth_m, np.deg2rad(tilt_deg), offset=(0.02 * depth_m, -0.01))
+    mesh, T = tilted_quad(depth_m, 0.12 * depth_m, np.deg2rad(tilt_deg), offset=(0.02 * depth_m, -0.01))
     out = render([DrawItem(mesh, T)])
     corners = CAM.project((T[:3, :3] @ mesh.vertices_m.T).T + T[:3, 3])
     vv, uu = np.mgrid[0:CAM.height_px, 0:CAM.width_px]
     uv = np.column_stack([uu.ravel(), vv.ravel()]).astype(float)
-    inside, dist = _inside_polygon(uv, corners)
+    inside, dist = inside_polygon(uv, corners)
     clear = dist > 0.1
     rendered = (out.ids == 1).ravel()
     assert inside.sum() > 2000
     assert np.array_equal(rendered[clear], inside[clear])
     # and the check is sharp: shifting the expected outline by 0.25 px breaks it
-    inside_shifted, dist_s = _inside_polygon(uv, corners + np.array([0.25, 0.0]))
+    inside_shifted, dist_s = inside_polygon(uv, corners + np.array([0.25, 0.0]))
     assert not np.array_equal(rendered[dist_s > 0.1], inside_shifted[dist_s > 0.1])
 
 
 @pytest.mark.parametrize("depth_m", [0.3, 0.6, 1.0])
 def test_plane_depth_matches_ray_plane_intersection(depth_m):
-    mesh, T = _tilted_quad(depth_m, 0.2 * depth_m, np.deg2rad(40.0))
+    mesh, T = tilted_quad(depth_m, 0.2 * depth_m, np.deg2rad(40.0))
     out = render([DrawItem(mesh, T)])
     hit = np.isfinite(out.depth_m)
     assert np.array_equal(hit, out.ids == 1)
@@ -181,7 +159,7 @@ def test_ids_depth_occlusion_and_antialias_leaves_depth_and_ids_exact():
 
     box = trimesh.creation.box(extents=(0.05, 0.05, 0.05))
     near = Mesh(box.vertices, box.faces, name="near")
-    far_plane, T_far = _tilted_quad(0.8, 0.3, 0.0)
+    far_plane, T_far = tilted_quad(0.8, 0.3, 0.0)
     items = [DrawItem(near, make_pose(None, [0, 0, 0.4]), 1), DrawItem(far_plane, T_far, 7)]
     plain = render(items)
     smooth = render(items, antialias=True)
@@ -214,7 +192,7 @@ def test_shading_shows_the_shape_of_a_uniform_part():
 
 def test_vertex_colours_and_textures_are_drawn():
 
-    plane, T = _tilted_quad(0.5, 0.1, 0.0)
+    plane, T = tilted_quad(0.5, 0.1, 0.0)
     colours = np.array([[255, 0, 0], [255, 0, 0], [0, 0, 255], [0, 0, 255]], np.uint8)
     coloured = Mesh(plane.vertices_m, plane.faces, vertex_colors=colours, base_rgb=(1, 1, 1))
     out = render([DrawItem(coloured, T)])
