@@ -86,3 +86,23 @@ def test_success_judgement():
     assert judge({**s, "final_mean_px_error": float("nan")}, "dfbvs")["success_paper"] is False  # lost
     assert judge(s, "dfbvs", SuccessCriteria(rotation_deg=1.0))["success_gt"] is True
     assert judge(None, "dfbvs") == {"success_paper": False, "success_gt": False}
+
+
+def test_scene_overrides_apply_on_top_of_the_episode_background_and_episodes_select_a_subset():
+    """``--set scene.renderer=blender`` (what --scene-renderer does) reaches every episode's scene without
+    replacing its background; ``--episodes`` patterns pick episodes by id and a pattern matching none is an error."""
+    from dfbvs.bench.methods import episode_config
+    from dfbvs.bench.protocols import make_protocol
+    from dfbvs.cli.bench_cmd import select_episodes
+
+    specs = make_protocol("accuracy18", ["bracket", "gear", "connector"])
+    similar = [s for s in make_protocol("tiny", ["bracket"]) if s.background == "similar"][0]
+    config = episode_config(similar, "dfbvs", ["scene.renderer=blender:samples=2", "scene.light_count=2"])
+    assert config.scene.renderer == "blender:samples=2" and config.scene.light_count == 2
+    assert config.scene.background == "plain" and config.scene.n_distractors == 0  # still the similar background
+    assert episode_config(similar, "dfbvs").scene.renderer == "moderngl"
+    picked = select_episodes(specs, "*-T1, gear-G2-T3")
+    assert [s.episode_id for s in picked] == [s.episode_id for s in specs
+                                              if s.episode_id.endswith("-T1") or s.episode_id == "gear-G2-T3"]
+    with pytest.raises(ValueError, match="nope"):
+        select_episodes(specs, "nope*")
