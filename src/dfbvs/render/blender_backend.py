@@ -70,7 +70,7 @@ class BlenderConfig:
     ``exposure_stops`` brightens (+) or darkens (-) the image before the ``transfer`` curve: ``srgb`` (a
     camera's usual output) or ``linear`` (8-bit values proportional to light); ``sun_scale`` and
     ``ambient_scale`` convert :class:`Lighting` to radiometric units; ``seed`` of the sampler (advances each
-    frame); ``startup_timeout_s`` for the worker's first answer.
+    frame).
     """
 
     python: str = ""
@@ -88,14 +88,13 @@ class BlenderConfig:
     near_m: float = 0.005
     far_m: float = 100.0
     max_cached_meshes: int = 64
-    startup_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         checks = {"samples": 1 <= self.samples <= 4096, "max_bounces": 0 <= self.max_bounces <= 64,
                   "filter_width_px": 0.01 <= self.filter_width_px <= 4.0, "threads": 0 <= self.threads <= 1024,
                   "sun_scale": self.sun_scale >= 0, "ambient_scale": self.ambient_scale >= 0,
                   "exposure_stops": abs(self.exposure_stops) <= 10, "near_m": 0 < self.near_m < self.far_m,
-                  "max_cached_meshes": self.max_cached_meshes >= 1, "startup_timeout_s": self.startup_timeout_s > 0}
+                  "max_cached_meshes": self.max_cached_meshes >= 1}
         checks["denoising_quality"] = self.denoising_quality in ("HIGH", "BALANCED", "FAST")
         checks["transfer"] = self.transfer in ("srgb", "linear")
         for name, ok in checks.items():
@@ -133,11 +132,6 @@ def _linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
     c = np.clip(linear, 0.0, 1.0)
     srgb = np.where(c <= 0.0031308, 12.92 * c, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
     return np.rint(srgb * 255.0).astype(np.uint8)
-
-
-def _srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    c = np.asarray(c, dtype=np.float64)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def build_blender(config: BlenderConfig = BlenderConfig()) -> BlenderRenderer:
@@ -300,7 +294,7 @@ class BlenderRenderer:
         if rgba.shape != (H, W, 4) or id_depth.shape != (H, W, 3):
             raise BlenderError(f"the Blender worker returned {rgba.shape} / {id_depth.shape} for a {W}x{H} camera")
         alpha = np.clip(rgba[:, :, 3:4], 0.0, 1.0)
-        bg_linear = _srgb_to_linear(np.asarray(background_rgb, dtype=np.float64)).astype(np.float32)
+        bg_linear = self._protocol.srgb_to_linear(np.asarray(background_rgb, dtype=np.float32))
         linear = rgba[:, :, :3] + (1.0 - alpha) * bg_linear  # Cycles' transparent film is premultiplied
         if c.exposure_stops:
             linear = linear * np.float32(2.0 ** c.exposure_stops)

@@ -143,7 +143,7 @@ class BlenderScene:
         if "colors" in blobs:
             attr = mesh.color_attributes.new("col", "FLOAT_COLOR", "CORNER")
             rgba = np.concatenate([np.asarray(blobs["colors"], np.float32), np.ones((n_corners, 1), np.float32)], 1)
-            attr.data.foreach_set("color", _srgb_to_linear(rgba).ravel())
+            attr.data.foreach_set("color", srgb_to_linear(rgba).ravel())
         if "texture" in blobs:
             tex = np.asarray(blobs["texture"], dtype=np.uint8)
             h, w = tex.shape[:2]
@@ -178,7 +178,7 @@ class BlenderScene:
         mat.use_nodes = True
         nodes, links = mat.node_tree.nodes, mat.node_tree.links
         bsdf = nodes["Principled BSDF"]
-        base = _srgb_to_linear(np.asarray(look["rgb"] + [1.0], dtype=np.float32))
+        base = srgb_to_linear(np.asarray(look["rgb"] + [1.0], dtype=np.float32))
         bsdf.inputs["Base Color"].default_value = tuple(float(c) for c in base)
         bsdf.inputs["Roughness"].default_value = float(look["roughness"])
         bsdf.inputs["Specular IOR Level"].default_value = float(look["specular_level"])
@@ -377,8 +377,9 @@ def _frame_with_minus_z(d: np.ndarray) -> np.ndarray:
     return T
 
 
-def _srgb_to_linear(rgba: np.ndarray) -> np.ndarray:
-    """sRGB-encoded 0..1 values to linear (the alpha channel, if any, untouched)."""
+def srgb_to_linear(rgba: np.ndarray) -> np.ndarray:
+    """sRGB-encoded 0..1 values to linear (the last axis: RGB, or RGBA with alpha untouched); also used by
+    the client, :mod:`dfbvs.render.blender_backend`."""
     out = np.array(rgba, dtype=np.float32, copy=True)
     c = out[..., :3]
     out[..., :3] = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
