@@ -40,6 +40,10 @@ def test_wide_reaches_further():
     specs = make_protocol("wide", OBJS[:1], episodes_per_object=20)
     mm = np.array([offsets(s)[0] for s in specs])
     assert mm.max() > 100 and mm.max() <= 150
+    deg = np.array([offsets(s)[1] for s in specs])
+    assert deg.max() > 120, "the wide protocol rolls up to 180 deg in-plane"
+    narrow = make_protocol("wide", OBJS[:1], episodes_per_object=20, max_inplane_deg=90.0)
+    assert max(offsets(s)[1] for s in narrow) < 100
 
 
 def test_bad_protocol_and_objects():

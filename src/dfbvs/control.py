@@ -22,7 +22,7 @@ import numpy as np
 
 from .camera import Camera
 from .errors import ConfigError
-from .geometry import inverse, se3_log, transform_points
+from .geometry import inverse, se3_log, so3_log, transform_points
 from .registry import Registry
 
 
@@ -228,23 +228,61 @@ def pbvs_twist(T_current_target: np.ndarray, gain_1_s: float) -> np.ndarray:
     return -gain_1_s * se3_log(inverse(T_current_target))
 
 
+def centroid_pbvs_twist(T_current_target: np.ndarray, centroid_goal_m: np.ndarray, gain_1_s: float) -> np.ndarray:
+    """Pose-based law that keeps the object in view: the camera turns as :func:`pbvs_twist` does
+    (``w = -gain * theta u`` of ``R_goal_current``) while the object point ``centroid_goal_m`` (goal camera
+    frame, m) moves on a straight line from where it is now to where the goal camera sees it, at ``gain``:
+    ``v = gain * (p - p*) - w x p`` with ``p`` the point in the current camera. Its image moves on a straight
+    line too, so a start rolled by 180 degrees turns in place instead of retreating (IBVS with ``L*``)
+    or swinging the object out of view (:func:`pbvs_twist`'s screw). Scaling the twist keeps both paths."""
+    T = np.asarray(T_current_target, dtype=np.float64)
+    p_star = np.asarray(centroid_goal_m, dtype=np.float64).reshape(3)
+    p = T[:3, :3] @ p_star + T[:3, 3]
+    w = -gain_1_s * so3_log(T[:3, :3].T)
+    v = gain_1_s * (p - p_star) - np.cross(w, p)
+    return np.concatenate([v, w])
+
+
 @dataclass(frozen=True)
 class HybridConfig:
-    """IBVS far from the goal (``ibvs``: the paper's law, robust while the pose is rough), pose-based near it:
-    once the largest feature error is below ``switch_error_norm`` (normalized image units; 0.004 is ~1 px at
-    the 320x240 working resolution of the default lens) and PnP gave a pose, the twist is :func:`pbvs_twist`
-    with ``pbvs_gain_1_s``. The weak direction of the image (rotation about x with translation along y) then
-    converges at the commanded rate."""
+    """IBVS (``ibvs``: the paper's law) in the middle, pose-based at both ends.
+
+    - Near the goal: once the largest feature error is below ``switch_error_norm`` (normalized image units;
+      0.004 is ~1 px at the 320x240 working resolution of the default lens) and PnP gave a pose, the twist is
+      :func:`pbvs_twist` with ``pbvs_gain_1_s``. The weak direction of the image (rotation about x with
+      translation along y) then converges at the commanded rate.
+    - Far from it: while the PnP pose is more than ``far_rotation_deg`` from the goal's orientation, or the
+      object's centroid is further than ``far_translation_ratio`` times its goal distance from where the goal
+      sees it, the twist is :func:`centroid_pbvs_twist` with ``far_gain_1_s``: large rolls and far starts,
+      where IBVS with ``L*`` retreats or diverges (docs/convergence.md). ``inf`` (the default) never does.
+    """
 
     ibvs: IBVSConfig = field(default_factory=lambda: tuned_ibvs_config())
     switch_error_norm: float = 0.004
     pbvs_gain_1_s: float = 1.0
+    far_rotation_deg: float = float("inf")
+    far_translation_ratio: float = float("inf")
+    far_gain_1_s: float = 0.5
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.switch_error_norm) and self.switch_error_norm >= 0):
             raise ConfigError(f"switch_error_norm={self.switch_error_norm!r}: must be >= 0 (0: IBVS only)")
-        if not (np.isfinite(self.pbvs_gain_1_s) and self.pbvs_gain_1_s > 0):
-            raise ConfigError(f"pbvs_gain_1_s={self.pbvs_gain_1_s!r}: must be > 0")
+        for name in ("pbvs_gain_1_s", "far_gain_1_s"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}={value!r}: must be > 0")
+        for name in ("far_rotation_deg", "far_translation_ratio"):
+            value = getattr(self, name)
+            if np.isnan(value) or value <= 0:
+                raise ConfigError(f"{name}={value!r}: must be > 0 (inf: never pose-based far from the goal)")
+
+    def is_far(self, T_current_target: np.ndarray, centroid_goal_m: np.ndarray) -> bool:
+        """Whether the pose is in the far phase (see the class docstring)."""
+        T = np.asarray(T_current_target, dtype=np.float64)
+        angle_deg = float(np.rad2deg(np.linalg.norm(so3_log(T[:3, :3]))))
+        p_star = np.asarray(centroid_goal_m, dtype=np.float64).reshape(3)
+        moved = float(np.linalg.norm(T[:3, :3] @ p_star + T[:3, 3] - p_star))
+        return angle_deg > self.far_rotation_deg or moved > self.far_translation_ratio * float(np.linalg.norm(p_star))
 
 
 class HybridLaw:
@@ -257,6 +295,13 @@ class HybridLaw:
     def __call__(self, inputs: ControlInput) -> ControlOutput:
         out = self._ibvs(inputs)
         c = self.config
+        if inputs.T_current_target is not None and len(inputs.points_target_m):
+            centroid = np.mean(inputs.points_target_m, axis=0)
+            if c.is_far(inputs.T_current_target, centroid):
+                v = centroid_pbvs_twist(inputs.T_current_target, centroid, c.far_gain_1_s)
+                v_sat = saturate_twist(v, c.ibvs.max_linear_m_s, c.ibvs.max_angular_rad_s)
+                return ControlOutput(v_camera=v_sat, error=out.error, gain=c.far_gain_1_s,
+                                     saturated=bool(not np.allclose(v, v_sat)), condition_number=out.condition_number)
         if inputs.T_current_target is None or not out.error.size or np.max(np.abs(out.error)) >= c.switch_error_norm:
             return out
         v = pbvs_twist(inputs.T_current_target, c.pbvs_gain_1_s)

@@ -226,3 +226,18 @@ def as_rigid_pose(T: object, name: str = "pose", atol: float = 1e-5) -> np.ndarr
     if not np.allclose(M[3], [0.0, 0.0, 0.0, 1.0], atol=atol):
         raise PoseError(f"{name}: last row must be 0 0 0 1, got {M[3].tolist()}")
     return M
+
+
+def planar_rotation_rad(uv_from: np.ndarray, uv_to: np.ndarray) -> float:
+    """The angle (rad, in ``(-pi, pi]``) of the 2D rotation that best maps the centred points ``uv_from``
+    (N, 2) onto the centred ``uv_to`` (N, 2) in least squares (Procrustes), in the convention
+    ``[[cos, -sin], [sin, cos]]`` of the points' own axes; 0 for fewer than 2 points."""
+    a = np.asarray(uv_from, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(uv_to, dtype=np.float64).reshape(-1, 2)
+    if len(a) < 2 or len(a) != len(b):
+        return 0.0
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    cross = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]))
+    dot = float(np.sum(a * b))
+    return float(np.arctan2(cross, dot))

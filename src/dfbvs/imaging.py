@@ -158,3 +158,45 @@ def grey_float32(rgb: np.ndarray) -> np.ndarray:
     """Luma (ITU-R BT.601) of an RGB uint8 image as float32 on the 0-255 scale, without rounding."""
     return (rgb[:, :, 0] * np.float32(0.299) + rgb[:, :, 1] * np.float32(0.587)
             + rgb[:, :, 2] * np.float32(0.114)).astype(np.float32)
+
+
+def rotation_affine_px(center_px: tuple[float, float], angle_rad: float,
+                       shift_px: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The 2x3 pixel map ``p' = R(angle) (p - c) + c + shift`` (``R`` = ``[[cos, -sin], [sin, cos]]`` in
+    ``(u, v)`` pixel coordinates, u right, v down: a positive angle turns the image clockwise on screen).
+    About the principal point it is exactly the image of a camera rolled about its optical axis."""
+    c, s = float(np.cos(angle_rad)), float(np.sin(angle_rad))
+    R = np.array([[c, -s], [s, c]])
+    center = np.asarray(center_px, dtype=np.float64)
+    return np.hstack([R, (center - R @ center + np.asarray(shift_px, dtype=np.float64)).reshape(2, 1)])
+
+
+def apply_affine_px(affine: np.ndarray, uv_px: np.ndarray) -> np.ndarray:
+    """Pixels (N, 2) through a 2x3 affine map."""
+    uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
+    return uv @ affine[:, :2].T + affine[:, 2]
+
+
+def invert_affine_px(affine: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x3 affine pixel map."""
+    A_inv = np.linalg.inv(affine[:, :2])
+    return np.hstack([A_inv, (-A_inv @ affine[:, 2]).reshape(2, 1)])
+
+
+def rotated_canvas(image: np.ndarray, center_px: tuple[float, float],
+                   angle_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` turned by ``angle_rad`` about ``center_px`` (:func:`rotation_affine_px`) onto a square canvas
+    that holds all of it (side: the image diagonal), with zeros where no pixel maps; and the 2x3 map from
+    ``image`` pixels to canvas pixels. The canvas offset is whole pixels after the rotation, so a quarter turn
+    copies pixels exactly (no interpolation)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    side = int(np.ceil(np.hypot(w, h)))
+    turned = rotation_affine_px(center_px, angle_rad)
+    corners = apply_affine_px(turned, np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float))
+    shift = np.round((side - 1) / 2.0 - corners.mean(axis=0))  # whole pixels: centre the turned image
+    affine = rotation_affine_px(center_px, angle_rad, (float(shift[0]), float(shift[1])))
+    canvas = cv2.warpAffine(image, affine, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+    return canvas, affine

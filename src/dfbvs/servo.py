@@ -22,13 +22,13 @@ from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, build_extractor
 from .features.aliked import AlikedConfig
-from .geometry import transform_points
+from .geometry import planar_rotation_rad, transform_points
 from .imaging import as_rgb_frame, resize_area
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, refine_correspondences
 from .registry import Registry
 from .render.target import TargetCheckConfig, TargetRender
-from .target import PreparedTarget, prepare_target
+from .target import AcquisitionConfig, PreparedTarget, nearest_view, prepare_target_views
 from .tracking_mode import TrackingConfig, TrackingModeState
 
 
@@ -155,6 +155,7 @@ class ServoConfig:
     min_inliers: int = 6  # fewer inliers than this: too few to fit or refine at all
     lock: LockConfig = field(default_factory=LockConfig)  # when a lock is credible enough to move
     target_check: TargetCheckConfig = field(default_factory=TargetCheckConfig)  # floors of a usable target
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)  # rolled target views (any roll)
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -221,7 +222,8 @@ class DFBVSServo:
     lock (:class:`LockConfig`); otherwise its status says why and its twist is zero.
     """
 
-    def __init__(self, target: PreparedTarget, config: ServoConfig, extractor: Extractor, matcher=None):
+    def __init__(self, target: PreparedTarget | tuple[PreparedTarget, ...], config: ServoConfig,
+                 extractor: Extractor, matcher=None):
         check_law_within_lock(config.control, config.lock)
         self.config = config
         self.extractor = extractor
@@ -239,13 +241,18 @@ class DFBVSServo:
         return cls(cls._prepare(render, config, extractor), config, extractor)
 
     @staticmethod
-    def _prepare(render: TargetRender, config: ServoConfig, extractor: Extractor) -> PreparedTarget:
-        return prepare_target(render, extractor, config.working_width_px, config.working_height_px, config.refine,
-                              config.target_check)
+    def _prepare(render: TargetRender, config: ServoConfig, extractor: Extractor) -> tuple[PreparedTarget, ...]:
+        return prepare_target_views(render, extractor, config.working_width_px, config.working_height_px,
+                                    config.refine, config.target_check, config.acquisition)
 
-    def _serve(self, target: PreparedTarget) -> None:
-        self.target = target
-        self._geometry = TargetGeometry(None, target.camera, points_by_target_index_m=target.points_camera_goal_m)
+    def _serve(self, target: PreparedTarget | tuple[PreparedTarget, ...]) -> None:
+        """Serve the upright target (``target``, or the first of its views) and its rolled views."""
+        self.views = target if isinstance(target, tuple) else (target,)
+        self.target = self.views[0]  # the upright target: what the goal looks like
+        self.view = self.target  # the view of the last step (its correspondences index its features)
+        self._geometries = [TargetGeometry(None, v.camera, points_by_target_index_m=v.points_camera_goal_m)
+                            for v in self.views]
+        self._roll_rad: float | None = None  # the roll of the image w.r.t. the target while locked
 
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
@@ -258,22 +265,48 @@ class DFBVSServo:
 
     def reset(self) -> None:
         self._tracking.reset()
+        self._roll_rad = None
+        self.view = self.target
 
-    def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
-        cfg, target = self.config, self.target
-        t0 = time.perf_counter()
-        image = as_rgb_frame(image, target.render.camera)
-        rgb = resize_area(image, cfg.working_width_px, cfg.working_height_px)
-        feats = self.extractor(rgb)
-        t1 = time.perf_counter()
+    def _views_to_try(self) -> list[int]:
+        """Indices of the views this cycle matches: the one nearest the roll measured while locked, or every
+        view while acquiring (the one with most inliers is kept)."""
+        if len(self.views) == 1:
+            return [0]
+        if self._roll_rad is not None:
+            return [nearest_view(self.views, self._roll_rad)]
+        return list(range(len(self.views)))
 
-        tracking = self._tracking.active
-        tracked_idx = self._tracking.target_idx
-        target_feats = target.features if tracked_idx is None else target.features.subset(tracked_idx)
+    def _match_and_reject(self, feats, view_index: int):
+        """Match the image's features to one view (only the tracked features in tracking mode) and reject:
+        ``(matches, rejection)`` with the matches' target indices into that view's features."""
+        view = self.views[view_index]
+        tracked_idx = self._tracking.target_idx if view is self.view else None
+        target_feats = view.features if tracked_idx is None else view.features.subset(tracked_idx)
         matches = self.matcher(feats, target_feats)
         if tracked_idx is not None:  # back to indices of the full target feature set
             matches = Correspondences(matches.uv_current_px, matches.uv_target_px, matches.index_current,
                                       tracked_idx[matches.index_target], matches.scores)
+        if len(matches) < self.config.min_inliers:
+            return matches, None
+        return matches, self.rejector(matches, self._geometries[view_index])
+
+    def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
+        cfg = self.config
+        t0 = time.perf_counter()
+        image = as_rgb_frame(image, self.target.render.camera)
+        rgb = resize_area(image, cfg.working_width_px, cfg.working_height_px)
+        feats = self.extractor(rgb)
+        t1 = time.perf_counter()
+
+        tried = [(i, *self._match_and_reject(feats, i)) for i in self._views_to_try()]
+        view_index, matches, rejection = max(tried, key=lambda r: -1 if r[2] is None else r[2].num_inliers)
+        if self.views[view_index] is not self.view:  # another view: its own feature indices
+            self._tracking.reset()
+            self.view = self.views[view_index]
+        target = self.view
+        tracking = self._tracking.active
+        tracked_idx = self._tracking.target_idx
         t2 = time.perf_counter()
 
         timings = {"extract_ms": (t1 - t0) * 1e3, "match_ms": (t2 - t1) * 1e3}
@@ -282,26 +315,28 @@ class DFBVSServo:
                    reason: str = "") -> ServoStep:
             if self._tracking.active:  # the tracked set no longer works: match the full target again
                 self._tracking.leave()
+            self._roll_rad = None  # acquire again, from every view
             timings["total_ms"] = (time.perf_counter() - t0) * 1e3
             return ServoStep(v_camera=np.zeros(6), status=status, correspondences=inliers, all_matches=matches,
                              mean_error_px=float("nan"), tracking_mode=tracking, timings_ms=timings,
                              timestamp_s=timestamp_s, T_current_target=T, source=CorrespondenceSource.NONE,
                              reason=reason)
 
-        if len(matches) < cfg.min_inliers:
+        if rejection is None:
             return failed(StepStatus.TOO_FEW_MATCHES, Correspondences.empty(),
                           reason=f"{len(matches)} matches < min_inliers={cfg.min_inliers}")
 
-        rejection = self.rejector(matches, self._geometry)
         inliers = matches.subset(np.flatnonzero(rejection.inlier_mask))
         inlier_ratio = len(inliers) / len(matches)
         T_current_target = getattr(rejection, "T_current_target", None)
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
-        if target.refinement is not None:
+        if target.refinement is not None and target.inplane_rad == 0.0:  # patches align upright only
             candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
+            # fewer refined points than a lock needs (patches that stopped aligning): the matches are kept
+            floor = max(cfg.min_inliers, cfg.lock.min_inliers)
             inliers, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
-                                                        self._recheck_pnp, cfg.min_inliers)
+                                                        self._recheck_pnp, floor)
             if T_refined is not None:  # the pose that the refined points agree on: the more accurate one
                 T_current_target = T_refined
             t4 = time.perf_counter()
@@ -333,6 +368,8 @@ class DFBVSServo:
         mean_err = float(np.mean(np.linalg.norm(inliers.uv_current_px - inliers.uv_target_px, axis=1)))
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3
         self._tracking.update(mean_err, idx_t)
+        if len(self.views) > 1:  # the image's roll w.r.t. the target: the next cycle's view
+            self._roll_rad = planar_rotation_rad(inliers.uv_target_px, inliers.uv_current_px)
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=inliers, all_matches=matches,
                          mean_error_px=mean_err, tracking_mode=tracking, timings_ms=timings, timestamp_s=timestamp_s,

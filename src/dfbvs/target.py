@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from .camera import Camera
 from .errors import CalibrationError, ConfigError, TargetError
 from .estimation import target_points_m
 from .features import Extractor, Features
-from .imaging import resize_area, resize_nearest
+from .imaging import apply_affine_px, invert_affine_px, resize_area, resize_nearest, rotated_canvas
 from .refine import RefineConfig, RefinementTarget, refinement_target
 from .render.target import TargetCheckConfig, TargetRender, check_target_render, target_hints
 
@@ -27,7 +27,10 @@ class PreparedTarget:
     target keypoints with valid depth, in working pixels; ``Z_star_m`` (N,) and ``xy_star`` (N, 2,
     normalized) align with them; ``points_camera_goal_m`` (N, 3) are their 3D points in the goal camera
     frame. ``refinement`` holds what sub-pixel refinement needs (None when it is off), at the resolution of
-    its own camera (the render's, or the working one).
+    its own camera (the render's, or the working one). ``inplane_rad`` is the roll of the view the descriptors
+    were computed on: 0 for the target image itself, ``a`` for the target image turned by ``a`` about the
+    principal point (:func:`~dfbvs.imaging.rotation_affine_px`), whose keypoints are mapped back to the target
+    image (so they and everything else here are in the target image's pixels, as for the upright view).
     """
 
     render: TargetRender
@@ -37,6 +40,25 @@ class PreparedTarget:
     xy_star: np.ndarray
     points_camera_goal_m: np.ndarray
     refinement: RefinementTarget | None = None
+    inplane_rad: float = 0.0
+
+
+@dataclass(frozen=True)
+class AcquisitionConfig:
+    """How many target views the servo can acquire from.
+
+    ``inplane_views``: feature sets of the target image turned by ``k * 360 / n`` degrees (k = 0..n-1) about
+    the principal point, each the target as a camera rolled by that angle about its optical axis sees it.
+    Deep features match up to ~45 degrees of in-plane rotation (docs/features-eval.md), so 1 (the paper: the
+    upright target only) loses starts rolled further; 8 views cover any roll. Without a lock the servo
+    matches every view and keeps the one with most inliers; with one, the view nearest the measured roll
+    (docs/convergence.md)."""
+
+    inplane_views: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.inplane_views) <= 36:
+            raise ConfigError(f"acquisition.inplane_views={self.inplane_views!r}: must be 1..36")
 
 
 def working_camera(camera: Camera, working_width_px: int, working_height_px: int) -> Camera:
@@ -80,3 +102,43 @@ def prepare_target(render: TargetRender, extractor: Extractor, working_width_px:
     return PreparedTarget(render=render, camera=camera, features=feats, Z_star_m=points[:, 2], xy_star=xy,
                           points_camera_goal_m=points,
                           refinement=refinement_target(render.rgb, render.mask, render.camera, camera, refine))
+
+
+def rolled_view(upright: PreparedTarget, extractor: Extractor, inplane_rad: float) -> PreparedTarget:
+    """The target as a camera rolled by ``inplane_rad`` about its optical axis sees it: features extracted
+    on the working target image turned about the principal point (:func:`~dfbvs.imaging.rotated_canvas`),
+    their keypoints mapped back to the target image and kept where the object is (valid ``Z*``). The
+    descriptors are the turned image's; positions, depths and 3D points are the target's."""
+    camera = upright.camera
+    rgb = resize_area(upright.render.rgb, camera.width_px, camera.height_px)
+    canvas, affine = rotated_canvas(rgb, (camera.cx, camera.cy), inplane_rad)
+    feats = extractor(canvas)
+    uv = apply_affine_px(invert_affine_px(affine), feats.keypoints_px)
+    w, h = camera.width_px, camera.height_px
+    inside = np.flatnonzero((uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1))
+    depth = resize_nearest(upright.render.depth_m, w, h)
+    points = target_points_m(uv[inside], depth, camera)
+    keep = inside[np.all(np.isfinite(points), axis=1)]
+    points = points[np.all(np.isfinite(points), axis=1)]
+    back = Features(uv[keep], feats.descriptors[keep], feats.scores[keep], (w, h), feats.extractor)
+    xy = camera.pixel_to_normalized(back.keypoints_px) if len(back) else np.zeros((0, 2))
+    return replace(upright, features=back, Z_star_m=points[:, 2], xy_star=xy, points_camera_goal_m=points,
+                   inplane_rad=float(inplane_rad))
+
+
+def prepare_target_views(render: TargetRender, extractor: Extractor, working_width_px: int,
+                         working_height_px: int, refine: RefineConfig = RefineConfig(),
+                         check: TargetCheckConfig = TargetCheckConfig(),
+                         acquisition: AcquisitionConfig = AcquisitionConfig()) -> tuple[PreparedTarget, ...]:
+    """The upright target (:func:`prepare_target`, checked) and its ``acquisition.inplane_views - 1`` rolled
+    views (:func:`rolled_view`), in order of roll ``k * 2 pi / n``; they share the render and the refinement
+    data."""
+    upright = prepare_target(render, extractor, working_width_px, working_height_px, refine, check)
+    n = int(acquisition.inplane_views)
+    return (upright,) + tuple(rolled_view(upright, extractor, 2.0 * np.pi * k / n) for k in range(1, n))
+
+
+def nearest_view(views: tuple[PreparedTarget, ...], roll_rad: float) -> int:
+    """Index of the view whose roll is nearest ``roll_rad`` (on the circle)."""
+    gaps = [abs(float(np.angle(np.exp(1j * (roll_rad - v.inplane_rad))))) for v in views]
+    return int(np.argmin(gaps))

@@ -265,7 +265,7 @@ class TrackingServo:
         T = step.T_current_target if step.ok else None
         inliers = step.correspondences
         return Detection(timestamp_s, T, inliers.uv_current_px,
-                         self.deep.target.points_camera_goal_m[inliers.index_target], time.perf_counter() - t0,
+                         self.deep.view.points_camera_goal_m[inliers.index_target], time.perf_counter() - t0,
                          step)
 
     def _use_detection(self, det: Detection) -> None:

@@ -6,7 +6,7 @@
 - ``distance-sweep``: the paper's Fig. 8: start distance batches 0-1, ..., 5-6 cm, rotations uniform within
   per-object ranges about x, y, z, N episodes per batch and object, once on a background similar to the
   target render's and once on a dissimilar cluttered one.
-- ``wide``: beyond the paper: up to 15 cm and 30 deg, with in-plane rotations up to 90 deg.
+- ``wide``: beyond the paper: up to 15 cm and 30 deg of tilt, with any in-plane rotation (up to 180 deg).
 - ``tiny``: a few short episodes for tests and smoke runs.
 """
 
@@ -91,7 +91,9 @@ def distance_sweep(objects: list[str], episodes_per_batch: int = 8, backgrounds:
 
 
 def wide(objects: list[str], episodes_per_object: int = 12, backgrounds: list[str] | None = None,
-         seed: int = 0) -> list[EpisodeSpec]:
+         seed: int = 0, max_inplane_deg: float = 180.0) -> list[EpisodeSpec]:
+    """Starts 2-15 cm from the goal, tilted up to 30 deg, rolled in-plane uniformly within +-``max_inplane_deg``
+    (180: any roll; the first measure used 90)."""
     rng = np.random.default_rng([seed, 15])
     bg = backgrounds or ["cluttered"]
     specs = []
@@ -100,7 +102,7 @@ def wide(objects: list[str], episodes_per_object: int = 12, backgrounds: list[st
             dist_m = rng.uniform(0.02, 0.15)
             tilt = _random_unit(rng) * np.array([1.0, 1.0, 0.0])
             tilt = tilt / max(np.linalg.norm(tilt), 1e-9) * np.deg2rad(rng.uniform(0, 30))
-            inplane = np.deg2rad(rng.uniform(-90, 90))
+            inplane = np.deg2rad(rng.uniform(-max_inplane_deg, max_inplane_deg))
             T = start_from_offsets(rng, dist_m, tilt + np.array([0.0, 0.0, inplane]))
             goal = GOAL_POSES[k % len(GOAL_POSES)]
             specs.append(EpisodeSpec(f"{_short(obj)}-wide-{k}", obj, goal, _as_tuple(T), bg[k % len(bg)],
