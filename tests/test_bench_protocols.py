@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dfbvs.bench.protocols import PAPER_ROTATION_RANGES_DEG, make_protocol
-from dfbvs.geometry import so3_log
+from dfbvs.geometry import make_pose, so3_log
 
 OBJS = ["bracket", "gear", "connector"]
 
@@ -42,6 +42,10 @@ def test_wide_reaches_further():
     assert mm.max() > 100 and mm.max() <= 150
     deg = np.array([offsets(s)[1] for s in specs])
     assert deg.max() > 120, "the wide protocol rolls up to 180 deg in-plane"
+    from dfbvs.bench.protocols import centre_in_view
+
+    assert all(centre_in_view(np.asarray(s.T_goal_start), s.goal[0]) for s in specs)
+    assert not centre_in_view(make_pose(None, [0.15, 0.0, 0.0]), 0.2)  # 15 cm aside: the object is out of view
     narrow = make_protocol("wide", OBJS[:1], episodes_per_object=20, max_inplane_deg=90.0)
     assert max(offsets(s)[1] for s in narrow) < 100
 

@@ -93,22 +93,38 @@ def distance_sweep(objects: list[str], episodes_per_batch: int = 8, backgrounds:
 def wide(objects: list[str], episodes_per_object: int = 12, backgrounds: list[str] | None = None,
          seed: int = 0, max_inplane_deg: float = 180.0) -> list[EpisodeSpec]:
     """Starts 2-15 cm from the goal, tilted up to 30 deg, rolled in-plane uniformly within +-``max_inplane_deg``
-    (180: any roll; the first measure used 90)."""
+    (180: any roll; the first measure used 90), redrawn until the object's centre is in the start view
+    (:func:`centre_in_view`: a start that does not see the object is not a servoing problem)."""
     rng = np.random.default_rng([seed, 15])
     bg = backgrounds or ["cluttered"]
     specs = []
     for obj in objects:
         for k in range(episodes_per_object):
-            dist_m = rng.uniform(0.02, 0.15)
-            tilt = _random_unit(rng) * np.array([1.0, 1.0, 0.0])
-            tilt = tilt / max(np.linalg.norm(tilt), 1e-9) * np.deg2rad(rng.uniform(0, 30))
-            inplane = np.deg2rad(rng.uniform(-max_inplane_deg, max_inplane_deg))
-            T = start_from_offsets(rng, dist_m, tilt + np.array([0.0, 0.0, inplane]))
             goal = GOAL_POSES[k % len(GOAL_POSES)]
+            for _ in range(1000):
+                dist_m = rng.uniform(0.02, 0.15)
+                tilt = _random_unit(rng) * np.array([1.0, 1.0, 0.0])
+                tilt = tilt / max(np.linalg.norm(tilt), 1e-9) * np.deg2rad(rng.uniform(0, 30))
+                inplane = np.deg2rad(rng.uniform(-max_inplane_deg, max_inplane_deg))
+                T = start_from_offsets(rng, dist_m, tilt + np.array([0.0, 0.0, inplane]))
+                if centre_in_view(T, goal[0]):
+                    break
             specs.append(EpisodeSpec(f"{_short(obj)}-wide-{k}", obj, goal, _as_tuple(T), bg[k % len(bg)],
                                      f"{int(dist_m * 100) // 5 * 5}-{int(dist_m * 100) // 5 * 5 + 5} cm",
                                      int(rng.integers(1 << 30))))
     return specs
+
+
+def centre_in_view(T_goal_start: np.ndarray, goal_distance_m: float, margin_px: float = 80.0) -> bool:
+    """Whether the object's centre (on the goal camera's axis at ``goal_distance_m``: every goal looks at it)
+    projects into the episodes' 640x480 camera ``margin_px`` inside the border, in front of it."""
+    from ..camera import Camera
+    from ..geometry import inverse, transform_points
+
+    camera = Camera.default().rescaled(640, 480)
+    p = transform_points(inverse(np.asarray(T_goal_start, dtype=np.float64)),
+                         np.array([[0.0, 0.0, goal_distance_m]]))[0]
+    return bool(p[2] > 0.05 and camera.in_image(camera.project(p[None]), margin_px)[0])
 
 
 def tiny(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0) -> list[EpisodeSpec]:
