@@ -201,9 +201,12 @@ class FakeServo:
         if self.cycle == self.raise_at:
             raise RuntimeError("network crashed")
         ok = self.cycle != self.fail_at
+        uv = np.random.default_rng(0).uniform(0, 300, size=(20, 2))  # a lock pinned down by 20 spread points
+        inliers = Correspondences(uv, uv, np.arange(20), np.arange(20), np.ones(20))
         return ServoStep(v_camera=np.full(6, 0.1) if ok else np.zeros(6),
                          status=StepStatus.OK if ok else StepStatus.TOO_FEW_INLIERS,
-                         correspondences=Correspondences.empty(), all_matches=Correspondences.empty(),
+                         correspondences=inliers if ok else Correspondences.empty(),
+                         all_matches=Correspondences.empty(),
                          mean_error_px=10.0 / 2 ** self.cycle if ok else float("nan"), tracking_mode=False,
                          timings_ms={"total_ms": 1.0}, timestamp_s=timestamp_s)
 

@@ -102,10 +102,33 @@ def test_excessive_gain_ends_diverged(tmp_path):
     assert r.final_translation_error_mm > r.initial_translation_mm
 
 
-def _Step(err: float, status: StepStatus = StepStatus.OK, T_current_target=None) -> ServoStep:
+def _Step(err: float, status: StepStatus = StepStatus.OK, T_current_target=None, n_inliers: int = 40,
+          condition_number: float = 150.0) -> ServoStep:
+    """A step with ``n_inliers`` correspondences (a lock pinned down unless told otherwise)."""
+    uv = np.random.default_rng(n_inliers).uniform(0, 300, size=(n_inliers, 2))
+    inliers = Correspondences(uv, uv, np.arange(n_inliers), np.arange(n_inliers), np.ones(n_inliers))
     return ServoStep(v_camera=np.ones(6) if status is StepStatus.OK else np.zeros(6), status=status,
-                     correspondences=Correspondences.empty(), all_matches=Correspondences.empty(),
-                     mean_error_px=err, tracking_mode=False, timings_ms={}, T_current_target=T_current_target)
+                     correspondences=inliers if status is StepStatus.OK else Correspondences.empty(),
+                     all_matches=Correspondences.empty(), mean_error_px=err, tracking_mode=False, timings_ms={},
+                     T_current_target=T_current_target, condition_number=condition_number)
+
+
+def test_convergence_needs_a_lock_that_pins_the_pose_down():
+    """Few inliers, or inliers clustered or aligned (cond(L) large), never end a run converged, whatever the
+    image error; the monitor says how often and why it refused."""
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    few = [m.update(_Step(0.05, n_inliers=10)) for _ in range(60)]
+    assert EpisodeStatus.CONVERGED not in few and m.unpinned_cycles > 0
+    assert "10 inliers < stop.converged_min_inliers=15" in m.unpinned_reason
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    clustered = [m.update(_Step(0.05, condition_number=2.0e4)) for _ in range(60)]
+    assert EpisodeStatus.CONVERGED not in clustered and "cond(L)=20000" in m.unpinned_reason
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    assert [m.update(_Step(0.05)) for _ in range(5)][-1] is EpisodeStatus.CONVERGED and m.unpinned_cycles == 0
+    # a lock that becomes pinned down (more inliers come back) then converges
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    out = [m.update(_Step(0.05, n_inliers=8 if k < 10 else 30)) for k in range(12)]
+    assert out[-1] is EpisodeStatus.CONVERGED and m.unpinned_cycles >= 5
 
 
 def test_small_image_error_with_pose_still_off_is_not_converged():

@@ -15,6 +15,13 @@ for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cyc
 is only waiting for a first measurement, status ``not_locked``, counts for neither). Diverged: the
 mean error over the last ``diverged_cycles`` usable cycles is beyond the bound (losing the object while
 diverging is DIVERGED, not LOST). Timeout: ``max_iterations`` cycles.
+
+No rule declares convergence on a lock its correspondences do not pin down: the cycle must have at least
+``converged_min_inliers`` inliers and an interaction matrix ``L`` whose condition number is at most
+``converged_max_condition`` (few points, points clustered in one spot or along a line make ``L`` nearly
+singular: ~100-250 for a framed object's spread keypoints, ~1000 for a cluster of 30 px standard deviation at
+320x240, ~20000 along a line). Such cycles keep the run going (:attr:`StopMonitor.unpinned_cycles` counts
+them, :attr:`StopMonitor.unpinned_reason` says why).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .servo import StepStatus
+from .servo import CorrespondenceSource, StepStatus
 
 if TYPE_CHECKING:
     from .servo import ServoStep
@@ -66,6 +73,8 @@ class StopConfig:
     diverged_min_px: float = 20.0
     diverged_cycles: int = 10
     max_iterations: int = 300
+    converged_min_inliers: int = 15  # a converged cycle's lock must be pinned down by this many inliers ...
+    converged_max_condition: float = 3000.0  # ... and cond(L) at most this (inf: off)
 
 
 class StopMonitor:
@@ -90,6 +99,8 @@ class StopMonitor:
         self._slow = 0
         self._lost = 0
         self.best_error_px = np.inf
+        self.unpinned_cycles = 0  # cycles a rule would have converged on, refused: the lock is not pinned down
+        self.unpinned_reason = ""
 
     def update(self, step: ServoStep) -> EpisodeStatus:
         c = self.config
@@ -122,6 +133,11 @@ class StopMonitor:
                                          c.converged_settled_cycles),
                                         ("twist", self._slow, c.converged_cycles)):
                 if needed > 0 and count >= needed:
+                    why = self._unpinned(step)
+                    if why:
+                        self.unpinned_cycles += 1
+                        self.unpinned_reason = why
+                        break
                     self.converged_by = rule
                     return EpisodeStatus.CONVERGED
             if np.isfinite(err):
@@ -157,6 +173,21 @@ class StopMonitor:
         r = [np.median([so3_log(T[:3, :3]) for T in part], axis=0) for part in poses]
         return bool(np.linalg.norm(t[1] - t[0]) < c.converged_pose_translation_ratio * self.goal_distance_m
                     and np.degrees(np.linalg.norm(r[1] - r[0])) < c.converged_pose_rotation_deg)
+
+    def _unpinned(self, step: ServoStep) -> str:
+        """Why the step's lock does not pin the pose down ("" when it does; a whole-image method, which has no
+        correspondences, is not judged here)."""
+        c = self.config
+        if step.source is CorrespondenceSource.NONE:
+            return ""
+        n = len(step.correspondences)
+        if n < c.converged_min_inliers:
+            return f"{n} inliers < stop.converged_min_inliers={c.converged_min_inliers}"
+        cond = step.condition_number
+        if np.isfinite(c.converged_max_condition) and not np.isnan(cond) and not cond <= c.converged_max_condition:
+            return (f"cond(L)={cond:.0f} > stop.converged_max_condition={c.converged_max_condition:g}: the "
+                    f"inliers are clustered or aligned")
+        return ""
 
     def _pose_within(self, step: ServoStep) -> bool:
         """The measured pose is within the tolerance (True when the step has no pose or the rule is off)."""

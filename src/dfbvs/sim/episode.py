@@ -138,6 +138,9 @@ class EpisodeResult:
     grasp_success: bool | None = None  # robot.grasp: within the grasp tolerance (None: no grasp asked)
     grasp_error: dict = field(default_factory=dict)  # lateral_mm, axial_mm, rotation_deg, or why no grasp
     converged_by: str | None = None  # the stop rule that ended a converged run: pose, settled or twist
+    # cycles on which a rule would have converged but the lock was not pinned down (few, clustered inliers), why
+    unpinned_cycles: int = 0
+    unpinned_reason: str = ""
     # modulo the object's symmetry (docs/symmetry.md): errors to the nearest equivalent goal, its index (0: the
     # goal itself), the number of equivalents, and for a converged run "goal", "symmetric equivalent" or
     # "false lock" (beyond lock_tolerance_mm / _deg of every equivalent)
@@ -361,6 +364,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         time_to_goal_s=time_to_goal_s(times, errors, config.goal_tolerance_mm, config.goal_tolerance_deg),
         servo_stats=servo.summary() if hasattr(servo, "summary") else {}, robot_stats=robot_stats,
         grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by,
+        unpinned_cycles=monitor.unpinned_cycles, unpinned_reason=monitor.unpinned_reason,
         **symmetric_error_fields(symmetry, T_object_goal, T_final, outcome.status is EpisodeStatus.CONVERGED,
                                  config.lock_tolerance_mm, config.lock_tolerance_deg))
     if recorder is not None:
