@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from dfbvs.config import apply_overrides
+from dfbvs.config import PRESETS, apply_overrides
 from dfbvs.control import ControlInput, HybridConfig, HybridLaw, centroid_pbvs_twist, saturate_twist
 from dfbvs.errors import ConfigError
 from dfbvs.geometry import inverse, make_pose, planar_rotation_rad, se3_exp, so3_exp, so3_log
@@ -13,8 +13,7 @@ from dfbvs.sim.episode import EpisodeConfig, StartConfig, run_episode
 from dfbvs.stop import EpisodeStatus
 from dfbvs.target import AcquisitionConfig, nearest_view
 
-WIDE = ("servo.acquisition.inplane_views=8", "servo.control=hybrid", "servo.control.far_rotation_deg=15",
-        "servo.control.far_translation_ratio=0.25")
+WIDE = PRESETS["wide"]
 
 
 def test_quarter_turn_canvas_copies_pixels_exactly(rng):

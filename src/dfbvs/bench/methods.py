@@ -38,10 +38,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                  "a 30 fps camera on a simulated clock, the twist applied after the measured compute time"),
     "hybrid": (("servo.control=hybrid",),
                "IBVS far from the goal, pose-based from the PnP pose near it (every direction at the commanded rate)"),
-    "wide": (("servo.acquisition.inplane_views=8", "servo.control=hybrid", "servo.control.far_rotation_deg=15",
-              "servo.control.far_translation_ratio=0.25"),
-             "a wider basin: 8 rolled target views to acquire at any roll, pose-based (centroid PBVS) beyond 15 deg "
-             "or 25 % of the goal distance, IBVS between, PBVS at the goal"),
+    "wide": (PRESETS["wide"],
+             "the wide preset: 8 rolled target views (acquire at any roll), centroid PBVS beyond 15 deg or 25 % of "
+             "the goal distance, IBVS between, PBVS at the goal"),
     "pxstop": (("stop.converged_pose_translation_ratio=0", "stop.converged_settled_cycles=0"),
                "the old stop rule: converged on the image error alone (below converged_px for converged_cycles)"),
     "ur5e": (("robot.kind=ur5e", "robot.grasp=true"),
