@@ -166,10 +166,10 @@ def episode_config(spec: EpisodeSpec, method: str, overrides: Sequence[str] = ()
                    keypointnet_checkpoint: str | None = None) -> EpisodeConfig:
     """The episode config of ``spec`` run with ``method``: the default episode, the method's overrides, then
     the run's own ``overrides`` (e.g. ``stop.max_iterations=150``), then the spec's object, goal, start,
-    scene and seed."""
+    scene and seed, then the spec's own overrides (a protocol's perturbation)."""
     obj_is_path = "/" in spec.object or "." in spec.object
     config = apply_overrides(EpisodeConfig(), (*method_overrides(method, keypointnet_checkpoint), *overrides))
-    return replace(
+    config = replace(
         config, object_name=spec.object if not obj_is_path else "custom",
         mesh_path=spec.object if obj_is_path else None,
         # a user mesh is framed (its centre, at the distance that fits its size); built-ins keep the protocol's
@@ -177,3 +177,4 @@ def episode_config(spec: EpisodeSpec, method: str, overrides: Sequence[str] = ()
         start=StartConfig(T_goal_start=spec.T_goal_start),
         scene=scene_with_overrides(scene_for_background(spec.background, spec.seed), config.scene), seed=spec.seed,
     )
+    return apply_overrides(config, spec.overrides) if spec.overrides else config

@@ -7,6 +7,9 @@
   per-object ranges about x, y, z, N episodes per batch and object, once on a background similar to the
   target render's and once on a dissimilar cluttered one.
 - ``wide``: beyond the paper: up to 15 cm and 30 deg of tilt, with any in-plane rotation (up to 180 deg).
+- ``perturb``: accuracy18-like starts, each with one thing happening during the episode (issue 11): an object
+  passing in front of 30-50 % of the target for 1 s, the lights changing, motion blur growing with the camera's
+  speed, a look-alike copy of the target beside it (:data:`PERTURBATIONS`).
 - ``tiny``: a few short episodes for tests and smoke runs.
 """
 
@@ -40,6 +43,7 @@ class EpisodeSpec:
     background: str
     batch: str
     seed: int
+    overrides: tuple[str, ...] = ()  # config overrides of this episode (``--set`` syntax), after the method's
 
 
 def _as_tuple(T: np.ndarray) -> tuple[tuple[float, ...], ...]:
@@ -127,6 +131,41 @@ def centre_in_view(T_goal_start: np.ndarray, goal_distance_m: float, margin_px: 
     return bool(p[2] > 0.05 and camera.in_image(camera.project(p[None]), margin_px)[0])
 
 
+#: The perturbations of the ``perturb`` protocol (config overrides; times in simulated s from the episode's start:
+#: mid-episode for the camera-rate servo, which reaches the goal in ~3 s, early for the 10 Hz per-frame loop).
+PERTURBATIONS: dict[str, tuple[str, ...]] = {
+    # a plate 0.6 x the object's size slides across its view at half the goal distance: 30-50 % of the object
+    "occlusion": ("occlusion.start_s=1.0", "occlusion.duration_s=1.0", "occlusion.size=0.6"),
+    "light": ("light_change.start_s=1.0", "light_change.rotate_deg=70", "light_change.intensity_gain=0.6",
+              "light_change.ambient_gain=0.8"),
+    "blur": ("motion_blur.exposure_s=0.03",),
+    "lookalike": ("scene.lookalikes=1",),
+}
+
+
+def perturb(objects: list[str], episodes_per_object: int = 2, backgrounds: list[str] | None = None,
+            seed: int = 0) -> list[EpisodeSpec]:
+    """Every perturbation of :data:`PERTURBATIONS` on ``episodes_per_object`` accuracy18-like starts per object
+    (55 +- 12 mm, 8.7 +- 3.4 deg; the same starts for every perturbation)."""
+    rng = np.random.default_rng([seed, 11])
+    bg = backgrounds or ["cluttered"]
+    specs = []
+    for obj in objects:
+        for k in range(episodes_per_object):
+            dist_m = float(np.clip(rng.normal(55.0, 12.2), 20.0, 90.0)) * 1e-3
+            angle = np.deg2rad(float(np.clip(rng.normal(8.7, 3.4), 2.0, 16.0)))
+            T = _as_tuple(start_from_offsets(rng, dist_m, _random_unit(rng) * angle))
+            episode_seed = int(rng.integers(1 << 30))
+            goal = GOAL_POSES[k % len(GOAL_POSES)]
+            for name, overrides in PERTURBATIONS.items():
+                if name == "lookalike":  # behind the object as the goal sees it: the top of the view (a framed
+                    # object fills most of it; the copy shows 0-7 % of the goal image, more from the start poses)
+                    overrides = (*overrides, f"scene.lookalike_azimuth_deg={goal[1] + 180.0:g}")
+                specs.append(EpisodeSpec(f"{_short(obj)}-{name}-{k}", obj, goal, T, bg[k % len(bg)], name,
+                                         episode_seed, overrides))
+    return specs
+
+
 def tiny(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0) -> list[EpisodeSpec]:
     """Small offsets (1-2 cm, 2 deg): quick episodes for tests."""
     rng = np.random.default_rng([seed, 1])
@@ -140,7 +179,7 @@ def tiny(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0
 
 
 PROTOCOLS: dict[str, Callable[..., list[EpisodeSpec]]] = {
-    "accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "tiny": tiny}
+    "accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "perturb": perturb, "tiny": tiny}
 
 
 def make_protocol(name: str, objects: list[str], backgrounds: list[str] | None = None, seed: int = 0,

@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
                                                 help=f"Unit of the --mesh files: {mesh_unit_names()} "
                                                      "(default: m)."),
         background: Optional[list[str]] = background_option(None),
-        episodes_per_batch: Optional[int] = typer.Option(None, help="distance-sweep / wide: episodes per batch."),
+        episodes_per_batch: Optional[int] = typer.Option(
+            None, help="distance-sweep: episodes per batch; wide / perturb: episodes per object."),
         max_iterations: Optional[int] = typer.Option(None, help="Cycles per episode before timeout "
                                                      "(= --set stop.max_iterations=N; default 300)."),
         keypointnet_checkpoint: Optional[Path] = typer.Option(None, help="KP2D checkpoint for dfbvs-keypointnet."),

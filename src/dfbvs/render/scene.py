@@ -68,6 +68,10 @@ class SceneConfig:
         (softness) in ``light_angle_deg``;
       - ``object_roughness``: a range the object's microfacet roughness is drawn from (None: from its
         Blinn-Phong shininess); ``object_specular_gain`` scales its highlight either way.
+    ``lookalikes``: that many copies of the target itself (random yaw, the target's colour) right beside its
+    footprint, the first towards ``lookalike_azimuth_deg`` (world frame, about the vertical; 180 deg from a goal's
+    azimuth puts it behind the object in that goal's view), the others spread evenly around: the same features in
+    two places. Scenes without them draw exactly as before.
     ``layer_pitch_m`` > 0 draws 3D-print layer lines on the object (also pass it to the target render).
     ``antialias`` multisamples the RGB image. It is on by default: a real sensor integrates light over each
     pixel, and aliased edges shifted ALIKED keypoints by 0.16 px on average at the goal pose (measured), a
@@ -104,6 +108,8 @@ class SceneConfig:
     light_angle_deg: tuple[float, float] = (0.5, 15.0)
     object_roughness: tuple[float, float] | None = None
     layer_pitch_m: float = 0.0
+    lookalikes: int = 0
+    lookalike_azimuth_deg: float = 120.0
     renderer: str = "moderngl"
     antialias: bool = True  # a real sensor integrates over the pixel: aliased edges bias keypoints
     supersample: int = 2  # RGB drawn at this many times the resolution and box-filtered down (1: off)
@@ -112,6 +118,7 @@ class SceneConfig:
         checks = {
             "table_size_m": self.table_size_m > 0, "texture_tile_m": self.texture_tile_m > 0,
             "n_distractors": int(self.n_distractors) == self.n_distractors and self.n_distractors >= 0,
+            "lookalikes": int(self.lookalikes) == self.lookalikes and self.lookalikes >= 0,
             "placement_radius_m": self.placement_radius_m > 0, "distractor_gap_m": self.distractor_gap_m >= 0,
             "light_rotation_deg": 0 <= self.light_rotation_deg <= 180,
             "light_intensity_gain": self.light_intensity_gain >= 0, "ambient_gain": self.ambient_gain >= 0,
@@ -321,13 +328,13 @@ def _gap_lighting(config: SceneConfig, rng: np.random.Generator) -> Lighting:
     return Lighting(ambient=base.ambient * config.ambient_gain, lights=tuple(lights))
 
 
-def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng: np.random.Generator
-                       ) -> list[DrawItem]:
+def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng: np.random.Generator,
+                       target_material: Material = Material()) -> list[DrawItem]:
+    """The distractors (``n_distractors`` drawn from ``distractors``), then ``lookalikes`` copies of the target
+    in ``target_material``, each on a free spot of the table around the target (see :class:`SceneConfig`)."""
     from .objects import load_builtin
 
     names = [n for n in config.distractors if n != target.name]
-    if not names or config.n_distractors == 0:
-        return []
     lo, hi = target.bounds_m
     centre = 0.5 * (lo[:2] + hi[:2])
     r_target = 0.5 * np.linalg.norm(hi[:2] - lo[:2])
@@ -336,31 +343,46 @@ def _place_distractors(target: Mesh, config: SceneConfig, table_z_m: float, rng:
     outer_m = max(float(config.placement_radius_m),
                   float(r_target) + config.distractor_gap_m + 0.5 * config.placement_radius_m)
     placed: list[tuple[np.ndarray, np.floating]] = [(centre, r_target)]
-    items = []
-    for k in range(config.n_distractors):
-        name = names[int(rng.integers(len(names)))]
-        mesh = load_builtin(name)
+
+    def place(mesh: Mesh, azimuth_deg: float | None = None) -> np.ndarray | None:
+        """A pose on a free spot of the table for ``mesh`` (its footprint centre there, resting on the table):
+        at random, or right beside the target's footprint towards ``azimuth_deg``; None when there is none."""
         d_lo, d_hi = mesh.bounds_m
         r = 0.5 * np.linalg.norm(d_hi[:2] - d_lo[:2])
         d_centre = 0.5 * (d_lo[:2] + d_hi[:2])
         for _ in range(200):
-            rho = rng.uniform(r_target + r + config.distractor_gap_m, outer_m + r)
-            phi = rng.uniform(0, 2 * np.pi)
+            if azimuth_deg is None:
+                rho = rng.uniform(r_target + r + config.distractor_gap_m, outer_m + r)
+                phi = rng.uniform(0, 2 * np.pi)
+            else:
+                rho, phi = r_target + r + config.distractor_gap_m, np.deg2rad(azimuth_deg)
             xy = centre + rho * np.array([np.cos(phi), np.sin(phi)])
             if all(np.linalg.norm(xy - c) >= r + rc + config.distractor_gap_m for c, rc in placed):
                 break
         else:
-            continue  # no free spot left on the table for this one
+            return None
         placed.append((xy, r))
         yaw = rng.uniform(0, 2 * np.pi)
         R = so3_exp(np.array([0.0, 0.0, yaw]))
-        # the footprint centre goes to xy; the lowest point rests on the table
         t = np.array([xy[0], xy[1], table_z_m - d_lo[2]]) - R @ np.array([d_centre[0], d_centre[1], 0.0])
+        return make_pose(R, t)
+
+    items = []
+    for k in range(config.lookalikes):  # first: right beside the target, the distractors around them
+        T = place(target, config.lookalike_azimuth_deg + 360.0 * k / config.lookalikes)
+        if T is not None:
+            items.append(DrawItem(target, T, ID_FIRST_DISTRACTOR + config.n_distractors + k, target_material))
+    for k in range(config.n_distractors if names else 0):
+        name = names[int(rng.integers(len(names)))]
+        mesh = load_builtin(name)
+        T = place(mesh)
+        if T is None:
+            continue  # no free spot left on the table for this one
         if name in _PRINT_LIKE:
             rgb = tuple(np.clip(np.asarray(target.base_rgb) + rng.uniform(-0.05, 0.05, 3), 0, 1))
         else:
             rgb = _DISTRACTOR_PALETTE[int(rng.integers(len(_DISTRACTOR_PALETTE)))]
-        items.append(DrawItem(mesh, make_pose(R, t), ID_FIRST_DISTRACTOR + k,
+        items.append(DrawItem(mesh, T, ID_FIRST_DISTRACTOR + k,
                               Material(rgb=cast("tuple[float, float, float]", tuple(float(c) for c in rgb)),
                                        specular=float(rng.uniform(0.1, 0.5)))))
     return items
@@ -384,7 +406,7 @@ def build_scene(target_mesh: Mesh, config: SceneConfig = SceneConfig(), seed: in
     if config.object_roughness is not None:
         material = replace(material, roughness=float(rng_gap.uniform(*config.object_roughness)))
     items = [DrawItem(target_mesh, np.eye(4), 1, material)]
-    items += _place_distractors(target_mesh, config, table_z, rng_place)
+    items += _place_distractors(target_mesh, config, table_z, rng_place, material)
     if config.background != "none":  # last: drawing front to back lets the depth test skip hidden fragments
         items.append(DrawItem(_table_mesh(config, table_z, seed), np.eye(4), ID_TABLE,
                               Material(specular=0.05, shininess=8.0)))
@@ -444,19 +466,33 @@ def apply_sensor_effects(rgb: np.ndarray, config: SceneConfig, rng: np.random.Ge
 
 
 def render_scene(scene: Scene, camera: Camera, T_object_camera: np.ndarray,
-                 rng: np.random.Generator | None = None, extra_items: Sequence[DrawItem] = ()) -> RenderOutput:
+                 rng: np.random.Generator | None = None, extra_items: Sequence[DrawItem] = (),
+                 exposure_poses: Sequence[np.ndarray] = ()) -> RenderOutput:
     """Render the scene from ``T_object_camera`` (= ``T_world_camera``) and apply the sensor effects,
     with noise from ``rng`` (default: the scene's own seeded generator, advancing each frame).
     ``extra_items`` are drawn too (e.g. an occluder passing in front of the object at this instant).
+    ``exposure_poses``: more camera poses during the exposure (motion blur): the image is the mean of the
+    renders at ``T_object_camera`` and at each of them, before the sensor effects.
 
-    Depth and ids are exact (no sensor effect touches them); the fingertips appear in them too.
+    Depth and ids are exact (no sensor effect touches them), at ``T_object_camera``; the fingertips appear in them
+    too.
     """
     T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
-    items = list(scene.items) + list(extra_items)
-    if scene.fingertips is not None:
-        items += _fingertip_items(scene, camera, T)
     backend = get_renderer(scene.config.renderer)
-    out = backend.render(items, camera, T, scene.lighting, scene.background_rgb, scene.config.antialias,
-                         scene.config.supersample)
-    rgb = apply_sensor_effects(out.rgb, scene.config, rng if rng is not None else scene.noise_rng)
+
+    def draw(T_pose: np.ndarray) -> RenderOutput:
+        items = list(scene.items) + list(extra_items)
+        if scene.fingertips is not None:
+            items += _fingertip_items(scene, camera, T_pose)
+        return backend.render(items, camera, T_pose, scene.lighting, scene.background_rgb, scene.config.antialias,
+                              scene.config.supersample)
+
+    out = draw(T)
+    rgb = out.rgb
+    if len(exposure_poses):
+        total = rgb.astype(np.float32)
+        for T_pose in exposure_poses:
+            total += draw(as_rigid_pose(T_pose, "exposure pose")).rgb
+        rgb = np.clip(np.round(total / (1 + len(exposure_poses))), 0, 255).astype(np.uint8)
+    rgb = apply_sensor_effects(rgb, scene.config, rng if rng is not None else scene.noise_rng)
     return dataclasses.replace(out, rgb=rgb)

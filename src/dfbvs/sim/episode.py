@@ -32,7 +32,7 @@ from ..servo import SERVOS, ServoConfig, build_servo
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from ..symmetry import Symmetry, pose_error_modulo, symmetric_error_fields, symmetry_of
 from .free_camera import FreeFlyingCamera
-from .perturbations import Occluder, OcclusionConfig
+from .perturbations import LightChangeConfig, MotionBlur, MotionBlurConfig, Occluder, OcclusionConfig
 from .robot import ArmCamera, ArmRig, RobotConfig, RobotKind, believed_camera, believed_hand_eye, build_arm_rig
 from .timing import RealtimeBody, RealtimeCamera, SimClock, TimingConfig, TimingMode
 
@@ -99,6 +99,8 @@ class EpisodeConfig:
     dt_s: float = 0.1  # stepped timing: each twist moves the camera for this long
     timing: TimingConfig = field(default_factory=TimingConfig)  # stepped, or a camera at fps with latency
     occlusion: OcclusionConfig = field(default_factory=OcclusionConfig)  # none unless occlusion.start_s is set
+    light_change: LightChangeConfig = field(default_factory=LightChangeConfig)  # none unless its start_s is set
+    motion_blur: MotionBlurConfig = field(default_factory=MotionBlurConfig)  # none unless exposure_s > 0
     robot: RobotConfig = field(default_factory=RobotConfig)  # the free-flying camera, or a simulated UR5e
     goal_tolerance_mm: float = 1.0  # time_to_goal_s: within this and goal_tolerance_deg of the goal for good
     goal_tolerance_deg: float = 0.1
@@ -141,6 +143,9 @@ class EpisodeResult:
     # cycles on which a rule would have converged but the lock was not pinned down (few, clustered inliers), why
     unpinned_cycles: int = 0
     unpinned_reason: str = ""
+    # with an occlusion: how far the camera moved away from the goal while the occluder passed (the largest
+    # translation error during the pass minus the error when it began; mm; NaN without an occlusion)
+    occlusion_drift_mm: float = float("nan")
     # modulo the object's symmetry (docs/symmetry.md): errors to the nearest equivalent goal, its index (0: the
     # goal itself), the number of equivalents, and for a converged run "goal", "symmetric equivalent" or
     # "false lock" (beyond lock_tolerance_mm / _deg of every equivalent)
@@ -258,12 +263,28 @@ def time_to_goal_s(timestamps_s: list[float], errors: list[tuple[float, float]],
     return t_goal
 
 
+def occlusion_drift_mm(timestamps_s: list[float], errors: list[tuple[float, float]], occluder: Occluder) -> float:
+    """The largest translation error (mm) of the cycles during the occluder's pass minus the error of the last
+    cycle before it (NaN when nothing was occluded during the run): > 0 means the camera moved away."""
+    during = [mm for t, (mm, _) in zip(timestamps_s, errors) if occluder.active(t)]
+    before = [mm for t, (mm, _) in zip(timestamps_s, errors) if not occluder.active(t) and
+              occluder.config.start_s is not None and t < occluder.config.start_s]
+    if not during or not before:
+        return float("nan")
+    return float(max(during) - before[-1])
+
+
 def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder, T_start: np.ndarray,
                      rig: ArmRig | None) -> tuple[FrameSource, MotionSink]:
     """The simulated camera and the body it rides on, for the episode's timing and robot."""
 
+    relit = dataclasses.replace(scene, lighting=config.light_change.changed(scene.lighting))
+    blur = MotionBlur(config.motion_blur)
+
     def render(T_world_camera: np.ndarray, t_s: float) -> np.ndarray:
-        return render_scene(scene, config.camera, T_world_camera, extra_items=occluder.items(t_s)).rgb
+        exposure = blur.poses(T_world_camera, t_s)[1:]  # the frame's own pose first
+        return render_scene(relit if config.light_change.active(t_s) else scene, config.camera, T_world_camera,
+                            extra_items=occluder.items(t_s), exposure_poses=exposure).rgb
 
     if rig is not None:
         return ArmCamera(render, rig, config.dt_s), rig.sink
@@ -365,6 +386,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         servo_stats=servo.summary() if hasattr(servo, "summary") else {}, robot_stats=robot_stats,
         grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by,
         unpinned_cycles=monitor.unpinned_cycles, unpinned_reason=monitor.unpinned_reason,
+        occlusion_drift_mm=occlusion_drift_mm(times, errors, occluder),
         **symmetric_error_fields(symmetry, T_object_goal, T_final, outcome.status is EpisodeStatus.CONVERGED,
                                  config.lock_tolerance_mm, config.lock_tolerance_deg))
     if recorder is not None:
