@@ -137,3 +137,20 @@ def test_episode_started_rolled_in_plane_converges(tmp_path, roll_deg):
     assert r.initial_rotation_deg > roll_deg - 5
     assert r.status is EpisodeStatus.CONVERGED, r.summary()
     assert r.final_translation_error_mm < 1.0 and r.final_rotation_error_deg < 0.1, r.summary()
+
+
+def test_pose_against_the_nearest_equivalent_goal_does_not_depend_on_which_equivalent_was_measured():
+    """A gear (20-fold): PnP may lock on any tooth; the law gets the pose against the goal equivalent nearest
+    the camera whichever it was, so a pose-based phase does not chase the teeth."""
+    from dfbvs.symmetry import BUILTIN_SYMMETRIES, goal_frame_symmetries, nearest_equivalent_pose
+
+    gear = BUILTIN_SYMMETRIES["gear"]
+    T_object_goal = EpisodeConfig().goal.T_object_camera()
+    G = goal_frame_symmetries(gear, T_object_goal)
+    assert len(G) == 20 and np.allclose(G[0], np.eye(4))
+    near_3 = gear.transforms[3] @ T_object_goal @ make_pose(so3_exp([0.01, -0.02, 0.03]), [0.004, 0.002, -0.003])
+    for k in (0, 3, 7, 19):  # measured against equivalent k: T_current_goalk
+        T_measured = inverse(near_3) @ gear.transforms[k] @ T_object_goal
+        T_nearest, index = nearest_equivalent_pose(T_measured, G)
+        assert np.allclose(T_nearest, inverse(near_3) @ gear.transforms[3] @ T_object_goal, atol=1e-9)
+        assert (k + index) % 20 == 3

@@ -28,6 +28,7 @@ from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, refine_correspondences
 from .registry import Registry
 from .render.target import TargetCheckConfig, TargetRender
+from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
 from .target import AcquisitionConfig, PreparedTarget, nearest_view, prepare_target_views
 from .tracking_mode import TrackingConfig, TrackingModeState
 
@@ -233,6 +234,7 @@ class DFBVSServo:
         self._serve(target)
         self._recheck_pnp = config.rejection if isinstance(config.rejection, PnPConfig) else PnPConfig()
         self._tracking = TrackingModeState(config.tracking)
+        self.declare_symmetry(Symmetry.none())
 
     @classmethod
     def from_render(cls, render: TargetRender, config: ServoConfig = ServoConfig()) -> DFBVSServo:
@@ -257,7 +259,16 @@ class DFBVSServo:
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
         self._serve(self._prepare(render, self.config, self.extractor))
+        self.declare_symmetry(self.symmetry)
         self.reset()
+
+    def declare_symmetry(self, symmetry: Symmetry) -> None:
+        """The object's symmetry (object frame, :mod:`dfbvs.symmetry`): the control law then gets the pose
+        against the equivalent goal nearest the camera (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), so
+        a pose-based phase does not chase a gear's teeth when successive measurements lock on different
+        equivalents. IBVS with ``L*`` does not use the pose; the lock checks still use the measured one."""
+        self.symmetry = symmetry
+        self._goal_symmetries = goal_frame_symmetries(symmetry, self.target.render.T_object_camera)
 
     @property
     def tracking_mode(self) -> bool:
@@ -358,10 +369,13 @@ class DFBVSServo:
         if why:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)
 
+        T_law = T_current_target
+        if T_law is not None and len(self._goal_symmetries) > 1:
+            T_law, _ = nearest_equivalent_pose(T_law, self._goal_symmetries)
         out = self.law(ControlInput(xy=target.camera.pixel_to_normalized(inliers.uv_current_px),
                                     xy_star=target.xy_star[idx_t], Z_star_m=target.Z_star_m[idx_t],
                                     points_target_m=target.points_camera_goal_m[idx_t],
-                                    T_current_target=T_current_target))
+                                    T_current_target=T_law))
         why = implausible_twist(out.v_camera, lock)
         if why:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)

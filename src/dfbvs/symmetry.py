@@ -325,3 +325,27 @@ def symmetry_of(object_name: str | None, mesh: Mesh | None = None, mode: str = "
 def rotation_angle_rad(T: np.ndarray) -> float:
     """The rotation angle of a rigid transform (rad), for messages and tests."""
     return float(np.linalg.norm(so3_log(np.asarray(T, dtype=np.float64)[:3, :3])))
+
+
+def goal_frame_symmetries(symmetry: Symmetry, T_object_goal: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The symmetry as transforms ``T_goal_goalk`` between the goal camera and each equivalent goal camera
+    ``symmetry.transforms[k] @ T_object_goal`` (identity first): a pose ``T_current_goal`` measured against the
+    goal is ``T_current_goal @ T_goal_goalk`` against equivalent ``k``."""
+    T_goal_object = np.linalg.inv(np.asarray(T_object_goal, dtype=np.float64))
+    return tuple(T_goal_object @ S @ T_object_goal for S in symmetry.transforms)
+
+
+def nearest_equivalent_pose(T_current_goal: np.ndarray, goal_symmetries: Sequence[np.ndarray],
+                            length_scale_m: float = 0.2) -> tuple[np.ndarray, int]:
+    """``(T_current_goalk, k)``: the camera's pose against the equivalent goal nearest to it (translation plus
+    ``length_scale_m`` x rotation angle, as :func:`pose_error_modulo`). It is the same whichever equivalent a
+    measurement of a symmetric object locked on, so a law driven by it never chases the teeth of a gear."""
+    T = np.asarray(T_current_goal, dtype=np.float64)
+    best, best_k, best_score = T, 0, np.inf
+    for k, G in enumerate(goal_symmetries):
+        T_k = T @ G
+        cos_angle = np.clip((np.trace(T_k[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+        score = float(np.linalg.norm(T_k[:3, 3])) + length_scale_m * float(np.arccos(cos_angle))
+        if score < best_score - 1e-12:
+            best, best_k, best_score = T_k, k, score
+    return best, best_k

@@ -324,6 +324,8 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
     check_target_render(target_render, mesh, check)
     servo = _servo(config, target_render, servo_cache)
+    if hasattr(servo, "declare_symmetry"):  # a pose-based phase aims at the nearest equivalent goal
+        servo.declare_symmetry(symmetry)
     scene = build_scene(mesh, config.scene, seed=config.seed)
     T_start = start_pose(config, camera, T_object_goal, center_m)
     occluder = Occluder(config.occlusion, T_object_goal, float(np.max(mesh.extent_m)))
