@@ -154,3 +154,30 @@ def test_pose_against_the_nearest_equivalent_goal_does_not_depend_on_which_equiv
         T_nearest, index = nearest_equivalent_pose(T_measured, G)
         assert np.allclose(T_nearest, inverse(near_3) @ gear.transforms[3] @ T_object_goal, atol=1e-9)
         assert (k + index) % 20 == 3
+
+
+def test_at_an_equivalent_goal_the_law_sees_no_error(aliked_bracket):
+    """A camera exactly at an equivalent goal, its matches the physical ones: the measured pose is far from the
+    goal, yet the law's input (against the nearest equivalent) has zero error and the identity pose."""
+    from dfbvs.symmetry import Symmetry
+
+    servo, _, camera, T_object_goal = aliked_bracket
+    S = Symmetry.discrete_rotations((0.0, 0.0, 1.0), 4)  # declared for the test: 90 deg about the object's z
+    T_object_camera = S.transforms[1] @ T_object_goal  # at equivalent 1
+    target = servo.target
+    idx = np.arange(30)
+    T_measured = inverse(T_object_camera) @ T_object_goal  # PnP against the goal, from the physical matches
+    p_current = (T_measured[:3, :3] @ target.points_camera_goal_m[idx].T).T + T_measured[:3, 3]
+    from dfbvs.matching import Correspondences
+
+    inliers = Correspondences(target.camera.project(p_current), target.features.keypoints_px[idx], idx, idx,
+                              np.ones(len(idx)))
+    try:
+        servo.declare_symmetry(S)
+        ci, symmetric = servo._control_input(inliers, T_measured)
+        assert symmetric and np.allclose(ci.T_current_target, np.eye(4), atol=1e-9)
+        assert np.abs(ci.xy - ci.xy_star).max() < 1e-9
+    finally:
+        servo.declare_symmetry(Symmetry.none())
+    ci, symmetric = servo._control_input(inliers, T_measured)
+    assert not symmetric and np.abs(ci.xy - ci.xy_star).max() > 0.05  # against the goal itself: far
