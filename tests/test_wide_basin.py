@@ -156,9 +156,10 @@ def test_pose_against_the_nearest_equivalent_goal_does_not_depend_on_which_equiv
         assert (k + index) % 20 == 3
 
 
-def test_at_an_equivalent_goal_the_law_sees_no_error(aliked_bracket):
+def test_at_an_equivalent_goal_the_far_phase_sees_no_pose_error(aliked_bracket):
     """A camera exactly at an equivalent goal, its matches the physical ones: the measured pose is far from the
-    goal, yet the law's input (against the nearest equivalent) has zero error and the identity pose."""
+    goal, yet the pose the far phase uses (against the nearest equivalent) is the identity, so it stands still."""
+    from dfbvs.matching import Correspondences
     from dfbvs.symmetry import Symmetry
 
     servo, _, camera, T_object_goal = aliked_bracket
@@ -168,16 +169,20 @@ def test_at_an_equivalent_goal_the_law_sees_no_error(aliked_bracket):
     idx = np.arange(30)
     T_measured = inverse(T_object_camera) @ T_object_goal  # PnP against the goal, from the physical matches
     p_current = (T_measured[:3, :3] @ target.points_camera_goal_m[idx].T).T + T_measured[:3, 3]
-    from dfbvs.matching import Correspondences
-
     inliers = Correspondences(target.camera.project(p_current), target.features.keypoints_px[idx], idx, idx,
                               np.ones(len(idx)))
+    law = HybridLaw(HybridConfig(far_rotation_deg=15.0, far_translation_ratio=0.25))
     try:
         servo.declare_symmetry(S)
-        ci, symmetric = servo._control_input(inliers, T_measured)
-        assert symmetric and np.allclose(ci.T_current_target, np.eye(4), atol=1e-9)
-        assert np.abs(ci.xy - ci.xy_star).max() < 1e-9
+        ci = servo._control_input(inliers, T_measured)
+        assert np.allclose(ci.T_current_equivalent, np.eye(4), atol=1e-9)
+        assert np.allclose(ci.T_current_target, T_measured)  # the measured pose is kept for everything else
+        assert law.config.is_far(ci.T_current_target, ci.points_target_m.mean(axis=0))
+        v_equivalent = law(ci).v_camera  # not far from the nearest equivalent: IBVS on the matches
     finally:
         servo.declare_symmetry(Symmetry.none())
-    ci, symmetric = servo._control_input(inliers, T_measured)
-    assert not symmetric and np.abs(ci.xy - ci.xy_star).max() > 0.05  # against the goal itself: far
+    ci = servo._control_input(inliers, T_measured)
+    assert ci.T_current_equivalent is None
+    v_far = law(ci).v_camera  # far from the goal itself: the centroid law's saturated twist
+    assert np.linalg.norm(v_far[3:]) == pytest.approx(0.3) or np.linalg.norm(v_far[:3]) == pytest.approx(0.05)
+    assert not np.allclose(v_far, v_equivalent)

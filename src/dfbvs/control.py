@@ -177,7 +177,9 @@ class ControlInput:
 
     ``xy`` (N, 2) current and ``xy_star`` (N, 2) desired normalized coordinates; ``Z_star_m`` (N,) target
     depths (rendered); ``points_target_m`` (N, 3) the target points in the goal camera frame;
-    ``T_current_target`` (4x4) the pose of the goal camera in the current camera frame from PnP, or None.
+    ``T_current_target`` (4x4) the pose of the goal camera in the current camera frame from PnP, or None;
+    ``T_current_equivalent`` (4x4) for a symmetric object, the pose against the equivalent goal nearest the camera
+    (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), or None.
     """
 
     xy: np.ndarray
@@ -185,6 +187,7 @@ class ControlInput:
     Z_star_m: np.ndarray
     points_target_m: np.ndarray
     T_current_target: Optional[np.ndarray] = None
+    T_current_equivalent: Optional[np.ndarray] = None
 
     def current_depths_m(self) -> Optional[np.ndarray]:
         """Depth (N,) of each point in the current camera from the PnP pose, or None without a pose."""
@@ -295,10 +298,11 @@ class HybridLaw:
     def __call__(self, inputs: ControlInput) -> ControlOutput:
         out = self._ibvs(inputs)
         c = self.config
-        if inputs.T_current_target is not None and len(inputs.points_target_m):
+        T_far = inputs.T_current_target if inputs.T_current_equivalent is None else inputs.T_current_equivalent
+        if T_far is not None and len(inputs.points_target_m):
             centroid = np.mean(inputs.points_target_m, axis=0)
-            if c.is_far(inputs.T_current_target, centroid):
-                v = centroid_pbvs_twist(inputs.T_current_target, centroid, c.far_gain_1_s)
+            if c.is_far(T_far, centroid):  # towards the nearest equivalent of a symmetric object's goal
+                v = centroid_pbvs_twist(T_far, centroid, c.far_gain_1_s)
                 v_sat = saturate_twist(v, c.ibvs.max_linear_m_s, c.ibvs.max_angular_rad_s)
                 return ControlOutput(v_camera=v_sat, error=out.error, gain=c.far_gain_1_s,
                                      saturated=bool(not np.allclose(v, v_sat)), condition_number=out.condition_number)

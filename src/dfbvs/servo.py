@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -265,9 +265,10 @@ class DFBVSServo:
     def declare_symmetry(self, symmetry: Symmetry) -> None:
         """The object's symmetry (object frame, :mod:`dfbvs.symmetry`): the control law then gets the pose
         against the equivalent goal nearest the camera (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), so
-        every phase of the law aims at that one equivalent when successive measurements of a gear lock on
-        different teeth (:meth:`_control_input`), and the step reports its pose and desired points against it.
-        The lock checks still use the measured pose. The tracking servo does not use it."""
+        the law's pose-based far phase aims at the nearest equivalent whichever tooth a gear's matches locked on
+        this cycle, instead of chasing the teeth (:class:`~dfbvs.control.HybridConfig`). Near the goal the law
+        follows the measured correspondences (a "visual" symmetry such as the gear's is broken by its holes and
+        glyph, which pin the true goal). The tracking servo does not use it."""
         self.symmetry = symmetry
         self._goal_symmetries = goal_frame_symmetries(symmetry, self.target.render.T_object_camera)
 
@@ -303,26 +304,18 @@ class DFBVSServo:
             return matches, None
         return matches, self.rejector(matches, self._geometries[view_index])
 
-    def _control_input(self, inliers: Correspondences,
-                       T_current_target: np.ndarray | None) -> tuple[ControlInput, bool]:
-        """The law's input over the inliers, and whether it aims at another equivalent goal than the measured
-        one. With a declared symmetry and a pose, the goal is the equivalent nearest the camera
-        (:func:`~dfbvs.symmetry.nearest_equivalent_pose`, ``T_current_goalj = T @ G_j``): each inlier's desired
-        point is where that goal sees it, ``inv(G_j) @ p`` (exact: ``G_j`` is a symmetry, not an estimate), so
-        IBVS and the pose-based phases aim at the same equivalent, whichever one the matches of a gear's teeth
-        locked on; the step then reports its correspondences and pose against that equivalent."""
+    def _control_input(self, inliers: Correspondences, T_current_target: np.ndarray | None) -> ControlInput:
+        """The law's input over the inliers; with a declared symmetry and a pose, also the pose against the
+        equivalent goal nearest the camera (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), the same whichever
+        equivalent the matches of a gear's teeth locked on this cycle."""
         target, idx_t = self.view, inliers.index_target
-        points = target.points_camera_goal_m[idx_t]
-        xy_star, Z_star = target.xy_star[idx_t], target.Z_star_m[idx_t]
-        j = 0
+        T_equivalent = None
         if T_current_target is not None and len(self._goal_symmetries) > 1:
-            T_nearest, j = nearest_equivalent_pose(T_current_target, self._goal_symmetries)
-            if j:
-                points = transform_points(np.linalg.inv(self._goal_symmetries[j]), points)
-                xy_star, Z_star = points[:, :2] / points[:, 2:3], points[:, 2]
-                T_current_target = T_nearest
-        return ControlInput(xy=target.camera.pixel_to_normalized(inliers.uv_current_px), xy_star=xy_star,
-                            Z_star_m=Z_star, points_target_m=points, T_current_target=T_current_target), j != 0
+            T_equivalent, _ = nearest_equivalent_pose(T_current_target, self._goal_symmetries)
+        return ControlInput(xy=target.camera.pixel_to_normalized(inliers.uv_current_px),
+                            xy_star=target.xy_star[idx_t], Z_star_m=target.Z_star_m[idx_t],
+                            points_target_m=target.points_camera_goal_m[idx_t], T_current_target=T_current_target,
+                            T_current_equivalent=T_equivalent)
 
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         cfg = self.config
@@ -391,16 +384,12 @@ class DFBVSServo:
         if why:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)
 
-        control_input, symmetric = self._control_input(inliers, T_current_target)
-        out = self.law(control_input)
+        out = self.law(self._control_input(inliers, T_current_target))
         why = implausible_twist(out.v_camera, lock)
         if why:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)
         if len(self.views) > 1:  # the image's roll w.r.t. the target: the next cycle's view
             self._roll_rad = planar_rotation_rad(inliers.uv_target_px, inliers.uv_current_px)
-        if symmetric:  # report against the equivalent goal the law aims at (see _control_input)
-            inliers = replace(inliers, uv_target_px=target.camera.project(control_input.points_target_m))
-            T_current_target = control_input.T_current_target
         mean_err = float(np.mean(np.linalg.norm(inliers.uv_current_px - inliers.uv_target_px, axis=1)))
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3
         self._tracking.update(mean_err, idx_t)
