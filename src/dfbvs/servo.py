@@ -267,10 +267,12 @@ class DFBVSServo:
         against the equivalent goal nearest the camera (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), so
         the law's pose-based far phase aims at the nearest equivalent whichever tooth a gear's matches locked on
         this cycle, instead of chasing the teeth (:class:`~dfbvs.control.HybridConfig`). Near the goal the law
-        follows the measured correspondences (a "visual" symmetry such as the gear's is broken by its holes and
-        glyph, which pin the true goal). The tracking servo does not use it."""
+        follows the measured correspondences. Only an exact symmetry is used (``symmetry.exact``): the gear's is
+        visual (its holes and glyph break it), and aiming at its "equivalents" conflicted with the matches near
+        the goal (docs/convergence.md). The tracking servo does not use it."""
         self.symmetry = symmetry
-        self._goal_symmetries = goal_frame_symmetries(symmetry, self.target.render.T_object_camera)
+        exact = symmetry if symmetry.exact else Symmetry.none()  # a visual one (the gear's) would mislead the law
+        self._goal_symmetries = goal_frame_symmetries(exact, self.target.render.T_object_camera)
 
     @property
     def tracking_mode(self) -> bool:

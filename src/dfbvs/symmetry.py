@@ -39,6 +39,9 @@ class Symmetry:
 
     transforms: tuple[np.ndarray, ...] = field(default_factory=lambda: (np.eye(4),))
     note: str = "none"
+    # the whole object maps onto itself (False: only what dominates its look does, e.g. the gear's teeth but not
+    # its holes and glyph): control may then treat every equivalent goal as the goal (DFBVSServo.declare_symmetry)
+    exact: bool = True
 
     def __post_init__(self) -> None:
         ts = tuple(np.asarray(t, dtype=np.float64).reshape(4, 4) for t in self.transforms)
@@ -62,7 +65,7 @@ class Symmetry:
 
     @staticmethod
     def discrete_rotations(axis: ArrayLike, n: int, center_m: ArrayLike = (0.0, 0.0, 0.0),
-                           note: str | None = None) -> Symmetry:
+                           note: str | None = None, exact: bool = True) -> Symmetry:
         """The ``n``-fold rotations ``k * 2 pi / n`` (k = 0..n-1) about ``axis`` through ``center_m``."""
         if int(n) < 1:
             raise ValueError(f"Symmetry.discrete_rotations: n must be >= 1, got {n!r}")
@@ -73,7 +76,7 @@ class Symmetry:
         c = np.asarray(center_m, dtype=np.float64).reshape(3)
         ts = tuple(_rotation_about(a, 2.0 * np.pi * k / int(n), c) for k in range(int(n)))
         return Symmetry(ts, note if note is not None else f"{int(n)}-fold about {np.round(a, 4).tolist()} "
-                        f"through {np.round(c * 1e3, 2).tolist()} mm")
+                        f"through {np.round(c * 1e3, 2).tolist()} mm", exact)
 
     def equivalent_goals(self, T_object_goal: np.ndarray) -> np.ndarray:
         """(K, 4, 4) ``T_object_object_sym @ T_object_goal``: the goal poses that see the same image."""
@@ -297,7 +300,8 @@ def builtin_symmetries() -> dict[str, Symmetry]:
     gear = Symmetry.discrete_rotations(
         (0.0, 0.0, 1.0), n, (0.0, 0.0, 0.0),
         note=f"declared: {n}-fold about the gear axis (z through the origin), one tooth = {360 / n:g} deg. "
-             "Visual, not exact: the teeth repeat, the 6 lightening holes, keyed bore and '20' glyph do not")
+             "Visual, not exact: the teeth repeat, the 6 lightening holes, keyed bore and '20' glyph do not",
+        exact=False)
     return {"gear": gear, "bracket": Symmetry((np.eye(4),), "declared: none"),
             "connector": Symmetry((np.eye(4),), "declared: none")}
 
