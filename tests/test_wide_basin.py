@@ -98,6 +98,13 @@ def test_hybrid_far_phase_switches_on_rotation_and_distance():
     expected = saturate_twist(centroid_pbvs_twist(T, pts.mean(axis=0), c.far_gain_1_s), 0.05, 0.3)
     assert np.allclose(out.v_camera, expected) and out.gain == c.far_gain_1_s
     assert out.v_camera[5] > 0.29 and abs(out.v_camera[2]) < 1e-3  # turns about the axis, does not retreat
+    # a pose that may jump between a visual symmetry's near-equivalents: no far phase, IBVS on the matches
+    from dataclasses import replace
+
+    from dfbvs.control import IBVSLaw
+
+    ambiguous = ControlInput(cur[:, :2] / cur[:, 2:], xy_star, pts[:, 2], pts, T, pose_ambiguous=True)
+    assert np.allclose(law(ambiguous).v_camera, IBVSLaw(c.ibvs)(replace(ambiguous, pose_ambiguous=False)).v_camera)
 
 
 def test_rolled_camera_is_acquired_with_rolled_views(aliked_bracket):

@@ -179,7 +179,9 @@ class ControlInput:
     depths (rendered); ``points_target_m`` (N, 3) the target points in the goal camera frame;
     ``T_current_target`` (4x4) the pose of the goal camera in the current camera frame from PnP, or None;
     ``T_current_equivalent`` (4x4) for a symmetric object, the pose against the equivalent goal nearest the camera
-    (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), or None.
+    (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), or None; ``pose_ambiguous``: the object has a symmetry
+    that is only visual (the gear's teeth), so a PnP pose may jump between its near-equivalents from cycle to
+    cycle and a pose-based phase must not follow it.
     """
 
     xy: np.ndarray
@@ -188,6 +190,7 @@ class ControlInput:
     points_target_m: np.ndarray
     T_current_target: Optional[np.ndarray] = None
     T_current_equivalent: Optional[np.ndarray] = None
+    pose_ambiguous: bool = False
 
     def current_depths_m(self) -> Optional[np.ndarray]:
         """Depth (N,) of each point in the current camera from the PnP pose, or None without a pose."""
@@ -299,7 +302,7 @@ class HybridLaw:
         out = self._ibvs(inputs)
         c = self.config
         T_far = inputs.T_current_target if inputs.T_current_equivalent is None else inputs.T_current_equivalent
-        if T_far is not None and len(inputs.points_target_m):
+        if T_far is not None and len(inputs.points_target_m) and not inputs.pose_ambiguous:
             centroid = np.mean(inputs.points_target_m, axis=0)
             if c.is_far(T_far, centroid):  # towards the nearest equivalent of a symmetric object's goal
                 v = centroid_pbvs_twist(T_far, centroid, c.far_gain_1_s)

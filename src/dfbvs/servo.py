@@ -269,7 +269,9 @@ class DFBVSServo:
         this cycle, instead of chasing the teeth (:class:`~dfbvs.control.HybridConfig`). Near the goal the law
         follows the measured correspondences. Only an exact symmetry is used (``symmetry.exact``): the gear's is
         visual (its holes and glyph break it), and aiming at its "equivalents" conflicted with the matches near
-        the goal (docs/convergence.md). The tracking servo does not use it."""
+        the goal; with a visual symmetry the far phase is off altogether (``ControlInput.pose_ambiguous``: the
+        PnP pose jumps between teeth and the loop chased them, docs/convergence.md). The tracking servo does
+        not use it."""
         self.symmetry = symmetry
         exact = symmetry if symmetry.exact else Symmetry.none()  # a visual one (the gear's) would mislead the law
         self._goal_symmetries = goal_frame_symmetries(exact, self.target.render.T_object_camera)
@@ -317,7 +319,8 @@ class DFBVSServo:
         return ControlInput(xy=target.camera.pixel_to_normalized(inliers.uv_current_px),
                             xy_star=target.xy_star[idx_t], Z_star_m=target.Z_star_m[idx_t],
                             points_target_m=target.points_camera_goal_m[idx_t], T_current_target=T_current_target,
-                            T_current_equivalent=T_equivalent)
+                            T_current_equivalent=T_equivalent,
+                            pose_ambiguous=self.symmetry.order > 1 and not self.symmetry.exact)
 
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         cfg = self.config
