@@ -32,6 +32,9 @@ from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
 from .target import AcquisitionConfig, PreparedTarget, nearest_view, prepare_target_views
 from .tracking_mode import TrackingConfig, TrackingModeState
 
+#: with rolled target views, sub-pixel refinement runs only while the image's measured roll is within this (deg)
+MAX_REFINE_ROLL_DEG = 15.0
+
 
 class StepStatus(str, enum.Enum):
     """Outcome of one cycle. Anything but OK returns a zero twist."""
@@ -362,12 +365,15 @@ class DFBVSServo:
         T_current_target = getattr(rejection, "T_current_target", None)
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
-        if target.refinement is not None and target.inplane_rad == 0.0:  # patches align upright only
+        # patches align (translation only) on the upright view and, with rolled views, within ~15 deg of roll;
+        # there a refinement that cannot verify the lock vetoes it (fewer refined points than a lock needs end the
+        # step: a mirrored frame does that), beyond it the descriptor matches are used unrefined
+        upright = target.inplane_rad == 0.0 and (len(self.views) == 1 or abs(planar_rotation_rad(
+            inliers.uv_target_px, inliers.uv_current_px)) < np.deg2rad(MAX_REFINE_ROLL_DEG))
+        if target.refinement is not None and upright:
             candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
-            # fewer refined points than a lock needs (patches that stopped aligning): the matches are kept
-            floor = max(cfg.min_inliers, cfg.lock.min_inliers)
             inliers, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
-                                                        self._recheck_pnp, floor)
+                                                        self._recheck_pnp, cfg.min_inliers)
             if T_refined is not None:  # the pose that the refined points agree on: the more accurate one
                 T_current_target = T_refined
             t4 = time.perf_counter()
