@@ -348,8 +348,7 @@ def nearest_equivalent_pose(T_current_goal: np.ndarray, goal_symmetries: Sequenc
     best, best_k, best_score = T, 0, np.inf
     for k, G in enumerate(goal_symmetries):
         T_k = T @ G
-        cos_angle = np.clip((np.trace(T_k[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
-        score = float(np.linalg.norm(T_k[:3, 3])) + length_scale_m * float(np.arccos(cos_angle))
+        score = float(np.linalg.norm(T_k[:3, 3])) + length_scale_m * rotation_angle_rad(T_k)
         if score < best_score - 1e-12:
             best, best_k, best_score = T_k, k, score
     return best, best_k
