@@ -58,6 +58,17 @@ class Symmetry:
         """The number of elements, identity included (1: no symmetry)."""
         return len(self.transforms)
 
+    def reframed(self, scale: float = 1.0, origin_m: ArrayLike = (0.0, 0.0, 0.0)) -> Symmetry:
+        """The same symmetry of the part after :func:`dfbvs.render.mesh.reframed` (points ``scale * p - origin_m``):
+        each ``[R, t]`` becomes ``[R, R o + scale t - o]``."""
+        o = np.asarray(origin_m, dtype=np.float64).reshape(3)
+        moved = []
+        for T in self.transforms:
+            T2 = T.copy()
+            T2[:3, 3] = T[:3, :3] @ o + float(scale) * T[:3, 3] - o
+            moved.append(T2)
+        return Symmetry(tuple(moved), self.note, self.exact)
+
     @staticmethod
     def none() -> Symmetry:
         """No symmetry: the identity alone."""
@@ -302,8 +313,9 @@ def builtin_symmetries() -> dict[str, Symmetry]:
         note=f"declared: {n}-fold about the gear axis (z through the origin), one tooth = {360 / n:g} deg. "
              "Visual, not exact: the teeth repeat, the 6 lightening holes, keyed bore and '20' glyph do not",
         exact=False)
-    return {"gear": gear, "bracket": Symmetry((np.eye(4),), "declared: none"),
-            "connector": Symmetry((np.eye(4),), "declared: none")}
+    none = {name: Symmetry((np.eye(4),), "declared: none")
+            for name in ("bracket", "connector", "sheet", "housing", "shaft", "clamp")}
+    return {"gear": gear, **none}
 
 
 #: name -> declared :class:`Symmetry` of the built-in targets

@@ -10,6 +10,9 @@
 - ``perturb``: accuracy18-like starts, each with one thing happening during the episode (issue 11): an object
   passing in front of 30-50 % of the target for 1 s, the lights changing, motion blur growing with the camera's
   speed, a look-alike copy of the target beside it (:data:`PERTURBATIONS`).
+- ``parts``: user-like parts (issue 13): the hard parts (a sheet-metal strip, a smooth housing, a cylinder with
+  one flat, a shiny clamp), a 1.5 cm part seen from 10 cm, a 40 cm part and a part whose origin is 0.3 m from its
+  geometry (:data:`PARTS`), framed goals, starts scaled to the goal distance, on busy photos and clutter.
 - ``tiny``: a few short episodes for tests and smoke runs.
 """
 
@@ -38,7 +41,7 @@ class EpisodeSpec:
 
     episode_id: str
     object: str
-    goal: tuple[float, float, float, float]
+    goal: tuple[float | None, float, float, float]  # distance None: framed (the part fills the goal view)
     T_goal_start: tuple[tuple[float, ...], ...]
     background: str
     batch: str
@@ -146,23 +149,106 @@ PERTURBATIONS: dict[str, tuple[str, ...]] = {
 def perturb(objects: list[str], episodes_per_object: int = 2, backgrounds: list[str] | None = None,
             seed: int = 0) -> list[EpisodeSpec]:
     """Every perturbation of :data:`PERTURBATIONS` on ``episodes_per_object`` accuracy18-like starts per object
-    (55 +- 12 mm, 8.7 +- 3.4 deg; the same starts for every perturbation)."""
+    (55 +- 12 mm, 8.7 +- 3.4 deg; the same starts for every perturbation), redrawn until the object's centre is in
+    the start view (:func:`centre_in_view`; the first measure, before this, lost one start that never saw the
+    object)."""
     rng = np.random.default_rng([seed, 11])
     bg = backgrounds or ["cluttered"]
     specs = []
     for obj in objects:
         for k in range(episodes_per_object):
-            dist_m = float(np.clip(rng.normal(55.0, 12.2), 20.0, 90.0)) * 1e-3
-            angle = np.deg2rad(float(np.clip(rng.normal(8.7, 3.4), 2.0, 16.0)))
-            T = _as_tuple(start_from_offsets(rng, dist_m, _random_unit(rng) * angle))
-            episode_seed = int(rng.integers(1 << 30))
             goal = GOAL_POSES[k % len(GOAL_POSES)]
+            for _ in range(1000):  # a start that does not see the object tests acquisition, not a perturbation
+                dist_m = float(np.clip(rng.normal(55.0, 12.2), 20.0, 90.0)) * 1e-3
+                angle = np.deg2rad(float(np.clip(rng.normal(8.7, 3.4), 2.0, 16.0)))
+                T_start = start_from_offsets(rng, dist_m, _random_unit(rng) * angle)
+                if centre_in_view(T_start, goal[0]):
+                    break
+            T = _as_tuple(T_start)
+            episode_seed = int(rng.integers(1 << 30))
             for name, overrides in PERTURBATIONS.items():
                 if name == "lookalike":  # behind the object as the goal sees it: the top of the view (a framed
                     # object fills most of it; the copy shows 0-7 % of the goal image, more from the start poses)
                     overrides = (*overrides, f"scene.lookalike_azimuth_deg={goal[1] + 180.0:g}")
                 specs.append(EpisodeSpec(f"{_short(obj)}-{name}-{k}", obj, goal, T, bg[k % len(bg)], name,
                                          episode_seed, overrides))
+    return specs
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part of the ``parts`` protocol: a built-in ``object`` (or mesh path) scaled by ``scale`` and reframed with
+    its origin at ``origin_m`` of the scaled part (:func:`dfbvs.render.mesh.reframed`), its goal at
+    ``goal_distance_m`` (None: framed, the distance at which it fills the goal's ``fill_ratio``), with the config
+    ``overrides`` of its episodes (e.g. a shiny material)."""
+
+    label: str
+    object: str
+    scale: float = 1.0
+    origin_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    goal_distance_m: float | None = None
+    overrides: tuple[str, ...] = ()
+
+
+#: The ``parts`` protocol's parts: hard for features, and the sizes and origins of users' CAD parts.
+PARTS: tuple[Part, ...] = (
+    Part("sheet", "sheet"),  # flat sheet metal, few holes: its keypoints lose to a busy table
+    Part("housing", "housing"),  # smooth, rounded: a slot and the silhouette
+    Part("shaft", "shaft"),  # a plain cylinder with one flat
+    Part("shiny", "clamp", overrides=("scene.object_specular_gain=3.6", "scene.object_shininess=120")),
+    Part("tiny", "connector", scale=0.25, origin_m=(0.004, -0.003, -0.002), goal_distance_m=0.10),  # 15 mm at 10 cm
+    Part("big", "bracket", scale=4.0, origin_m=(-0.18, 0.08, -0.11)),  # 40 cm, origin near a corner
+    Part("offset", "connector", origin_m=(0.3, 0.0, 0.0)),  # origin 0.3 m away from the geometry
+)
+
+
+def part_goal_distance_m(part: Part, fill_ratio: float = 0.9, mesh_unit: str = "m") -> float:
+    """The goal distance of ``part`` (m): its own, or the framing distance of the reframed mesh (a file in
+    ``mesh_unit``) on the episodes' 640x480 camera at ``fill_ratio`` (GoalConfig's default)."""
+    if part.goal_distance_m is not None:
+        return part.goal_distance_m
+    from ..camera import Camera
+    from ..goal import bounding_radius_m, framing_distance_m, object_center_m
+    from ..render import load_builtin, load_mesh
+    from ..render.mesh import reframed
+
+    is_path = "/" in part.object or "." in part.object
+    mesh = load_mesh(part.object, unit=mesh_unit) if is_path else load_builtin(part.object)
+    mesh = reframed(mesh, part.scale, part.origin_m)
+    return framing_distance_m(bounding_radius_m(mesh, object_center_m(mesh)), Camera.default().rescaled(640, 480),
+                              fill_ratio)
+
+
+def parts(objects: list[str], episodes_per_object: int = 3, backgrounds: list[str] | None = None,
+          seed: int = 0, mesh_unit: str = "m") -> list[EpisodeSpec]:
+    """``episodes_per_object`` starts for each of :data:`PARTS` (or, when ``objects`` holds mesh paths, for each
+    user mesh, framed), accuracy18's offsets (55 +- 12 mm, 8.7 +- 3.4 deg) with the translation scaled by the goal
+    distance over the 0.22 m of accuracy18, redrawn until the part's centre is in view; backgrounds alternate a
+    busy photo (gravel, grass, bricks) and the cluttered workbench, photo first."""
+    rng = np.random.default_rng([seed, 13])
+    paths = [o for o in objects if "/" in o or "." in o]
+    chosen = [Part(_short(p), p) for p in paths] if paths else list(PARTS)
+    bg = backgrounds or ["photo", "cluttered"]
+    specs = []
+    for part in chosen:
+        distance_m = part_goal_distance_m(part, mesh_unit=mesh_unit)
+        for k in range(episodes_per_object):
+            goal = GOAL_POSES[k % len(GOAL_POSES)]
+            for _ in range(1000):
+                dist_m = float(np.clip(rng.normal(55.0, 12.2), 20.0, 90.0)) * 1e-3 * distance_m / 0.22
+                angle = np.deg2rad(float(np.clip(rng.normal(8.7, 3.4), 2.0, 16.0)))
+                T = start_from_offsets(rng, dist_m, _random_unit(rng) * angle)
+                if centre_in_view(T, distance_m):
+                    break
+            # a far goal (a large part) scales the ball whose leaving counts as diverged (0.25 m at 0.22 m)
+            ball = () if distance_m <= 0.22 else (f"max_distance_from_goal_m={0.25 * distance_m / 0.22:.3f}",)
+            overrides = (*ball, *(() if part.scale == 1.0 else (f"mesh_scale={part.scale:g}",)),
+                         *(() if not any(part.origin_m) else (f"mesh_origin_m={list(part.origin_m)}",)),
+                         *part.overrides)
+            specs.append(EpisodeSpec(f"{part.label}-P{k + 1}", part.object,
+                                     (part.goal_distance_m, *goal[1:]),
+                                     _as_tuple(T), bg[k % len(bg)], part.label, int(rng.integers(1 << 30)),
+                                     overrides))
     return specs
 
 
@@ -179,7 +265,8 @@ def tiny(objects: list[str], backgrounds: list[str] | None = None, seed: int = 0
 
 
 PROTOCOLS: dict[str, Callable[..., list[EpisodeSpec]]] = {
-    "accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "perturb": perturb, "tiny": tiny}
+    "accuracy18": accuracy18, "distance-sweep": distance_sweep, "wide": wide, "perturb": perturb, "parts": parts,
+    "tiny": tiny}
 
 
 def make_protocol(name: str, objects: list[str], backgrounds: list[str] | None = None, seed: int = 0,

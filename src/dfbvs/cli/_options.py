@@ -94,10 +94,11 @@ def target_renderer_option() -> Any:
 
 
 def object_help(prefix: str = "Built-in object") -> str:
-    """``<prefix>: bracket, gear, ...`` from the built-in object table."""
+    """``<prefix>: bracket, gear, ...`` from the built-in object table, with the hard parts."""
     from ..render import builtin_object_names
 
-    return f"{prefix}: {names(builtin_object_names())}."
+    return (f"{prefix}: {names(builtin_object_names())}; hard parts: "
+            f"{names(builtin_object_names(hard_parts=True)[len(builtin_object_names()):])}.")
 
 
 def extractor_names() -> str:
@@ -162,5 +163,6 @@ def check_object_or_mesh(object_name: Optional[str], mesh: Optional[Path]) -> No
 
     if (object_name is None) == (mesh is None):
         raise typer.BadParameter("give exactly one of --object NAME or --mesh PATH")
-    if object_name is not None and object_name not in builtin_object_names():
-        raise typer.BadParameter(f"--object {object_name!r}: built-in objects are {builtin_object_names()}")
+    if object_name is not None and object_name not in builtin_object_names(hard_parts=True):
+        raise typer.BadParameter(f"--object {object_name!r}: built-in objects are "
+                                 f"{builtin_object_names(hard_parts=True)}")

@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
                                     "tracking[-<extractor>] or photometric; extractors: "
                                     f"{extractor_names()}; flags: {', '.join(FLAGS)}."),
         objects: Optional[str] = typer.Option(None, help=object_help("Comma-separated built-in objects") +
-                                              " Default: all."),
+                                              " Default: bracket, gear, connector (the parts protocol: its own "
+                                              "parts, or the --mesh files)."),
         mesh: Optional[list[Path]] = typer.Option(None, help="User meshes in place of the built-in objects."),
         mesh_unit: Optional[str] = typer.Option(None, callback=mesh_unit_callback,
                                                 help=f"Unit of the --mesh files: {mesh_unit_names()} "
@@ -101,8 +102,9 @@ def register(app: typer.Typer) -> None:
         if mesh_unit is not None and not mesh:
             raise typer.BadParameter(f"--mesh-unit {mesh_unit!r}: applies to --mesh files only")
         for n in names if not mesh else []:
-            if n not in builtin_object_names():
-                raise typer.BadParameter(f"--objects: {n!r} is not built in; built-in: {builtin_object_names()}")
+            if n not in builtin_object_names(hard_parts=True):
+                raise typer.BadParameter(f"--objects: {n!r} is not built in; built-in: "
+                                         f"{builtin_object_names(hard_parts=True)}")
         if executor not in ("local", "ray"):
             raise typer.BadParameter(f"--executor {executor!r}: use local or ray")
         if workers < 1:
@@ -116,7 +118,9 @@ def register(app: typer.Typer) -> None:
             set_ = [f"scene.renderer={scene_renderer}", *(set_ or [])]
         if target_renderer is not None:
             set_ = [f"target_renderer={target_renderer}", *(set_ or [])]
-        options = {}
+        options: dict[str, object] = {}
+        if protocol == "parts" and mesh_unit is not None:
+            options["mesh_unit"] = mesh_unit
         if episodes_per_batch is not None:
             key = "episodes_per_batch" if protocol == "distance-sweep" else "episodes_per_object"
             options[key] = episodes_per_batch

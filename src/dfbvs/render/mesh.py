@@ -7,6 +7,7 @@ with a message that names the file and the offending value.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -177,6 +178,18 @@ def mesh_from_trimesh(tm, name: str = "mesh", scale: float = 1.0) -> Mesh:
             faces = np.arange(len(vertices)).reshape(-1, 3)
             base = (1.0, 1.0, 1.0)
     return Mesh(vertices, faces, None, colors, uv, texture, base, name)
+
+
+def reframed(mesh: Mesh, scale: float = 1.0, origin_m: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Mesh:
+    """``mesh`` scaled by ``scale`` about its origin, then expressed in a frame whose origin is the point
+    ``origin_m`` of the scaled part (vertices ``scale * v - origin_m``): a part of another size, with its origin
+    somewhere else (e.g. a mounting hole, as CAD sub-parts have). Colours, texture and normals are kept."""
+    s = float(scale)
+    o = np.asarray(origin_m, dtype=np.float64).reshape(3)
+    if not (np.isfinite(s) and s > 0) or not np.all(np.isfinite(o)):
+        raise MeshError(f"mesh {mesh.name}: reframing needs scale > 0 and a finite origin, got scale={scale!r}, "
+                        f"origin_m={tuple(origin_m)!r}")
+    return dataclasses.replace(mesh, vertices_m=mesh.vertices_m * s - o)
 
 
 def load_mesh(path: Path | str, unit: str = "m") -> Mesh:

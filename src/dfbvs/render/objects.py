@@ -10,6 +10,12 @@ a scene puts the table at the mesh's minimum z. Regenerate the shipped files wit
 Targets: ``bracket`` (L-bracket with countersunk holes, slots and gussets), ``gear`` (spur gear with a
 keyed bore, recessed web and lightening holes), ``connector`` (block with pegs, slot, socket and ribs).
 All carry small embossed glyphs and chamfers so that shading alone gives keypoints.
+
+Hard parts (issue 13; not in the default object set, named with ``--objects`` or by the ``parts`` protocol):
+parts that are hard for features, without glyphs or texture: ``sheet`` (a Z-bent sheet-metal strip, 1.5 mm
+thick, with three holes and a slot), ``housing`` (a smooth rounded housing whose only features are one slot and
+its silhouette), ``shaft`` (a plain cylinder with one flat along 60 % of its length), ``clamp`` (a machined
+split clamp block, drawn shiny by the ``parts`` protocol).
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import numpy as np
 from .mesh import Mesh, load_mesh
 
 TARGET_NAMES = ("bracket", "gear", "connector")
+HARD_PART_NAMES = ("sheet", "housing", "shaft", "clamp")
 DISTRACTOR_NAMES = ("gear_small", "plate", "block", "cylinder", "hex_nut", "sphere")
 _CIRCLE_SEGMENTS = 48
 
 
-def builtin_object_names() -> list[str]:
-    """Names of the built-in target objects."""
-    return list(TARGET_NAMES)
+def builtin_object_names(hard_parts: bool = False) -> list[str]:
+    """Names of the built-in target objects (the default set), with ``hard_parts`` also the hard parts."""
+    return [*TARGET_NAMES, *(HARD_PART_NAMES if hard_parts else ())]
 
 
 def builtin_distractor_names() -> list[str]:
@@ -43,11 +50,11 @@ def _data_dir() -> Path:
 
 def builtin_path(name: str) -> Path:
     """Path of the shipped mesh file of a built-in object or distractor."""
-    if name in TARGET_NAMES:
+    if name in TARGET_NAMES or name in HARD_PART_NAMES:
         return _data_dir() / f"{name}.ply"
     if name in DISTRACTOR_NAMES:
         return _data_dir() / "distractors" / f"{name}.ply"
-    raise ValueError(f"unknown built-in object {name!r}; objects: {list(TARGET_NAMES)}, "
+    raise ValueError(f"unknown built-in object {name!r}; objects: {[*TARGET_NAMES, *HARD_PART_NAMES]}, "
                      f"distractors: {list(DISTRACTOR_NAMES)}")
 
 
@@ -193,6 +200,44 @@ def make_connector():
     return body
 
 
+def make_sheet():
+    """Z-bent sheet-metal strip, ~71 x 25 x 27 mm, 1.5 mm thick: a base flange with two holes of different
+    sizes, a web with one hole, a top flange with a slot. Flat, plain faces: few keypoints."""
+    t = 1.5
+    body = _union([_box(36.5, 25, t, -40, -12.5, 0), _box(t, 25, 27, -5, -12.5, 0),
+                   _box(36.5, 25, t, -5, -12.5, 27 - t)])
+    cuts = [_cyl(4, 2.6, -31, -5, -1), _cyl(4, 4.0, -16, 4, -1), _slot(9, 21, 1, 27 - t - 1, 4, 2.5),
+            _cyl(6, 3.0, 0, 0, 0).rotate((0, 90, 0)).translate((-7, -5, 14))]
+    return body - _union(cuts)
+
+
+def make_housing():
+    """Smooth rounded housing, ~70 x 44 x 28 mm: a hull of spheres with a flat bottom, one off-centre slot on
+    top. Its only features are the slot and the silhouette."""
+    M = _m()
+    spheres = [M.Manifold.sphere(10, 48).translate((x, y, z)) for x in (-25, 25) for y in (-12, 12) for z in (10, 20)]
+    body = M.Manifold.batch_hull(spheres) ^ _box(80, 60, 40, -40, -30, 2)
+    return body - _slot(-16, 4, 5, 24, 10, 3.0)
+
+
+def make_shaft():
+    """Plain cylinder, 80 mm long, 20 mm diameter, lying along x, with one flat 3 mm deep along 60 % of its
+    length from one end."""
+    shaft = _cyl(80, 10, n=96).rotate((0, 90, 0)).translate((-40, 0, 10))
+    return shaft - _box(48, 24, 10, -40.5, -12, 17)
+
+
+def make_clamp():
+    """Machined split clamp block, ~50 x 30 x 20 mm: an off-centre bore across it, a slit from the bore to
+    one end, two counterbored screw holes through the slit."""
+    body = _chamfered_box(50, 30, 20, 1.0, -25, -15, 0)
+    cuts = [_cyl(34, 8.0, 0, 0, 0, n=64).rotate((90, 0, 0)).translate((-8, 17, 10)),
+            _box(40, 34, 2.0, -8, -17, 9)]
+    for y in (-8, 8):
+        cuts += [_cyl(22, 2.2, 15, y, -1, n=32), _cyl(4, 3.8, 15, y, 17, n=32)]
+    return body - _union(cuts)
+
+
 def make_distractor(name: str):
     M = _m()
     if name == "gear_small":
@@ -222,7 +267,8 @@ def _to_mesh_m(manifold, name: str) -> Mesh:
 
 def generate(name: str) -> Mesh:
     """Build a built-in object or distractor from code (no file access)."""
-    makers = {"bracket": make_bracket, "gear": make_gear, "connector": make_connector}
+    makers = {"bracket": make_bracket, "gear": make_gear, "connector": make_connector, "sheet": make_sheet,
+              "housing": make_housing, "shaft": make_shaft, "clamp": make_clamp}
     solid = makers[name]() if name in makers else make_distractor(name)
     if solid.is_empty():
         raise RuntimeError(f"CSG of {name} produced an empty solid ({solid.status()})")
@@ -235,9 +281,9 @@ def regenerate(out_dir: Path | None = None) -> list[Path]:
 
     root = Path(out_dir) if out_dir is not None else _data_dir()
     written = []
-    for name in (*TARGET_NAMES, *DISTRACTOR_NAMES):
+    for name in (*TARGET_NAMES, *HARD_PART_NAMES, *DISTRACTOR_NAMES):
         mesh = generate(name)
-        path = root / (f"{name}.ply" if name in TARGET_NAMES else f"distractors/{name}.ply")
+        path = root / (f"{name}.ply" if name not in DISTRACTOR_NAMES else f"distractors/{name}.ply")
         path.parent.mkdir(parents=True, exist_ok=True)
         trimesh.Trimesh(mesh.vertices_m, mesh.faces, process=False).export(str(path), encoding="binary")
         written.append(path)

@@ -54,7 +54,9 @@ class SceneConfig:
       - ``light_rotation_deg``: the key light's direction turned by this angle about a random axis;
         ``light_intensity_gain`` and ``ambient_gain`` scale the target render's lights.
       - ``object_color_shift``: each RGB channel of the object's colour moves by a random amount in
-        ``[-shift, shift]`` (0..1 units); ``object_specular_gain`` scales its highlight.
+        ``[-shift, shift]`` (0..1 units); ``object_specular_gain`` scales its highlight; ``object_shininess``
+        (None: the target render's) is its Blinn-Phong exponent: with a large gain, a shiny machined part whose
+        highlights the target render does not have.
       - ``exposure_gain`` multiplies the image; ``vignetting`` darkens the corners by this fraction
         (quadratic fall-off); ``blur_sigma_px`` Gaussian blur (px); ``noise_std_levels`` Gaussian sensor
         noise (std in 8-bit intensity levels), drawn fresh each frame.
@@ -96,6 +98,7 @@ class SceneConfig:
     ambient_gain: float = 1.15
     object_color_shift: float = 0.04
     object_specular_gain: float = 1.5
+    object_shininess: float | None = None
     exposure_gain: float = 1.08
     vignetting: float = 0.25
     blur_sigma_px: float = 0.6
@@ -124,6 +127,7 @@ class SceneConfig:
             "light_intensity_gain": self.light_intensity_gain >= 0, "ambient_gain": self.ambient_gain >= 0,
             "object_color_shift": 0 <= self.object_color_shift <= 1,
             "object_specular_gain": self.object_specular_gain >= 0, "exposure_gain": self.exposure_gain > 0,
+            "object_shininess": self.object_shininess is None or self.object_shininess > 0,
             "vignetting": 0 <= self.vignetting <= 1, "blur_sigma_px": self.blur_sigma_px >= 0,
             "noise_std_levels": self.noise_std_levels >= 0, "fingertip_coverage": 0 < self.fingertip_coverage < 1,
             "fingertip_depth_m": self.fingertip_depth_m > 0.02, "layer_pitch_m": self.layer_pitch_m >= 0,
@@ -250,19 +254,24 @@ def table_photo(seed: int) -> np.ndarray:
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def _table_mesh(config: SceneConfig, table_z_m: float, seed: int) -> Mesh:
-    half = config.table_size_m / 2
-    v = np.array([[-half, -half, table_z_m], [half, -half, table_z_m], [half, half, table_z_m],
-                  [-half, half, table_z_m]])
+def _table_mesh(config: SceneConfig, table_z_m: float, seed: int, target: Mesh) -> Mesh:
+    """The table top: ``table_size_m`` square (at least 8 footprint radii of the target, so a framed 40 cm part
+    still has table around it), centred under the target's footprint (a part whose origin is far from its
+    geometry stands in the middle of it)."""
+    lo, hi = target.bounds_m
+    cx, cy = 0.5 * (lo[:2] + hi[:2])
+    half = max(config.table_size_m / 2, 4.0 * 0.5 * float(np.linalg.norm(hi[:2] - lo[:2])))
+    v = np.array([[cx - half, cy - half, table_z_m], [cx + half, cy - half, table_z_m],
+                  [cx + half, cy + half, table_z_m], [cx - half, cy + half, table_z_m]])
     f = np.array([[0, 1, 2], [0, 2, 3]])
     if config.background == "plain":
         return Mesh(v, f, base_rgb=config.table_rgb, name="table")
     if config.background == "procedural":
         texture = procedural_table_texture(seed)
-        repeats = config.table_size_m / config.texture_tile_m
+        repeats = 2 * half / config.texture_tile_m
     elif config.background == "photo":  # one photo covers ~texture_tile_m of table: stones a few mm wide
         texture = table_photo(seed)
-        repeats = config.table_size_m / config.texture_tile_m
+        repeats = 2 * half / config.texture_tile_m
     else:
         from ..imaging import read_image_rgb8
 
@@ -403,12 +412,14 @@ def build_scene(target_mesh: Mesh, config: SceneConfig = SceneConfig(), seed: in
         rgb = np.clip(np.asarray(target_mesh.base_rgb) + shift, 0.0, 1.0)
         material = replace(base_material, rgb=cast("tuple[float, float, float]", tuple(float(c) for c in rgb)),
                            specular=base_material.specular * config.object_specular_gain)
+    if config.object_shininess is not None:
+        material = replace(material, shininess=float(config.object_shininess))
     if config.object_roughness is not None:
         material = replace(material, roughness=float(rng_gap.uniform(*config.object_roughness)))
     items = [DrawItem(target_mesh, np.eye(4), 1, material)]
     items += _place_distractors(target_mesh, config, table_z, rng_place, material)
     if config.background != "none":  # last: drawing front to back lets the depth test skip hidden fragments
-        items.append(DrawItem(_table_mesh(config, table_z, seed), np.eye(4), ID_TABLE,
+        items.append(DrawItem(_table_mesh(config, table_z, seed, target_mesh), np.eye(4), ID_TABLE,
                               Material(specular=0.05, shininess=8.0)))
     return Scene(config, int(seed), tuple(items), lighting,
                  cast("tuple[float, float, float]", tuple(config.background_rgb)),

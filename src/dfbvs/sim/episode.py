@@ -23,7 +23,7 @@ from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
 from ..recorder import RecorderGroup, RunRecorder
 from ..render import load_builtin, load_mesh
-from ..render.mesh import Mesh
+from ..render.mesh import Mesh, reframed
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
 from ..render.target import TargetCheckConfig, TargetRender, check_target_render, render_target
 from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, grasp_from_camera_goal
@@ -84,6 +84,10 @@ class EpisodeConfig:
     object_name: str = "bracket"
     mesh_path: str | None = None
     mesh_unit: str = "m"
+    # the part scaled about its origin, then its frame moved to this point of the scaled part (metres): another
+    # size, an origin elsewhere (as CAD sub-parts have); the goal still frames the part (render.mesh.reframed)
+    mesh_scale: float = 1.0
+    mesh_origin_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     goal: GoalConfig = field(default_factory=GoalConfig)
     start: StartConfig = field(default_factory=StartConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
@@ -295,6 +299,15 @@ def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder, T_
     return RealtimeCamera(render, realtime, config.timing.fps), realtime
 
 
+def episode_mesh(config: EpisodeConfig) -> Mesh:
+    """The episode's object: the user's mesh file or the built-in, scaled and reframed by ``mesh_scale`` and
+    ``mesh_origin_m``."""
+    mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
+    if config.mesh_scale == 1.0 and not any(config.mesh_origin_m):
+        return mesh
+    return reframed(mesh, config.mesh_scale, config.mesh_origin_m)
+
+
 def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                 progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None,
                 live_view: str | None = None) -> EpisodeResult:
@@ -306,8 +319,10 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     on_arm = config.robot.kind is RobotKind.UR5E
     if on_arm and config.timing.mode is not TimingMode.STEPPED:
         raise ConfigError(f"robot.kind=ur5e runs with timing.mode=stepped, got timing.mode={config.timing.mode.value}")
-    mesh = load_mesh(config.mesh_path, unit=config.mesh_unit) if config.mesh_path else load_builtin(config.object_name)
+    mesh = episode_mesh(config)
     symmetry = symmetry_of(None if config.mesh_path else config.object_name, mesh, config.symmetry)
+    if config.symmetry == "declared":  # declared in the part's own frame
+        symmetry = symmetry.reframed(config.mesh_scale, config.mesh_origin_m)
     T_object_goal = config.goal.T_object_camera(mesh, camera)
     center_m = config.goal.spec().look_at_point_m(mesh)
     T_object_tool_grasp = None
