@@ -80,3 +80,59 @@ def test_parts_protocol_runs_user_meshes_framed(tmp_path):
 def test_perturb_starts_all_see_the_object():
     for spec in make_protocol("perturb", ["bracket", "gear", "connector"]):
         assert centre_in_view(np.asarray(spec.T_goal_start), spec.goal[0])
+
+
+def _servo_and_frame(config_overrides=(), offset=(0.002, -0.001, 0.001, 0.004, -0.003, 0.002)):
+    from dfbvs.camera import Camera
+    from dfbvs.config import apply_overrides
+    from dfbvs.geometry import se3_exp
+    from dfbvs.render.scene import SceneConfig, build_scene, render_scene
+    from dfbvs.render.target import render_target
+    from dfbvs.servo import DFBVSServo, ServoConfig
+    from dfbvs.sim.episode import GoalConfig
+
+    cam = Camera.default().rescaled(640, 480)
+    mesh = load_builtin("bracket")
+    T_goal = GoalConfig().T_object_camera()
+    servo = DFBVSServo.from_render(render_target(mesh, cam, T_goal), apply_overrides(ServoConfig(), config_overrides))
+    frame = render_scene(build_scene(mesh, SceneConfig(), seed=0), cam, T_goal @ se3_exp(list(offset))).rgb
+    return servo, frame
+
+
+def test_live_keypoints_are_a_separate_budget_from_the_targets():
+    from dfbvs.errors import ConfigError
+    from dfbvs.servo import ServoConfig, StepStatus
+
+    with pytest.raises(ConfigError, match="live_max_keypoints=-1"):
+        ServoConfig(live_max_keypoints=-1)
+    base, frame = _servo_and_frame()
+    assert base.live_extractor is base.extractor
+    servo, _ = _servo_and_frame(("live_max_keypoints=2000",))
+    assert servo.live_extractor is not servo.extractor
+    assert servo.live_extractor.config.max_keypoints == 2000 and servo.extractor.config.max_keypoints == 500
+    assert len(servo.target.features) == len(base.target.features)  # the target's set is unchanged
+    step = servo.step(frame)
+    assert step.status is StepStatus.OK
+    assert len(servo.live_extractor(frame[::2, ::2].copy())) > 500 >= len(base.live_extractor(frame[::2, ::2].copy()))
+
+
+@pytest.mark.parametrize("strong", [True, False])
+def test_a_strong_descriptor_lock_stands_when_refinement_cannot_verify_it(monkeypatch, strong):
+    """Refinement verifying only 5 points (the patches of a thin part before gravel do not align): a lock of at
+    least lock.strong_match_inliers descriptor inliers drives the loop on them, unrefined; a weaker one is
+    vetoed with a zero twist."""
+    import dfbvs.servo as servo_module
+    from dfbvs.servo import StepStatus
+
+    servo, frame = _servo_and_frame(() if strong else ("lock.strong_match_inliers=1000",))
+
+    def refine_fails(inliers, *args):
+        return inliers.subset(np.arange(5)), None
+
+    monkeypatch.setattr(servo_module, "refine_correspondences", refine_fails)
+    step = servo.step(frame)
+    if strong:
+        assert step.status is StepStatus.OK and step.n_inliers >= 30 and np.any(step.v_camera != 0)
+        assert np.all(step.correspondences.index_current >= 0)  # descriptor matches, none guided
+    else:
+        assert step.status is StepStatus.TOO_FEW_INLIERS and np.all(step.v_camera == 0)

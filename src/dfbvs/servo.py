@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -71,6 +71,10 @@ class LockConfig:
     - ``min_inliers``: correspondences the law would use (refined ones when refinement verified them). Measured
       (docs/robustness.md): genuine starts 5 cm / 8 deg from the goal in clutter gave 18-49 with ALIKED and
       15-88 with ORB; a mirrored frame, a random-noise frame or another object gave 4-10.
+    - ``strong_match_inliers``: a lock of this many descriptor (rejection) inliers stands on them, unrefined,
+      when sub-pixel refinement verifies fewer than ``min_inliers`` (the patches of a thin sheet-metal part
+      before gravel do not align: 55-73 inliers, 6 refined, measured in docs/parts.md); a weaker one is vetoed
+      (a mirrored frame: 16 inliers).
     - ``min_inlier_ratio``: rejection inliers / descriptor matches of the cycle (genuine: 0.42-0.65 ALIKED,
       0.15-0.46 ORB; wrong images: 0.05-0.20).
     - ``min_depth_ratio`` / ``max_depth_ratio``: the PnP pose must put every inlier point in front of the camera,
@@ -83,6 +87,7 @@ class LockConfig:
 
     min_inliers: int = 12
     min_inlier_ratio: float = 0.1
+    strong_match_inliers: int = 30
     min_depth_ratio: float = 0.25
     max_depth_ratio: float = 4.0
     max_linear_m_s: float = 0.25
@@ -91,6 +96,9 @@ class LockConfig:
     def __post_init__(self) -> None:
         if self.min_inliers < 4:
             raise ConfigError(f"lock.min_inliers={self.min_inliers!r}: must be >= 4")
+        if self.strong_match_inliers < self.min_inliers:
+            raise ConfigError(f"lock.strong_match_inliers={self.strong_match_inliers!r}: must be >= lock.min_inliers="
+                              f"{self.min_inliers}")
         if not 0.0 <= self.min_inlier_ratio <= 1.0:
             raise ConfigError(f"lock.min_inlier_ratio={self.min_inlier_ratio!r}: must be in [0, 1]")
         if not 0.0 < self.min_depth_ratio < 1.0 < self.max_depth_ratio:
@@ -160,6 +168,10 @@ class ServoConfig:
     lock: LockConfig = field(default_factory=LockConfig)  # when a lock is credible enough to move
     target_check: TargetCheckConfig = field(default_factory=TargetCheckConfig)  # floors of a usable target
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)  # rolled target views (any roll)
+    # top-K keypoints of the live image (0: features.max_keypoints, as the target). On a busy background (gravel)
+    # a feature-poor part loses the top 500 to it; more live keypoints keep its corners while the target's set,
+    # drawn on a plain background, stays the same (docs/parts.md)
+    live_max_keypoints: int = 0
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -168,6 +180,8 @@ class ServoConfig:
         if self.min_inliers < 4:
             raise ConfigError(f"min_inliers must be >= 4 (3 points give 6 equations, 4 for robustness), "
                               f"got {self.min_inliers}")
+        if int(self.live_max_keypoints) != self.live_max_keypoints or self.live_max_keypoints < 0:
+            raise ConfigError(f"live_max_keypoints={self.live_max_keypoints!r}: a count >= 0 (0: as the target)")
         for name, registry in (("features", EXTRACTORS), ("matcher", MATCHERS), ("rejection", REJECTORS),
                                ("control", CONTROL_LAWS)):
             registry.name_of(getattr(self, name))  # a ConfigError naming the type when nothing builds it
@@ -227,10 +241,15 @@ class DFBVSServo:
     """
 
     def __init__(self, target: PreparedTarget | tuple[PreparedTarget, ...], config: ServoConfig,
-                 extractor: Extractor, matcher=None):
+                 extractor: Extractor, matcher=None, live_extractor: Extractor | None = None):
         check_law_within_lock(config.control, config.lock)
         self.config = config
-        self.extractor = extractor
+        self.extractor = extractor  # the target's features
+        # the live image's: the same unless live_max_keypoints asks for another top-K
+        k = config.live_max_keypoints
+        if live_extractor is None and k and k != getattr(config.features, "max_keypoints", k):
+            live_extractor = build_extractor(replace(config.features, max_keypoints=k))
+        self.live_extractor = live_extractor or extractor
         self.matcher = matcher or build_matcher(config.matcher)
         self.rejector = build_rejector(config.rejection)
         self.law = build_control_law(config.control)
@@ -330,7 +349,7 @@ class DFBVSServo:
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)
         rgb = resize_area(image, cfg.working_width_px, cfg.working_height_px)
-        feats = self.extractor(rgb)
+        feats = self.live_extractor(rgb)
         t1 = time.perf_counter()
 
         tried = [(i, *self._match_and_reject(feats, i)) for i in self._views_to_try()]
@@ -366,16 +385,19 @@ class DFBVSServo:
         t3 = time.perf_counter()
         timings["reject_ms"] = (t3 - t2) * 1e3
         # patches align (translation only) on the upright view and, with rolled views, within ~15 deg of roll;
-        # there a refinement that cannot verify the lock vetoes it (fewer refined points than a lock needs end the
-        # step: a mirrored frame does that), beyond it the descriptor matches are used unrefined
+        # there a refinement that cannot verify a weak lock vetoes it (fewer refined points than a lock needs end the
+        # step: a mirrored frame does that), beyond it the descriptor matches are used unrefined, as they are when
+        # a strong descriptor lock's patches do not align (a thin sheet before a busy background)
         upright = target.inplane_rad == 0.0 and (len(self.views) == 1 or abs(planar_rotation_rad(
             inliers.uv_target_px, inliers.uv_current_px)) < np.deg2rad(MAX_REFINE_ROLL_DEG))
         if target.refinement is not None and upright:
             candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
-            inliers, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
+            refined, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
                                                         self._recheck_pnp, cfg.min_inliers)
-            if T_refined is not None:  # the pose that the refined points agree on: the more accurate one
-                T_current_target = T_refined
+            if len(refined) >= cfg.lock.min_inliers or len(inliers) < cfg.lock.strong_match_inliers:
+                inliers = refined  # (a veto when too few refined points verify a weak lock)
+                if T_refined is not None:  # the pose that the refined points agree on: the more accurate one
+                    T_current_target = T_refined
             t4 = time.perf_counter()
             timings["refine_ms"] = (t4 - t3) * 1e3
             t3 = t4

@@ -41,6 +41,11 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "wide": (PRESETS["wide"],
              "the wide preset: 8 rolled target views (acquire at any roll), centroid PBVS beyond 15 deg or 25 % of "
              "the goal distance, IBVS between, PBVS at the goal"),
+    "live2k": (("servo.live_max_keypoints=2000",),
+               "2000 keypoints on the live image (the target keeps its 500): a feature-poor part's corners are not "
+               "all outranked by a busy background's"),
+    "veto": (("servo.lock.strong_match_inliers=100000",),
+             "refinement vetoes every lock it cannot verify, however many descriptor inliers (before issue 13)"),
     "pxstop": (("stop.converged_pose_translation_ratio=0", "stop.converged_settled_cycles=0"),
                "the old stop rule: converged on the image error alone (below converged_px for converged_cycles)"),
     "ur5e": (("robot.kind=ur5e", "robot.grasp=true"),

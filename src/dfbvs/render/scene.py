@@ -254,13 +254,16 @@ def table_photo(seed: int) -> np.ndarray:
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def _table_mesh(config: SceneConfig, table_z_m: float, seed: int, target: Mesh) -> Mesh:
+def _table_mesh(config: SceneConfig, table_z_m: float, seed: int, target: Mesh | None = None) -> Mesh:
     """The table top: ``table_size_m`` square (at least 8 footprint radii of the target, so a framed 40 cm part
     still has table around it), centred under the target's footprint (a part whose origin is far from its
-    geometry stands in the middle of it)."""
-    lo, hi = target.bounds_m
-    cx, cy = 0.5 * (lo[:2] + hi[:2])
-    half = max(config.table_size_m / 2, 4.0 * 0.5 * float(np.linalg.norm(hi[:2] - lo[:2])))
+    geometry stands in the middle of it; without a target, at the origin)."""
+    cx = cy = 0.0
+    half = config.table_size_m / 2
+    if target is not None:
+        lo, hi = target.bounds_m
+        cx, cy = 0.5 * (lo[:2] + hi[:2])
+        half = max(half, 4.0 * 0.5 * float(np.linalg.norm(hi[:2] - lo[:2])))
     v = np.array([[cx - half, cy - half, table_z_m], [cx + half, cy - half, table_z_m],
                   [cx + half, cy + half, table_z_m], [cx - half, cy + half, table_z_m]])
     f = np.array([[0, 1, 2], [0, 2, 3]])
