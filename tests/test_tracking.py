@@ -67,6 +67,47 @@ def test_a_detection_that_disagrees_replaces_a_drifted_pose():
     assert servo.stats["corrections"] == 1 and np.allclose(servo.T_current_target, motion @ T_true_then)
 
 
+def test_acquisition_waits_for_two_detections_that_agree():
+    """A detection's pose drives only when the previous detection, carried forward through the motion commanded
+    since, measured the same pose: a false lock on a feature-poor part gives poses that do not agree, and its
+    held twist drove a camera 77 mm away (docs/parts.md)."""
+    from dfbvs.camera import Camera
+    from dfbvs.errors import ConfigError
+    from dfbvs.geometry import make_pose, se3_exp
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.sim.episode import GoalConfig
+    from dfbvs.tracking import Detection, TrackerConfig, TrackingServo
+
+    with pytest.raises(ConfigError, match="confirm_detections=3"):
+        TrackerConfig(confirm_detections=3)
+    config = tracking_config().servo
+    render = render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480), GoalConfig().T_object_camera())
+    servo = TrackingServo(config, render)
+    empty, T = np.zeros((0, 2)), make_pose(t=[0.01, -0.02, 0.03])
+
+    def detection(t_s, pose):
+        return Detection(t_s, pose, empty, np.zeros((0, 3)), 0.2)
+
+    servo._use_detection(detection(1.0, T))  # the first: nothing to agree with, hold still
+    assert servo._coarse is None and servo.T_current_target is None and servo.stats["unconfirmed"] == 1
+    step = servo._coarse_step(1.0, {})
+    assert step.status is StepStatus.NOT_LOCKED and not np.any(step.v_camera)
+    servo._use_detection(detection(1.15, None))  # a detection that found nothing in between says nothing against
+    servo._use_detection(detection(1.3, se3_exp([0.001, 0, 0, 0, 0.002, 0]) @ T))  # 1 mm, 0.1 deg: the same
+    assert servo._coarse is not None and servo.T_current_target is not None
+    servo._use_detection(detection(1.6, make_pose(t=[0.05, -0.02, 0.03])))  # 40 mm elsewhere: a false lock
+    assert servo._coarse is None and servo.T_current_target is None and servo.stats["unconfirmed"] == 2
+    servo._use_detection(detection(1.9, se3_exp([0, 0, 0, 0.1, 0, 0]) @ make_pose(t=[0.05, -0.02, 0.03])))
+    assert servo._coarse is None, "5.7 deg apart: not the same pose"
+
+    servo.close()
+    once = TrackingServo(apply_overrides(config, ("confirm_detections=1",)), render)
+    once._use_detection(detection(1.0, T))
+    assert once._coarse is not None
+    once.close()
+
+
 @pytest.mark.slow
 def test_occlusion_holds_still_then_converges():
     """A plate covers the whole object from 0.8 s to 1.8 s: the servo loses the lock, commands zero velocity

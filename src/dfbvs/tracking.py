@@ -34,7 +34,7 @@ import numpy as np
 from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, build_control_law
 from .errors import ConfigError
 from .estimation import PnPConfig
-from .geometry import inverse, se3_exp, transform_points
+from .geometry import inverse, se3_exp, so3_log, transform_points
 from .imaging import as_rgb_frame
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
@@ -78,6 +78,11 @@ class TrackerConfig:
       pixels off where a detection-based guess is a fraction of one.
     - ``command_latency_s``: how long after a frame its twist takes effect, for the prediction (the
       previous twist moves the camera until then); None = this servo's own measured compute time.
+    - ``confirm_detections``: before a track is established, a detection's pose drives (or seeds tracking) only
+      when it agrees with the previous detection's, carried forward through the motion commanded since, within
+      ``confirm_translation_ratio`` of the target's median depth and ``confirm_rotation_deg``: two independent
+      measurements of one pose. A false lock on a feature-poor part gives poses that do not agree, and its twist,
+      held until the next detection, drove a camera 77 mm away (docs/parts.md). 1 = every detection drives.
 
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
@@ -95,8 +100,16 @@ class TrackerConfig:
     search_levels: int = 3
     search_max_shift_px: float = 15.0
     command_latency_s: Optional[float] = None
+    confirm_detections: int = 2
+    confirm_translation_ratio: float = 0.05
+    confirm_rotation_deg: float = 3.0
 
     def __post_init__(self) -> None:
+        if self.confirm_detections not in (1, 2):
+            raise ConfigError(f"confirm_detections={self.confirm_detections!r}: 1 (off) or 2")
+        if not (self.confirm_translation_ratio > 0 and self.confirm_rotation_deg > 0):
+            raise ConfigError(f"confirm tolerances must be > 0, got {self.confirm_translation_ratio!r}, "
+                              f"{self.confirm_rotation_deg!r}")
         if not self.detection.refine.enabled:
             raise ConfigError("the tracking servo measures by refinement: detection.refine.enabled must be true")
         if self.min_inliers < 4:
@@ -221,13 +234,14 @@ class TrackingServo:
         self._pose_time_s = float("nan")  # ... at the frame taken at this time
         self._established = False  # tracking has held since the pose was acquired
         self._coarse: Optional[Detection] = None  # the detection whose twist drives the coarse phase
+        self._previous: Optional[Detection] = None  # the last detection with a pose, to confirm the next one
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
         self._commands: deque[tuple[float, np.ndarray, float]] = deque(maxlen=600)
         self._history: dict[float, np.ndarray] = {}  # frame time -> tracked T_current_target
         self._recent_counts: deque[int] = deque(maxlen=self.config.recent_cycles)
         self._tracked_ms: list[float] = []  # compute time of every tracked cycle
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
-                      "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0}
+                      "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
@@ -276,8 +290,16 @@ class TrackingServo:
         if det.timestamp_s < self._unlocked_since_s:
             return  # a frame from before an established track was lost: the camera has moved since
         if det.T_current_target is None:
-            self._coarse = None  # the detector did not find the object either: hold still, say so this cycle
+            # the detector did not find the object either: hold still (a failed detection says nothing against the
+            # previous pose, which the next one may still confirm)
+            self._coarse = None
             self._failed = det.step.status if det.step is not None else StepStatus.TOO_FEW_MATCHES
+            return
+        confirmed = self._confirms(det)
+        self._previous = det
+        if not confirmed:  # hold still until a second detection measures the same pose
+            self._coarse, self.T_current_target = None, None
+            self.stats["unconfirmed"] += 1
             return
         # acquire: tracking tries from the detection's pose (carried forward to each frame through the motion
         # commanded since), the detection's twist drives meanwhile
@@ -285,6 +307,21 @@ class TrackingServo:
         self._coarse = det
         if self.stats["acquisitions"] == 0:
             self.stats["acquisitions"] = 1
+
+    def _confirms(self, det: Detection) -> bool:
+        """Whether ``det``'s pose agrees with the previous detection's carried forward to its frame (always,
+        with ``confirm_detections=1``)."""
+        prev = self._previous
+        if self.config.confirm_detections <= 1:
+            return True
+        if prev is None or prev.T_current_target is None or det.T_current_target is None:
+            return False
+        T_pred = inverse(self.motion(prev.timestamp_s, det.timestamp_s)) @ prev.T_current_target
+        T_delta = inverse(T_pred) @ det.T_current_target
+        depth_m = float(np.median(self.target.Z_star_m))
+        angle_deg = float(np.rad2deg(np.linalg.norm(so3_log(T_delta[:3, :3]))))
+        return bool(np.linalg.norm(T_delta[:3, 3]) <= self.config.confirm_translation_ratio * depth_m
+                    and angle_deg <= self.config.confirm_rotation_deg)
 
     def _verify(self, det: Detection) -> None:
         tracked_then = self._history.get(det.timestamp_s)
@@ -335,7 +372,7 @@ class TrackingServo:
             self.T_current_target = None
             self._recent_counts.clear()
             if self._established:  # an established track lost: hold still until a fresh detection
-                self._established, self._coarse = False, None
+                self._established, self._coarse, self._previous = False, None, None
                 self._unlocked_since_s = timestamp_s
                 self.stats["losses"] += 1
                 return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
