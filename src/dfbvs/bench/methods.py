@@ -16,7 +16,7 @@ from typing import Sequence
 from ..config import PRESETS, apply_overrides
 from ..errors import ConfigError
 from ..sim.episode import EpisodeConfig, GoalConfig, StartConfig
-from .protocols import EpisodeSpec
+from .protocols import EpisodeSpec, is_mesh_path
 
 PHOTOMETRIC = "photometric"
 
@@ -172,7 +172,7 @@ def episode_config(spec: EpisodeSpec, method: str, overrides: Sequence[str] = ()
     """The episode config of ``spec`` run with ``method``: the default episode, the method's overrides, then
     the run's own ``overrides`` (e.g. ``stop.max_iterations=150``), then the spec's object, goal, start,
     scene and seed, then the spec's own overrides (a protocol's perturbation)."""
-    obj_is_path = "/" in spec.object or "." in spec.object
+    obj_is_path = is_mesh_path(spec.object)
     config = apply_overrides(EpisodeConfig(), (*method_overrides(method, keypointnet_checkpoint), *overrides))
     config = replace(
         config, object_name=spec.object if not obj_is_path else "custom",

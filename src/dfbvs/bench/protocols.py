@@ -49,6 +49,11 @@ class EpisodeSpec:
     overrides: tuple[str, ...] = ()  # config overrides of this episode (``--set`` syntax), after the method's
 
 
+def is_mesh_path(name: str) -> bool:
+    """Whether a spec's ``object`` is a mesh file (a path) rather than a built-in name."""
+    return "/" in name or "." in name
+
+
 def _as_tuple(T: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(x) for x in row) for row in T)
 
@@ -212,8 +217,7 @@ def part_goal_distance_m(part: Part, fill_ratio: float = 0.9, mesh_unit: str = "
     from ..render import load_builtin, load_mesh
     from ..render.mesh import reframed
 
-    is_path = "/" in part.object or "." in part.object
-    mesh = load_mesh(part.object, unit=mesh_unit) if is_path else load_builtin(part.object)
+    mesh = load_mesh(part.object, unit=mesh_unit) if is_mesh_path(part.object) else load_builtin(part.object)
     mesh = reframed(mesh, part.scale, part.origin_m)
     return framing_distance_m(bounding_radius_m(mesh, object_center_m(mesh)), Camera.default().rescaled(640, 480),
                               fill_ratio)
@@ -226,7 +230,7 @@ def parts(objects: list[str], episodes_per_object: int = 3, backgrounds: list[st
     distance over the 0.22 m of accuracy18, redrawn until the part's centre is in view; backgrounds alternate a
     busy photo (gravel, grass, bricks) and the cluttered workbench, photo first."""
     rng = np.random.default_rng([seed, 13])
-    paths = [o for o in objects if "/" in o or "." in o]
+    paths = [o for o in objects if is_mesh_path(o)]
     chosen = [Part(_short(p), p) for p in paths] if paths else list(PARTS)
     bg = backgrounds or ["photo", "cluttered"]
     specs = []
