@@ -34,7 +34,7 @@ import numpy as np
 from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, build_control_law
 from .errors import ConfigError
 from .estimation import PnPConfig
-from .geometry import inverse, se3_exp, so3_log, transform_points
+from .geometry import inverse, pose_error, se3_exp, transform_points
 from .imaging import as_rgb_frame
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
@@ -317,11 +317,9 @@ class TrackingServo:
         if prev is None or prev.T_current_target is None or det.T_current_target is None:
             return False
         T_pred = inverse(self.motion(prev.timestamp_s, det.timestamp_s)) @ prev.T_current_target
-        T_delta = inverse(T_pred) @ det.T_current_target
-        depth_m = float(np.median(self.target.Z_star_m))
-        angle_deg = float(np.rad2deg(np.linalg.norm(so3_log(T_delta[:3, :3]))))
-        return bool(np.linalg.norm(T_delta[:3, 3]) <= self.config.confirm_translation_ratio * depth_m
-                    and angle_deg <= self.config.confirm_rotation_deg)
+        distance_m, angle_rad = pose_error(T_pred, det.T_current_target)
+        return bool(distance_m <= self.config.confirm_translation_ratio * float(np.median(self.target.Z_star_m))
+                    and np.rad2deg(angle_rad) <= self.config.confirm_rotation_deg)
 
     def _verify(self, det: Detection) -> None:
         tracked_then = self._history.get(det.timestamp_s)
