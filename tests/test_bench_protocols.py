@@ -79,6 +79,12 @@ def test_method_names_map_to_configs():
     # the run's own overrides come after the method's
     assert episode_config(spec, "dfbvs-sift", ["servo.features.max_keypoints=300"]).servo.features.max_keypoints == 300
     assert episode_config(spec, "dfbvs").scene != episode_config(make_protocol("tiny", OBJS)[1], "dfbvs").scene
+    # the tracking servo's own flags; a dfbvs flag is not one of them
+    t = episode_config(spec, "tracking-confirm1-gain5").servo
+    assert t.confirm_detections == 1 and t.control.gain.gain_at_zero == 5 and t.control.gain.gain_at_infinity == 2.5
+    assert episode_config(spec, "tracking").servo.confirm_detections == 2
+    with pytest.raises(ValueError, match="'norefine'"):
+        parse_method("tracking-norefine")
     for bad in ("nope", "dfbvs-foo"):
         with pytest.raises(ValueError, match=repr(bad.split("-")[-1]) if bad != "nope" else "'nope'"):
             parse_method(bad)

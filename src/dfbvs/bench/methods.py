@@ -55,6 +55,16 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                 "as -ur5e with a real cell's errors: hand-eye 2 mm / 0.2 deg, intrinsics 1 %, 1 frame latency"),
 }
 TRACKING = "tracking"
+#: Flags of the tracking servo (``tracking[-<extractor>][-flag...]``), as :data:`FLAGS` for ``dfbvs``.
+TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "confirm1": (("servo.confirm_detections=1",),
+                 "every detection drives before a track is established (before issue 13: no second detection "
+                 "confirming the first)"),
+    "gain5": (("servo.control.gain.gain_at_zero=5", "servo.control.gain.gain_at_infinity=2.5"),
+              "the per-frame law's adaptive gain 5 -> 2.5 /s instead of 3 -> 1.5 /s"),
+    "gain8": (("servo.control.gain.gain_at_zero=8", "servo.control.gain.gain_at_infinity=4"),
+              "the per-frame law's adaptive gain 8 -> 4 /s instead of 3 -> 1.5 /s"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,25 +77,24 @@ class Method:
 
 
 def parse_method(name: str) -> Method:
-    """Parse ``dfbvs[-<extractor>][-flag...]``, ``tracking[-<extractor>]`` (the camera-rate tracking servo
-    with that extractor for its background detections, in real time) or ``photometric``; raises with the
-    name on a bad one."""
+    """Parse ``dfbvs[-<extractor>][-flag...]`` (flags from :data:`FLAGS`), ``tracking[-<extractor>][-flag...]``
+    (the camera-rate tracking servo with that extractor for its background detections, in real time; flags from
+    :data:`TRACKING_FLAGS`) or ``photometric``; raises with the name on a bad one."""
     if name == PHOTOMETRIC:
         return Method(PHOTOMETRIC)
     parts = name.split("-")
     if parts[0] not in ("dfbvs", TRACKING):
         raise ConfigError(f"unknown method {name!r}: use dfbvs[-<extractor>][-{'|-'.join(FLAGS)}], "
-                          f"tracking[-<extractor>] or photometric")
+                          f"tracking[-<extractor>][-{'|-'.join(TRACKING_FLAGS)}] or photometric")
+    known = TRACKING_FLAGS if parts[0] == TRACKING else FLAGS
     flags: list[str] = []
-    while len(parts) > 1 and parts[-1] in FLAGS:
+    while len(parts) > 1 and parts[-1] in known:
         flags.insert(0, parts.pop())
     extractor = "-".join(parts[1:]) or "aliked"
     from ..features import available_extractors
 
     if extractor not in available_extractors():
         raise ConfigError(f"method {name!r}: unknown extractor {extractor!r}; available: {available_extractors()}")
-    if parts[0] == TRACKING and flags:
-        raise ConfigError(f"method {name!r}: flags {flags} apply to dfbvs methods only")
     return Method(parts[0], extractor, tuple(flags))
 
 
@@ -163,7 +172,7 @@ def method_overrides(method: str, keypointnet_checkpoint: str | None = None) -> 
     if keypointnet_checkpoint is not None and parsed.extractor == "keypointnet":
         overrides.append(f"{features}.checkpoint_path={keypointnet_checkpoint}")
     for flag in parsed.flags:
-        overrides.extend(FLAGS[flag][0])
+        overrides.extend((TRACKING_FLAGS if parsed.controller == TRACKING else FLAGS)[flag][0])
     return tuple(overrides)
 
 

@@ -26,7 +26,7 @@ def select_episodes(specs: list, patterns: str) -> list:
 
 
 def register(app: typer.Typer) -> None:
-    from ..bench.methods import FLAGS
+    from ..bench.methods import FLAGS, TRACKING_FLAGS
     from ._options import (
         background_option,
         extractor_names,
@@ -47,8 +47,9 @@ def register(app: typer.Typer) -> None:
     def run(
         protocol: str = typer.Option(..., help=f"Protocol: {protocol_names()}."),
         methods: str = typer.Option("dfbvs", help="Comma-separated: dfbvs[-<extractor>][-<flag>...], "
-                                    "tracking[-<extractor>] or photometric; extractors: "
-                                    f"{extractor_names()}; flags: {', '.join(FLAGS)}."),
+                                    "tracking[-<extractor>][-<flag>...] or photometric; extractors: "
+                                    f"{extractor_names()}; flags: {', '.join(FLAGS)}; tracking flags: "
+                                    f"{', '.join(TRACKING_FLAGS)}."),
         objects: Optional[str] = typer.Option(None, help=object_help("Comma-separated built-in objects") +
                                               " Default: bracket, gear, connector (the parts protocol: its own "
                                               "parts, or the --mesh files)."),
