@@ -18,12 +18,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .control import CONTROL_LAWS, ControlInput, IBVSConfig, InteractionChoice, build_control_law, tuned_ibvs_config
+from .edges import EdgeConfig, EdgeFit, ModelEdges, model_edges, refine_pose_with_edges
 from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, build_extractor
 from .features.aliked import AlikedConfig
 from .geometry import planar_rotation_rad, transform_points
-from .imaging import as_rgb_frame, resize_area
+from .imaging import as_rgb_frame, grey_float32, resize_area
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, refine_correspondences
 from .registry import Registry
@@ -172,6 +173,8 @@ class ServoConfig:
     # a feature-poor part loses the top 500 to it; more live keypoints keep its corners while the target's set,
     # drawn on a plain background, stays the same (docs/parts.md)
     live_max_keypoints: int = 0
+    # the object's outline measured at the PnP pose, fitted with the keypoints (off by default; dfbvs.edges)
+    edges: EdgeConfig = field(default_factory=EdgeConfig)
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -206,6 +209,8 @@ class ServoStep:
     - ``gain`` (1/s) and ``condition_number`` of the inverted interaction matrix (NaN without control).
     - ``tracking_mode``: the paper's tracking mode restricted the matches; ``timings_ms`` per stage.
     - ``reason``: why the status is not OK, in words ("" when OK or obvious).
+    - ``n_edges``: outline points that fit the pose when the model edges refined it (``ServoConfig.edges``;
+      the correspondences are then the inliers' target points projected at that pose), else 0.
     """
 
     v_camera: np.ndarray
@@ -221,6 +226,7 @@ class ServoStep:
     gain: float = float("nan")
     condition_number: float = float("nan")
     reason: str = ""
+    n_edges: int = 0
 
     @property
     def n_inliers(self) -> int:
@@ -277,6 +283,7 @@ class DFBVSServo:
         self._geometries = [TargetGeometry(None, v.camera, points_by_target_index_m=v.points_camera_goal_m)
                             for v in self.views]
         self._roll_rad: float | None = None  # the roll of the image w.r.t. the target while locked
+        self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
 
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
@@ -344,6 +351,22 @@ class DFBVSServo:
                             T_current_equivalent=T_equivalent,
                             pose_ambiguous=self.symmetry.order > 1 and not self.symmetry.exact)
 
+    def _fit_edges(self, image: np.ndarray, target: PreparedTarget, inliers: Correspondences,
+                   T_current_target: np.ndarray) -> EdgeFit | None:
+        """The pose refined on the object's outline (measured in ``image``, the camera's own) and the inliers
+        (:func:`~dfbvs.edges.refine_pose_with_edges`), or None when fewer than ``edges.min_fit_fraction`` of the
+        outline fits it (part of it hidden or out of view, a wrong pose): the PnP pose then stands. ``target``: the
+        view the inliers index (upright: its render is the target's)."""
+        render, cfg = target.render, self.config.edges
+        if self._edges is None:
+            self._edges = model_edges(render.rgb, render.depth_m, render.mask, render.camera, cfg)
+        cam = render.camera
+        native = resize_area(image, cam.width_px, cam.height_px)
+        fit = refine_pose_with_edges(T_current_target, self._edges, grey_float32(native),
+                                     target.points_camera_goal_m[inliers.index_target], inliers.uv_current_px,
+                                     target.camera, cfg)
+        return fit if fit is not None and fit.n_edges >= cfg.min_fit_fraction * len(self._edges) else None
+
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         cfg = self.config
         t0 = time.perf_counter()
@@ -404,6 +427,16 @@ class DFBVSServo:
         if len(inliers) < cfg.min_inliers:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,
                           f"{len(inliers)} inliers < min_inliers={cfg.min_inliers}")
+        n_edges = 0
+        if cfg.edges.enabled and upright and T_current_target is not None:
+            fit = self._fit_edges(image, target, inliers, T_current_target)
+            if fit is not None:  # the law sees the inliers' points where the outline-and-keypoint pose puts them
+                T_current_target, n_edges = fit.T_current_target, fit.n_edges
+                p = transform_points(T_current_target, target.points_camera_goal_m[inliers.index_target])
+                inliers = replace(inliers, uv_current_px=target.camera.project(p))
+            t4 = time.perf_counter()
+            timings["edges_ms"] = (t4 - t3) * 1e3
+            t3 = t4
         lock = cfg.lock
         if len(inliers) < lock.min_inliers:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,
@@ -430,7 +463,7 @@ class DFBVSServo:
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=inliers, all_matches=matches,
                          mean_error_px=mean_err, tracking_mode=tracking, timings_ms=timings, timestamp_s=timestamp_s,
                          T_current_target=T_current_target, source=CorrespondenceSource.DETECTION, gain=out.gain,
-                         condition_number=out.condition_number)
+                         condition_number=out.condition_number, n_edges=n_edges)
 
 
 def _build_dfbvs(config: ServoConfig, render: TargetRender) -> DFBVSServo:

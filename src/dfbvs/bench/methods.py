@@ -44,6 +44,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "live2k": (("servo.live_max_keypoints=2000",),
                "2000 keypoints on the live image (the target keeps its 500): a feature-poor part's corners are not "
                "all outranked by a busy background's"),
+    "edges": (("servo.edges.enabled=true",),
+              "the object's outline measured at the PnP pose and fitted with the keypoints (dfbvs.edges): the law "
+              "sees the inliers where that pose puts them"),
     "veto": (("servo.lock.strong_match_inliers=100000",),
              "refinement vetoes every lock it cannot verify, however many descriptor inliers (before issue 13)"),
     "pxstop": (("stop.converged_pose_translation_ratio=0", "stop.converged_settled_cycles=0"),

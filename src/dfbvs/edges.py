@@ -1,0 +1,274 @@
+"""Model edges as measurements: the object's outline, measured in the live image at the estimated pose, refines
+the pose jointly with the keypoints (issue 13: parts whose structure is all outline).
+
+A thin sheet, a smooth housing or a plain shaft has few keypoints, and patches along its outline do not
+align against a background unlike the render's. Their outline is the measurement: the target render's mask
+boundary (the silhouette and the rims of holes) gives contour points with 3D positions (rendered depth) and
+image normals. Each cycle, with a pose ``T_current_target`` from PnP, every contour point is projected into the
+camera's image and the strongest grey-level step along its normal, within ``search_px``, is its measured edge
+(polarity-free: the background beside the part may be darker or brighter than the render's). The same search
+run on the target render at the point gives its reference offset, so both images are read by the same
+detector and a sub-pixel bias of the detector cancels at the goal. A robust Gauss-Newton then fits the pose to
+the edges' normal distances and the keypoints' reprojections together (:func:`refine_pose_with_edges`).
+
+Data flow: :func:`model_edges` (once per target) -> :func:`measure_edges` -> :func:`refine_pose_with_edges`.
+Pixels of the edges are those of the refinement image (the camera's own resolution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .camera import Camera
+from .errors import ConfigError
+from .geometry import se3_exp, transform_points
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Model-edge measurements (pixels of the camera's own image).
+
+    - ``enabled``: off by default (measured in docs/parts.md).
+    - ``spacing_px``: one contour point per ``spacing_px`` square cell of the target image; ``max_points``
+      caps them (evenly thinned).
+    - ``search_px``: how far along the normal from the predicted position an edge is searched, both ways.
+    - ``min_step``: the smallest grey-level step (0-255 per pixel) that counts as an edge.
+    - ``rounds``: measure-then-fit rounds (each measures at the pose of the previous one).
+    - ``huber_px``: residuals beyond this are down-weighted (Huber), edges and keypoints alike.
+    - ``keypoint_sigma_px``: the keypoints' measurement noise relative to the edges' (their residuals are divided
+      by it); ``min_edges``: fewer measured edges than this = no edge fit (the pose is left as it was).
+    - ``min_fit_fraction``: the fit is used only when at least this fraction of the outline's points fit it
+      within ``huber_px`` (a fit that pulled onto wrong edges leaves most of them off; measured on the sheet and
+      the housing: good fits 0.6-0.95, bad ones 0.3).
+    """
+
+    enabled: bool = False
+    spacing_px: float = 4.0
+    max_points: int = 400
+    search_px: float = 4.0
+    min_step: float = 6.0
+    rounds: int = 3
+    huber_px: float = 0.5
+    keypoint_sigma_px: float = 1.0
+    min_edges: int = 20
+    min_fit_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (self.spacing_px >= 1 and self.search_px >= 1 and self.max_points >= 4 and self.rounds >= 1):
+            raise ConfigError(f"edges: spacing_px={self.spacing_px!r} >= 1, search_px={self.search_px!r} >= 1, "
+                              f"max_points={self.max_points!r} >= 4, rounds={self.rounds!r} >= 1 required")
+        if not 0 <= self.min_fit_fraction <= 1:
+            raise ConfigError(f"edges: min_fit_fraction={self.min_fit_fraction!r}: must be in [0, 1]")
+        if not (self.min_step > 0 and self.huber_px > 0 and self.keypoint_sigma_px > 0 and self.min_edges >= 6):
+            raise ConfigError(f"edges: min_step={self.min_step!r}, huber_px={self.huber_px!r} and "
+                              f"keypoint_sigma_px={self.keypoint_sigma_px!r} must be > 0, "
+                              f"min_edges={self.min_edges!r} >= 6")
+
+
+@dataclass(frozen=True)
+class ModelEdges:
+    """Contour points of the target: ``points_goal_m`` (M, 3) in the goal camera frame, their target-image
+    pixels ``uv_target_px`` (M, 2), outward unit normals ``normals_target`` (M, 2) in the target image, and the
+    offset ``offset_target_px`` (M,) along the normal at which :func:`edge_offsets` finds the edge in the
+    target render itself; ``camera`` is the target render's."""
+
+    points_goal_m: np.ndarray
+    uv_target_px: np.ndarray
+    normals_target: np.ndarray
+    offset_target_px: np.ndarray
+    camera: Camera
+
+    def __len__(self) -> int:
+        return len(self.points_goal_m)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    from .imaging import grey_float32
+
+    return grey_float32(np.asarray(rgb)[..., :3]) if np.asarray(rgb).ndim == 3 else np.asarray(rgb, np.float32)
+
+
+def model_edges(rgb: np.ndarray, depth_m: np.ndarray, mask: np.ndarray, camera: Camera,
+                config: EdgeConfig = EdgeConfig()) -> ModelEdges:
+    """The contour points of a target render (its ``rgb``, ``depth_m``, ``mask`` seen by ``camera``): pixels
+    of the object next to a pixel off it, one per ``config.spacing_px`` cell, with a depth, and whose edge the
+    detector finds in the render itself."""
+    import cv2
+
+    m = np.asarray(mask, bool)
+    boundary = m & ~cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    v, u = np.nonzero(boundary)
+    z = np.asarray(depth_m, np.float64)[v, u]
+    ok = np.isfinite(z) & (z > 0)
+    u, v, z = u[ok], v[ok], z[ok]
+    cell = np.floor(u / config.spacing_px).astype(np.int64) * 100003 + np.floor(v / config.spacing_px).astype(np.int64)
+    _, first = np.unique(cell, return_index=True)
+    if len(first) > config.max_points:
+        first = first[np.linspace(0, len(first) - 1, config.max_points).round().astype(int)]
+    u, v, z = u[first], v[first], z[first]
+    soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), 1.5)
+    gx = cv2.Sobel(soft, cv2.CV_32F, 1, 0, ksize=3)[v, u]
+    gy = cv2.Sobel(soft, cv2.CV_32F, 0, 1, ksize=3)[v, u]
+    norm = np.hypot(gx, gy)
+    ok = norm > 1e-6
+    uv = np.stack([u, v], axis=1).astype(np.float64)[ok]
+    normals = -np.stack([gx, gy], axis=1)[ok] / norm[ok, None]  # outward: the mask decreases along it
+    points = camera.unproject(uv, z[ok])
+    offsets, found = edge_offsets(_grey(rgb), uv, normals, config.search_px, config.min_step)
+    return ModelEdges(points[found], uv[found], normals[found], offsets[found], camera)
+
+
+def edge_offsets(grey: np.ndarray, uv_px: np.ndarray, normals: np.ndarray, search_px: float,
+                 min_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Along each unit ``normals`` (N, 2) from ``uv_px`` (N, 2), the signed offset (px, sub-pixel) of the
+    strongest grey-level step of ``grey`` within ``search_px``, and whether one of at least ``min_step``
+    exists (polarity-free: the step's sign does not matter)."""
+    import cv2
+
+    step = 0.5
+    t = np.arange(-search_px - 1.0, search_px + 1.0 + 1e-9, step)  # sample positions along the normal
+    n = len(uv_px)
+    if n == 0:
+        return np.zeros(0), np.zeros(0, bool)
+    mx = (uv_px[:, 0, None] + t[None, :] * normals[:, 0, None]).astype(np.float32)
+    my = (uv_px[:, 1, None] + t[None, :] * normals[:, 1, None]).astype(np.float32)
+    profile = cv2.remap(np.ascontiguousarray(grey, np.float32), mx, my, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+    derivative = np.abs(profile[:, 2:] - profile[:, :-2]) / (2 * step)  # at t[1:-1], per px
+    # smoothed (Gaussian, 1 px): the derivative of a linearly interpolated step is a plateau between samples
+    kernel = np.exp(-0.5 * (np.arange(-4, 5) * step) ** 2)
+    derivative = cv2.filter2D(derivative, -1, (kernel / kernel.sum())[None, :], borderType=cv2.BORDER_REPLICATE)
+    centres = t[1:-1]
+    inside = np.abs(centres) <= search_px
+    derivative[:, ~inside] = -1.0
+    k = np.argmax(derivative, axis=1)
+    peak = derivative[np.arange(n), k]
+    k = np.clip(k, 1, len(centres) - 2)
+    a, b, c = (derivative[np.arange(n), k - 1], derivative[np.arange(n), k], derivative[np.arange(n), k + 1])
+    denom = a - 2 * b + c
+    shift = np.where(np.abs(denom) > 1e-9, 0.5 * (a - c) / np.where(np.abs(denom) > 1e-9, denom, 1.0), 0.0)
+    offset = centres[k] + np.clip(shift, -0.5, 0.5) * step
+    in_range = np.isfinite(profile).all(axis=1)
+    return offset, (peak >= min_step) & in_range
+
+
+@dataclass(frozen=True)
+class EdgeMeasurement:
+    """Edges measured at a pose: for the contour points ``index`` (K,) into :class:`ModelEdges`, the predicted
+    pixels ``uv_predicted_px`` (K, 2), unit normals ``normals`` (K, 2) in the current image and the measured
+    edge positions ``uv_measured_px`` (K, 2) (on the normal through the prediction, the target's own edge offset
+    removed)."""
+
+    index: np.ndarray
+    uv_predicted_px: np.ndarray
+    normals: np.ndarray
+    uv_measured_px: np.ndarray
+
+
+def measure_edges(edges: ModelEdges, T_current_target: np.ndarray, grey: np.ndarray,
+                  config: EdgeConfig) -> EdgeMeasurement:
+    """Project the contour points with ``T_current_target`` into ``grey`` (the camera's image, float32, seen
+    by ``edges.camera``) and find the edge along each one's normal (see :func:`edge_offsets`)."""
+    cam = edges.camera
+    p = transform_points(T_current_target, edges.points_goal_m)
+    front = p[:, 2] > 1e-6
+    uv = np.full((len(p), 2), np.nan)
+    uv[front] = cam.project(p[front])
+    # the normal in the current image: where a point a pixel outward in the target image goes
+    Z = edges.points_goal_m[:, 2]
+    q = transform_points(T_current_target, cam.unproject(edges.uv_target_px + edges.normals_target, Z))
+    uv_q = np.full_like(uv, np.nan)
+    ok_q = q[:, 2] > 1e-6
+    uv_q[ok_q] = cam.project(q[ok_q])
+    d = uv_q - uv
+    length = np.linalg.norm(d, axis=1)
+    good = front & ok_q & (length > 1e-6) & cam.in_image(np.nan_to_num(uv, nan=-1e9), margin_px=config.search_px + 2)
+    idx = np.flatnonzero(good)
+    normals = d[idx] / length[idx, None]
+    offsets, found = edge_offsets(grey, uv[idx], normals, config.search_px, config.min_step)
+    idx, normals, offsets = idx[found], normals[found], offsets[found]
+    measured = uv[idx] + (offsets - edges.offset_target_px[idx])[:, None] * normals
+    return EdgeMeasurement(idx, uv[idx], normals, measured)
+
+
+@dataclass(frozen=True)
+class EdgeFit:
+    """The pose ``T_current_target`` fitted to edges and keypoints, the number of edges that fit within
+    ``huber_px`` at it, and their median normal distance (px)."""
+
+    T_current_target: np.ndarray
+    n_edges: int
+    median_edge_px: float
+
+
+def _projection_jacobian(camera: Camera, p: np.ndarray) -> np.ndarray:
+    """(N, 2, 6) derivative of the pixel projection of camera-frame points ``p`` (N, 3) w.r.t. a left twist
+    ``(v, w)`` applied to the pose (``p -> p + v + w x p``)."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    iz = 1.0 / z
+    Jp = np.zeros((len(p), 2, 3))
+    Jp[:, 0, 0], Jp[:, 0, 2] = camera.fx * iz, -camera.fx * x * iz * iz
+    Jp[:, 1, 1], Jp[:, 1, 2] = camera.fy * iz, -camera.fy * y * iz * iz
+    Jt = np.zeros((len(p), 3, 6))
+    Jt[:, :, :3] = np.eye(3)
+    Jt[:, 0, 4], Jt[:, 0, 5] = z, -y  # -[p]x
+    Jt[:, 1, 3], Jt[:, 1, 5] = -z, x
+    Jt[:, 2, 3], Jt[:, 2, 4] = y, -x
+    return Jp @ Jt
+
+
+def _robust_weights(r: np.ndarray, k: float, redescending: bool) -> np.ndarray:
+    """Huber weights at ``k``, or Tukey's biweight at ``4 k`` (zero beyond: a wrong edge stops pulling)."""
+    a = np.abs(r)
+    if redescending:
+        return np.where(a < 4 * k, (1 - (a / (4 * k)) ** 2) ** 2, 0.0)
+    return np.where(a <= k, 1.0, k / np.maximum(a, 1e-12))
+
+
+def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey: np.ndarray,
+                           points_goal_m: np.ndarray, uv_current_px: np.ndarray, keypoint_camera: Camera,
+                           config: EdgeConfig, iterations_per_round: int = 3) -> EdgeFit | None:
+    """``T_current_target`` refined on the edges measured in ``grey`` (the camera's image, seen by
+    ``edges.camera``) together with keypoints (3D ``points_goal_m`` (N, 3) seen at ``uv_current_px`` (N, 2) by
+    ``keypoint_camera``, e.g. the working one): robust (Huber) Gauss-Newton, the edges re-measured at the
+    start of each round. None when fewer than ``config.min_edges`` edges are measured."""
+    T = np.asarray(T_current_target, np.float64)
+    scale_kp = edges.camera.fx / keypoint_camera.fx  # keypoint px -> edge px
+    measurement = None
+    for round_ in range(config.rounds):
+        # the first round searches twice as far (the start pose may be a few pixels off), later ones reject
+        # the edges that do not fit (Tukey) where the first only down-weights them (Huber)
+        search = replace(config, search_px=2 * config.search_px) if round_ == 0 and config.rounds > 1 else config
+        measurement = measure_edges(edges, T, grey, search)
+        if len(measurement.index) < config.min_edges:
+            return None
+        P_e = edges.points_goal_m[measurement.index]
+        for _ in range(iterations_per_round):
+            p_e = transform_points(T, P_e)
+            r_e = np.einsum("ij,ij->i", measurement.normals, edges.camera.project(p_e) - measurement.uv_measured_px)
+            J_e = np.einsum("ij,ijk->ik", measurement.normals, _projection_jacobian(edges.camera, p_e))
+            rows, res = [J_e], [r_e]
+            if len(points_goal_m):
+                p_k = transform_points(T, points_goal_m)
+                r_k = ((keypoint_camera.project(p_k) - uv_current_px) * scale_kp / config.keypoint_sigma_px).reshape(-1)
+                J_k = (_projection_jacobian(keypoint_camera, p_k) * scale_kp / config.keypoint_sigma_px).reshape(-1, 6)
+                rows.append(J_k)
+                res.append(r_k)
+            J, r = np.concatenate(rows), np.concatenate(res)
+            w = _robust_weights(r, config.huber_px, redescending=round_ > 0)
+            H = J.T @ (w[:, None] * J)
+            try:
+                dx = -np.linalg.solve(H + 1e-9 * np.trace(H) * np.eye(6), J.T @ (w * r))
+            except np.linalg.LinAlgError:
+                return None
+            T = se3_exp(dx) @ T
+            if np.linalg.norm(dx[:3]) < 1e-7 and np.linalg.norm(dx[3:]) < 1e-7:
+                break
+    assert measurement is not None
+    final = measure_edges(edges, T, grey, config)
+    if len(final.index) < config.min_edges:
+        return None
+    r = np.abs(np.einsum("ij,ij->i", final.normals, final.uv_predicted_px - final.uv_measured_px))
+    return EdgeFit(T, int(np.sum(r <= config.huber_px)), float(np.median(r)))
