@@ -139,7 +139,8 @@ def edge_offsets(grey: np.ndarray, uv_px: np.ndarray, normals: np.ndarray, searc
     derivative = np.abs(profile[:, 2:] - profile[:, :-2]) / (2 * step)  # at t[1:-1], per px
     # smoothed (Gaussian, 1 px): the derivative of a linearly interpolated step is a plateau between samples
     kernel = np.exp(-0.5 * (np.arange(-4, 5) * step) ** 2)
-    derivative = cv2.filter2D(derivative, -1, (kernel / kernel.sum())[None, :], borderType=cv2.BORDER_REPLICATE)
+    derivative = np.asarray(cv2.filter2D(derivative, -1, (kernel / kernel.sum())[None, :],
+                                         borderType=cv2.BORDER_REPLICATE), np.float64)
     centres = t[1:-1]
     inside = np.abs(centres) <= search_px
     derivative[:, ~inside] = -1.0
