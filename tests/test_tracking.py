@@ -107,6 +107,21 @@ def test_acquisition_waits_for_two_detections_that_agree():
     assert once._coarse is not None
     once.close()
 
+    # a tracked cycle from the unconfirmed pose is the second measurement when confirm_by_tracking: the goal
+    # frame's patches align onto the detection's (right) pose and the servo moves on; from a pose 40 mm off
+    # they do not, and it holds still
+    probe = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",)), render)
+    probe._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
+    assert probe._coarse is None and probe._probing and probe.stats["unconfirmed"] == 1
+    step = probe._track(render.rgb, 1.0, {})
+    assert step is not None and step.ok and probe.stats["confirmed_by_tracking"] == 1 and probe._established
+    probe.reset()
+    probe._use_detection(detection(2.0, make_pose(t=[0.04, 0.0, 0.0])))
+    step = probe._track(render.rgb, 2.0, {}) or probe._coarse_step(2.0, {})
+    assert not step.ok and not np.any(step.v_camera) and probe.T_current_target is None
+    assert probe.stats["confirmed_by_tracking"] == 0 and not probe._established
+    probe.close()
+
 
 @pytest.mark.slow
 def test_occlusion_holds_still_then_converges():

@@ -83,6 +83,11 @@ class TrackerConfig:
       ``confirm_translation_ratio`` of the target's median depth and ``confirm_rotation_deg``: two independent
       measurements of one pose. A false lock on a feature-poor part gives poses that do not agree, and its twist,
       held until the next detection, drove a camera 77 mm away (docs/parts.md). 1 = every detection drives.
+    - ``confirm_by_tracking``: the second measurement may also be a tracked cycle: the patches of every target
+      keypoint aligned from the unconfirmed detection's pose on the next frame, fitted to one rigid motion, and
+      agreeing with that pose within the same tolerances (tens of ms instead of a second detection's hundreds).
+      A wrong pose's patches do not align onto one motion near it (a false lock on a feature-poor part never
+      tracked, docs/parts.md), so it holds still as before.
 
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
@@ -103,6 +108,7 @@ class TrackerConfig:
     confirm_detections: int = 2
     confirm_translation_ratio: float = 0.05
     confirm_rotation_deg: float = 3.0
+    confirm_by_tracking: bool = False
 
     def __post_init__(self) -> None:
         if self.confirm_detections not in (1, 2):
@@ -235,13 +241,15 @@ class TrackingServo:
         self._established = False  # tracking has held since the pose was acquired
         self._coarse: Optional[Detection] = None  # the detection whose twist drives the coarse phase
         self._previous: Optional[Detection] = None  # the last detection with a pose, to confirm the next one
+        self._probing = False  # T_current_target is an unconfirmed detection's pose, for a tracked cycle to confirm
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
         self._commands: deque[tuple[float, np.ndarray, float]] = deque(maxlen=600)
         self._history: dict[float, np.ndarray] = {}  # frame time -> tracked T_current_target
         self._recent_counts: deque[int] = deque(maxlen=self.config.recent_cycles)
         self._tracked_ms: list[float] = []  # compute time of every tracked cycle
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
-                      "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0}
+                      "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0,
+                      "confirmed_by_tracking": 0}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
@@ -297,9 +305,13 @@ class TrackingServo:
             return
         confirmed = self._confirms(det)
         self._previous = det
-        if not confirmed:  # hold still until a second detection measures the same pose
+        self._probing = False
+        if not confirmed:  # hold still until a second measurement (detection or tracked cycle) agrees
             self._coarse, self.T_current_target = None, None
             self.stats["unconfirmed"] += 1
+            if self.config.confirm_by_tracking:  # the next frame's tracked cycle from this pose may confirm it
+                self.T_current_target, self._pose_time_s = det.T_current_target, det.timestamp_s
+                self._probing = True
             return
         # acquire: tracking tries from the detection's pose (carried forward to each frame through the motion
         # commanded since), the detection's twist drives meanwhile
@@ -317,7 +329,11 @@ class TrackingServo:
         if prev is None or prev.T_current_target is None or det.T_current_target is None:
             return False
         T_pred = inverse(self.motion(prev.timestamp_s, det.timestamp_s)) @ prev.T_current_target
-        distance_m, angle_rad = pose_error(T_pred, det.T_current_target)
+        return self._agree(T_pred, det.T_current_target)
+
+    def _agree(self, T_a: np.ndarray, T_b: np.ndarray) -> bool:
+        """Two measurements of ``T_current_target`` for one frame are of the same pose (the confirm tolerances)."""
+        distance_m, angle_rad = pose_error(T_a, T_b)
         return bool(distance_m <= self.config.confirm_translation_ratio * float(np.median(self.target.Z_star_m))
                     and np.rad2deg(angle_rad) <= self.config.confirm_rotation_deg)
 
@@ -367,7 +383,7 @@ class TrackingServo:
         if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers or implausible_pose(
                 fit.T_current_target, target.points_camera_goal_m[tracked.index_target],
                 target.Z_star_m[tracked.index_target], lock):
-            self.T_current_target = None
+            self.T_current_target, self._probing = None, False
             self._recent_counts.clear()
             if self._established:  # an established track lost: hold still until a fresh detection
                 self._established, self._coarse, self._previous = False, None, None
@@ -375,6 +391,12 @@ class TrackingServo:
                 self.stats["losses"] += 1
                 return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
             return None  # the acquisition did not lock: the coarse phase goes on
+        if self._probing:  # this cycle is the second measurement of an unconfirmed detection's pose
+            self._probing = False
+            if not self._agree(T_pred, fit.T_current_target):
+                self.T_current_target = None
+                return self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked)
+            self.stats["confirmed_by_tracking"] += 1
         typical = np.median(self._recent_counts) if self._recent_counts else 0.0
         if len(tracked) < self.config.min_inlier_fraction * typical:  # part of the object hidden: not sure
             self.T_current_target, self._pose_time_s = T_pred, timestamp_s

@@ -63,6 +63,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "confirm1": (("servo.confirm_detections=1",),
                  "every detection drives before a track is established (before issue 13: no second detection "
                  "confirming the first)"),
+    "trackconfirm": (("servo.confirm_by_tracking=true",),
+                     "a tracked cycle from an unconfirmed detection's pose may confirm it (instead of a second "
+                     "detection)"),
     "gain5": (("servo.control.gain.gain_at_zero=5", "servo.control.gain.gain_at_infinity=2.5"),
               "the per-frame law's adaptive gain 5 -> 2.5 /s instead of 3 -> 1.5 /s"),
     "gain8": (("servo.control.gain.gain_at_zero=8", "servo.control.gain.gain_at_infinity=4"),
