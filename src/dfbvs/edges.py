@@ -39,9 +39,12 @@ class EdgeConfig:
     - ``huber_px``: residuals beyond this are down-weighted (Huber), edges and keypoints alike.
     - ``keypoint_sigma_px``: the keypoints' measurement noise relative to the edges' (their residuals are divided
       by it); ``min_edges``: fewer measured edges than this = no edge fit (the pose is left as it was).
-    - ``min_fit_fraction``: the fit is used only when at least this fraction of the outline's points fit it
-      within ``huber_px`` (a fit that pulled onto wrong edges leaves most of them off; measured on the sheet and
-      the housing: good fits 0.6-0.95, bad ones 0.3).
+    - ``min_fit_fraction``: the fit is used only when at least this fraction of the outline's points in view fit
+      it within ``huber_px`` (a fit that pulled onto wrong edges leaves most of them off; measured on the sheet
+      and the housing: good fits 0.6-0.95, bad ones 0.3).
+    - ``veto_fraction``: when even the best fit leaves fewer than this fraction of the outline in view on an
+      edge, the pose is not the object's: the cycle is not a credible lock (zero twist). Wrong descriptor
+      locks on the smooth housing and the shaft fitted 0.22-0.30 (docs/parts.md). 0 = never.
     """
 
     enabled: bool = False
@@ -54,13 +57,15 @@ class EdgeConfig:
     keypoint_sigma_px: float = 1.0
     min_edges: int = 20
     min_fit_fraction: float = 0.5
+    veto_fraction: float = 0.35
 
     def __post_init__(self) -> None:
         if not (self.spacing_px >= 1 and self.search_px >= 1 and self.max_points >= 4 and self.rounds >= 1):
             raise ConfigError(f"edges: spacing_px={self.spacing_px!r} >= 1, search_px={self.search_px!r} >= 1, "
                               f"max_points={self.max_points!r} >= 4, rounds={self.rounds!r} >= 1 required")
-        if not 0 <= self.min_fit_fraction <= 1:
-            raise ConfigError(f"edges: min_fit_fraction={self.min_fit_fraction!r}: must be in [0, 1]")
+        if not (0 <= self.min_fit_fraction <= 1 and 0 <= self.veto_fraction <= self.min_fit_fraction):
+            raise ConfigError(f"edges: need 0 <= veto_fraction ({self.veto_fraction!r}) <= min_fit_fraction "
+                              f"({self.min_fit_fraction!r}) <= 1")
         if not (self.min_step > 0 and self.huber_px > 0 and self.keypoint_sigma_px > 0 and self.min_edges >= 6):
             raise ConfigError(f"edges: min_step={self.min_step!r}, huber_px={self.huber_px!r} and "
                               f"keypoint_sigma_px={self.keypoint_sigma_px!r} must be > 0, "
@@ -160,12 +165,13 @@ class EdgeMeasurement:
     """Edges measured at a pose: for the contour points ``index`` (K,) into :class:`ModelEdges`, the predicted
     pixels ``uv_predicted_px`` (K, 2), unit normals ``normals`` (K, 2) in the current image and the measured
     edge positions ``uv_measured_px`` (K, 2) (on the normal through the prediction, the target's own edge offset
-    removed)."""
+    removed); ``n_in_view``: contour points the pose puts in the image (measured or not)."""
 
     index: np.ndarray
     uv_predicted_px: np.ndarray
     normals: np.ndarray
     uv_measured_px: np.ndarray
+    n_in_view: int = 0
 
 
 def measure_edges(edges: ModelEdges, T_current_target: np.ndarray, grey: np.ndarray,
@@ -191,17 +197,23 @@ def measure_edges(edges: ModelEdges, T_current_target: np.ndarray, grey: np.ndar
     offsets, found = edge_offsets(grey, uv[idx], normals, config.search_px, config.min_step)
     idx, normals, offsets = idx[found], normals[found], offsets[found]
     measured = uv[idx] + (offsets - edges.offset_target_px[idx])[:, None] * normals
-    return EdgeMeasurement(idx, uv[idx], normals, measured)
+    return EdgeMeasurement(idx, uv[idx], normals, measured, int(good.sum()))
 
 
 @dataclass(frozen=True)
 class EdgeFit:
     """The pose ``T_current_target`` fitted to edges and keypoints, the number of edges that fit within
-    ``huber_px`` at it, and their median normal distance (px)."""
+    ``huber_px`` at it, their median normal distance (px), and the contour points in view at it."""
 
     T_current_target: np.ndarray
     n_edges: int
     median_edge_px: float
+    n_in_view: int = 0
+
+    @property
+    def fit_fraction(self) -> float:
+        """Share of the outline in view that fits the pose (0 when none is in view)."""
+        return self.n_edges / self.n_in_view if self.n_in_view else 0.0
 
 
 def _projection_jacobian(camera: Camera, p: np.ndarray) -> np.ndarray:
@@ -234,17 +246,19 @@ def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey
     """``T_current_target`` refined on the edges measured in ``grey`` (the camera's image, seen by
     ``edges.camera``) together with keypoints (3D ``points_goal_m`` (N, 3) seen at ``uv_current_px`` (N, 2) by
     ``keypoint_camera``, e.g. the working one): robust (Huber) Gauss-Newton, the edges re-measured at the
-    start of each round. None when fewer than ``config.min_edges`` edges are measured."""
+    start of each round. None when fewer than ``config.min_edges`` edges are measured at the start pose; an
+    :class:`EdgeFit` at the start pose with no edge fitting when a later round measures fewer."""
     T = np.asarray(T_current_target, np.float64)
     scale_kp = edges.camera.fx / keypoint_camera.fx  # keypoint px -> edge px
     measurement = None
+    T_start = T
     for round_ in range(config.rounds):
         # the first round searches twice as far (the start pose may be a few pixels off), later ones reject
         # the edges that do not fit (Tukey) where the first only down-weights them (Huber)
         search = replace(config, search_px=2 * config.search_px) if round_ == 0 and config.rounds > 1 else config
         measurement = measure_edges(edges, T, grey, search)
         if len(measurement.index) < config.min_edges:
-            return None
+            return None if round_ == 0 else EdgeFit(T_start, 0, float("inf"), measurement.n_in_view)
         P_e = edges.points_goal_m[measurement.index]
         for _ in range(iterations_per_round):
             p_e = transform_points(T, P_e)
@@ -263,13 +277,13 @@ def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey
             try:
                 dx = -np.linalg.solve(H + 1e-9 * np.trace(H) * np.eye(6), J.T @ (w * r))
             except np.linalg.LinAlgError:
-                return None
+                return EdgeFit(T_start, 0, float("inf"), measurement.n_in_view)
             T = se3_exp(dx) @ T
             if np.linalg.norm(dx[:3]) < 1e-7 and np.linalg.norm(dx[3:]) < 1e-7:
                 break
     assert measurement is not None
     final = measure_edges(edges, T, grey, config)
     if len(final.index) < config.min_edges:
-        return None
+        return EdgeFit(T_start, 0, float("inf"), final.n_in_view)
     r = np.abs(np.einsum("ij,ij->i", final.normals, final.uv_predicted_px - final.uv_measured_px))
-    return EdgeFit(T, int(np.sum(r <= config.huber_px)), float(np.median(r)))
+    return EdgeFit(T, int(np.sum(r <= config.huber_px)), float(np.median(r)), final.n_in_view)

@@ -354,18 +354,16 @@ class DFBVSServo:
     def _fit_edges(self, image: np.ndarray, target: PreparedTarget, inliers: Correspondences,
                    T_current_target: np.ndarray) -> EdgeFit | None:
         """The pose refined on the object's outline (measured in ``image``, the camera's own) and the inliers
-        (:func:`~dfbvs.edges.refine_pose_with_edges`), or None when fewer than ``edges.min_fit_fraction`` of the
-        outline fits it (part of it hidden or out of view, a wrong pose): the PnP pose then stands. ``target``: the
-        view the inliers index (upright: its render is the target's)."""
+        (:func:`~dfbvs.edges.refine_pose_with_edges`); None when too little of the outline is measured to say.
+        ``target``: the view the inliers index (upright: its render is the target's)."""
         render, cfg = target.render, self.config.edges
         if self._edges is None:
             self._edges = model_edges(render.rgb, render.depth_m, render.mask, render.camera, cfg)
         cam = render.camera
         native = resize_area(image, cam.width_px, cam.height_px)
-        fit = refine_pose_with_edges(T_current_target, self._edges, grey_float32(native),
-                                     target.points_camera_goal_m[inliers.index_target], inliers.uv_current_px,
-                                     target.camera, cfg)
-        return fit if fit is not None and fit.n_edges >= cfg.min_fit_fraction * len(self._edges) else None
+        return refine_pose_with_edges(T_current_target, self._edges, grey_float32(native),
+                                      target.points_camera_goal_m[inliers.index_target], inliers.uv_current_px,
+                                      target.camera, cfg)
 
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         cfg = self.config
@@ -430,13 +428,18 @@ class DFBVSServo:
         n_edges = 0
         if cfg.edges.enabled and upright and T_current_target is not None:
             fit = self._fit_edges(image, target, inliers, T_current_target)
-            if fit is not None:  # the law sees the inliers' points where the outline-and-keypoint pose puts them
-                T_current_target, n_edges = fit.T_current_target, fit.n_edges
-                p = transform_points(T_current_target, target.points_camera_goal_m[inliers.index_target])
-                inliers = replace(inliers, uv_current_px=target.camera.project(p))
             t4 = time.perf_counter()
             timings["edges_ms"] = (t4 - t3) * 1e3
             t3 = t4
+            if fit is not None and fit.fit_fraction < cfg.edges.veto_fraction:
+                return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target,
+                              f"{fit.n_edges} of the {fit.n_in_view} outline points in view fit the pose "
+                              f"< edges.veto_fraction={cfg.edges.veto_fraction}: not the object's pose")
+            if fit is not None and fit.fit_fraction >= cfg.edges.min_fit_fraction:
+                # the law sees the inliers' points where the outline-and-keypoint pose puts them
+                T_current_target, n_edges = fit.T_current_target, fit.n_edges
+                p = transform_points(T_current_target, target.points_camera_goal_m[inliers.index_target])
+                inliers = replace(inliers, uv_current_px=target.camera.project(p))
         lock = cfg.lock
         if len(inliers) < lock.min_inliers:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,
