@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .control import CONTROL_LAWS, ControlInput, IBVSConfig, InteractionChoice, build_control_law, tuned_ibvs_config
-from .edges import EdgeConfig, EdgeFit, ModelEdges, model_edges, refine_pose_with_edges
+from .edges import EdgeConfig, EdgeFit, ModelEdges, model_edges, near_goal, refine_pose_with_edges
 from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, build_extractor
@@ -426,16 +426,17 @@ class DFBVSServo:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,
                           f"{len(inliers)} inliers < min_inliers={cfg.min_inliers}")
         n_edges = 0
-        if cfg.edges.enabled and upright and T_current_target is not None:
+        if cfg.edges.enabled and upright and T_current_target is not None and near_goal(
+                T_current_target, float(np.median(target.Z_star_m)), cfg.edges):
             fit = self._fit_edges(image, target, inliers, T_current_target)
             t4 = time.perf_counter()
             timings["edges_ms"] = (t4 - t3) * 1e3
             t3 = t4
-            if fit is not None and fit.fit_fraction < cfg.edges.veto_fraction:
+            if fit is not None and fit.fit_fraction < cfg.edges.veto_fraction:  # (off by default)
                 return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target,
                               f"{fit.n_edges} of the {fit.n_in_view} outline points in view fit the pose "
                               f"< edges.veto_fraction={cfg.edges.veto_fraction}: not the object's pose")
-            if fit is not None and fit.fit_fraction >= cfg.edges.min_fit_fraction:
+            if fit is not None and fit.usable(cfg.edges):
                 # the law sees the inliers' points where the outline-and-keypoint pose puts them
                 T_current_target, n_edges = fit.T_current_target, fit.n_edges
                 p = transform_points(T_current_target, target.points_camera_goal_m[inliers.index_target])
