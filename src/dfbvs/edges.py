@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .camera import Camera
+from .control import interaction_matrix_pixel
 from .errors import ConfigError
 from .geometry import pose_error, se3_exp, transform_points
 
@@ -249,18 +250,9 @@ class EdgeFit:
 
 def _projection_jacobian(camera: Camera, p: np.ndarray) -> np.ndarray:
     """(N, 2, 6) derivative of the pixel projection of camera-frame points ``p`` (N, 3) w.r.t. a left twist
-    ``(v, w)`` applied to the pose (``p -> p + v + w x p``)."""
-    x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    iz = 1.0 / z
-    Jp = np.zeros((len(p), 2, 3))
-    Jp[:, 0, 0], Jp[:, 0, 2] = camera.fx * iz, -camera.fx * x * iz * iz
-    Jp[:, 1, 1], Jp[:, 1, 2] = camera.fy * iz, -camera.fy * y * iz * iz
-    Jt = np.zeros((len(p), 3, 6))
-    Jt[:, :, :3] = np.eye(3)
-    Jt[:, 0, 4], Jt[:, 0, 5] = z, -y  # -[p]x
-    Jt[:, 1, 3], Jt[:, 1, 5] = -z, x
-    Jt[:, 2, 3], Jt[:, 2, 4] = y, -x
-    return Jp @ Jt
+    ``(v, w)`` applied to the pose (``p -> p + v + w x p``): the points move as they would if the camera moved
+    by the opposite twist, so this is minus the interaction matrix."""
+    return -interaction_matrix_pixel(camera, camera.project(p), p[:, 2]).reshape(-1, 2, 6)
 
 
 def _robust_weights(r: np.ndarray, k: float, redescending: bool) -> np.ndarray:
