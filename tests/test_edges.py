@@ -105,3 +105,16 @@ def test_the_servo_uses_the_outline_only_when_most_of_it_fits(sheet_on_gravel, m
     hidden[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 128
     step = servo.step(hidden)
     assert step.n_edges == 0 and (not step.ok and not np.any(step.v_camera))
+
+
+def test_edges_imports_only_earlier_stages():
+    """docs/architecture.md: edges sits after control (it uses its interaction matrix), before the servo."""
+    import ast
+    from pathlib import Path
+
+    import dfbvs.edges
+
+    tree = ast.parse(Path(str(dfbvs.edges.__file__)).read_text())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    assert imported <= {"camera", "control", "errors", "geometry", "imaging"}, imported
