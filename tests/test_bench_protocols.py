@@ -83,6 +83,8 @@ def test_method_names_map_to_configs():
     t = episode_config(spec, "tracking-confirm1-gain5").servo
     assert t.confirm_detections == 1 and t.control.gain.gain_at_zero == 5 and t.control.gain.gain_at_infinity == 2.5
     assert episode_config(spec, "tracking").servo.confirm_detections == 2
+    t = episode_config(spec, "tracking-live2k-edges").servo.detection
+    assert t.edges.enabled and t.live_max_keypoints == 2000 and episode_config(spec, "dfbvs-edges").servo.edges.enabled
     with pytest.raises(ValueError, match="'norefine'"):
         parse_method("tracking-norefine")
     for bad in ("nope", "dfbvs-foo"):

@@ -66,6 +66,10 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "trackconfirm": (("servo.confirm_by_tracking=true",),
                      "a tracked cycle from an unconfirmed detection's pose may confirm it (instead of a second "
                      "detection)"),
+    "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
+    "edges": (("servo.detection.edges.enabled=true",),
+              "the detections fit the object's outline near the goal (dfbvs.edges): a part whose patches do not "
+              "align is driven by its detections"),
     "gain5": (("servo.control.gain.gain_at_zero=5", "servo.control.gain.gain_at_infinity=2.5"),
               "the per-frame law's adaptive gain 5 -> 2.5 /s instead of 3 -> 1.5 /s"),
     "gain8": (("servo.control.gain.gain_at_zero=8", "servo.control.gain.gain_at_infinity=4"),
