@@ -38,8 +38,11 @@ class EdgeConfig:
     - ``min_step``: the smallest grey-level step (0-255 per pixel) that counts as an edge.
     - ``rounds``: measure-then-fit rounds (each measures at the pose of the previous one).
     - ``huber_px``: residuals beyond this are down-weighted (Huber), edges and keypoints alike.
-    - ``keypoint_sigma_px``: the keypoints' measurement noise relative to the edges' (their residuals are divided
-      by it); ``min_edges``: fewer measured edges than this = no edge fit (the pose is left as it was).
+    - ``keypoint_sigma_px`` / ``refined_keypoint_sigma_px``: the keypoints' measurement noise relative to the
+      edges' (px of the camera's image; their residuals are divided by it): descriptor matches found at the
+      working resolution (~1 working px) and sub-pixel refined ones (~0.1 working px), so where refinement
+      verified the keypoints they, not the outline, hold the pose; ``min_edges``: fewer measured edges than
+      this = no edge fit (the pose is left as it was).
     - ``min_fit_fraction``: the fit is used only when at least this fraction of the outline's points in view fit
       it within ``huber_px`` (a fit that pulled onto wrong edges leaves most of them off; measured on the sheet
       and the housing: good fits 0.6-0.95, bad ones 0.3).
@@ -65,7 +68,8 @@ class EdgeConfig:
     min_step: float = 6.0
     rounds: int = 3
     huber_px: float = 0.5
-    keypoint_sigma_px: float = 1.0
+    keypoint_sigma_px: float = 2.0
+    refined_keypoint_sigma_px: float = 0.2
     min_edges: int = 20
     min_fit_fraction: float = 0.5
     keypoint_gate_px: float = 2.0
@@ -84,10 +88,11 @@ class EdgeConfig:
             raise ConfigError(f"edges: keypoint_gate_px={self.keypoint_gate_px!r}, near_goal_rotation_deg="
                               f"{self.near_goal_rotation_deg!r} and near_goal_translation_ratio="
                               f"{self.near_goal_translation_ratio!r} must be > 0")
-        if not (self.min_step > 0 and self.huber_px > 0 and self.keypoint_sigma_px > 0 and self.min_edges >= 6):
-            raise ConfigError(f"edges: min_step={self.min_step!r}, huber_px={self.huber_px!r} and "
-                              f"keypoint_sigma_px={self.keypoint_sigma_px!r} must be > 0, "
-                              f"min_edges={self.min_edges!r} >= 6")
+        sigmas_px = min(self.keypoint_sigma_px, self.refined_keypoint_sigma_px)
+        if not (self.min_step > 0 and self.huber_px > 0 and sigmas_px > 0 and self.min_edges >= 6):
+            raise ConfigError(f"edges: min_step={self.min_step!r}, huber_px={self.huber_px!r}, keypoint_sigma_px="
+                              f"{self.keypoint_sigma_px!r} and refined_keypoint_sigma_px="
+                              f"{self.refined_keypoint_sigma_px!r} must be > 0, min_edges={self.min_edges!r} >= 6")
 
 
 @dataclass(frozen=True)
@@ -265,13 +270,16 @@ def _robust_weights(r: np.ndarray, k: float, redescending: bool) -> np.ndarray:
 
 def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey: np.ndarray,
                            points_goal_m: np.ndarray, uv_current_px: np.ndarray, keypoint_camera: Camera,
-                           config: EdgeConfig, iterations_per_round: int = 3) -> EdgeFit | None:
+                           config: EdgeConfig, keypoint_sigma_px: float | None = None,
+                           iterations_per_round: int = 3) -> EdgeFit | None:
     """``T_current_target`` refined on the edges measured in ``grey`` (the camera's image, seen by
     ``edges.camera``) together with keypoints (3D ``points_goal_m`` (N, 3) seen at ``uv_current_px`` (N, 2) by
-    ``keypoint_camera``, e.g. the working one): robust (Huber) Gauss-Newton, the edges re-measured at the
+    ``keypoint_camera``, e.g. the working one; their noise ``keypoint_sigma_px`` in px of the edges' image,
+    ``config.keypoint_sigma_px`` when None): robust (Huber) Gauss-Newton, the edges re-measured at the
     start of each round. None when fewer than ``config.min_edges`` edges are measured at the start pose; an
     :class:`EdgeFit` at the start pose with no edge fitting when a later round measures fewer."""
     T = np.asarray(T_current_target, np.float64)
+    sigma_px = config.keypoint_sigma_px if keypoint_sigma_px is None else keypoint_sigma_px
     scale_kp = edges.camera.fx / keypoint_camera.fx  # keypoint px -> edge px
     measurement = None
     T_start = T
@@ -290,8 +298,8 @@ def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey
             rows, res = [J_e], [r_e]
             if len(points_goal_m):
                 p_k = transform_points(T, points_goal_m)
-                r_k = ((keypoint_camera.project(p_k) - uv_current_px) * scale_kp / config.keypoint_sigma_px).reshape(-1)
-                J_k = (_projection_jacobian(keypoint_camera, p_k) * scale_kp / config.keypoint_sigma_px).reshape(-1, 6)
+                r_k = ((keypoint_camera.project(p_k) - uv_current_px) * scale_kp / sigma_px).reshape(-1)
+                J_k = (_projection_jacobian(keypoint_camera, p_k) * scale_kp / sigma_px).reshape(-1, 6)
                 rows.append(J_k)
                 res.append(r_k)
             J, r = np.concatenate(rows), np.concatenate(res)

@@ -352,10 +352,11 @@ class DFBVSServo:
                             pose_ambiguous=self.symmetry.order > 1 and not self.symmetry.exact)
 
     def _fit_edges(self, image: np.ndarray, target: PreparedTarget, inliers: Correspondences,
-                   T_current_target: np.ndarray) -> EdgeFit | None:
+                   T_current_target: np.ndarray, refined: bool) -> EdgeFit | None:
         """The pose refined on the object's outline (measured in ``image``, the camera's own) and the inliers
-        (:func:`~dfbvs.edges.refine_pose_with_edges`); None when too little of the outline is measured to say.
-        ``target``: the view the inliers index (upright: its render is the target's)."""
+        (:func:`~dfbvs.edges.refine_pose_with_edges`; ``refined``: sub-pixel refinement verified them); None when
+        too little of the outline is measured to say. ``target``: the view the inliers index (upright: its render
+        is the target's)."""
         render, cfg = target.render, self.config.edges
         if self._edges is None:
             self._edges = model_edges(render.rgb, render.depth_m, render.mask, render.camera, cfg)
@@ -363,7 +364,8 @@ class DFBVSServo:
         native = resize_area(image, cam.width_px, cam.height_px)
         return refine_pose_with_edges(T_current_target, self._edges, grey_float32(native),
                                       target.points_camera_goal_m[inliers.index_target], inliers.uv_current_px,
-                                      target.camera, cfg)
+                                      target.camera, cfg,
+                                      cfg.refined_keypoint_sigma_px if refined else cfg.keypoint_sigma_px)
 
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         cfg = self.config
@@ -411,6 +413,7 @@ class DFBVSServo:
         # a strong descriptor lock's patches do not align (a thin sheet before a busy background)
         upright = target.inplane_rad == 0.0 and (len(self.views) == 1 or abs(planar_rotation_rad(
             inliers.uv_target_px, inliers.uv_current_px)) < np.deg2rad(MAX_REFINE_ROLL_DEG))
+        refined_used = False  # the inliers are sub-pixel refined and verified
         if target.refinement is not None and upright:
             candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
             refined, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
@@ -418,7 +421,7 @@ class DFBVSServo:
             if len(refined) >= cfg.lock.min_inliers or len(inliers) < cfg.lock.strong_match_inliers:
                 inliers = refined  # (a veto when too few refined points verify a weak lock)
                 if T_refined is not None:  # the pose that the refined points agree on: the more accurate one
-                    T_current_target = T_refined
+                    T_current_target, refined_used = T_refined, True
             t4 = time.perf_counter()
             timings["refine_ms"] = (t4 - t3) * 1e3
             t3 = t4
@@ -428,7 +431,7 @@ class DFBVSServo:
         n_edges = 0
         if cfg.edges.enabled and upright and T_current_target is not None and near_goal(
                 T_current_target, float(np.median(target.Z_star_m)), cfg.edges):
-            fit = self._fit_edges(image, target, inliers, T_current_target)
+            fit = self._fit_edges(image, target, inliers, T_current_target, refined_used)
             t4 = time.perf_counter()
             timings["edges_ms"] = (t4 - t3) * 1e3
             t3 = t4
