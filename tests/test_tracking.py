@@ -82,9 +82,9 @@ def test_acquisition_waits_for_two_detections_that_agree():
     with pytest.raises(ConfigError, match="confirm_detections=3"):
         TrackerConfig(confirm_detections=3)
     config = tracking_config().servo
-    assert config.confirm_by_tracking  # the default; the two-detection rule alone first
+    assert not config.confirm_by_tracking  # the default: the two-detection rule alone
     render = render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480), GoalConfig().T_object_camera())
-    servo = TrackingServo(apply_overrides(config, ("confirm_by_tracking=false",)), render)
+    servo = TrackingServo(config, render)
     empty, T = np.zeros((0, 2)), make_pose(t=[0.01, -0.02, 0.03])
 
     def detection(t_s, pose):
@@ -111,11 +111,12 @@ def test_acquisition_waits_for_two_detections_that_agree():
     # a tracked cycle from the unconfirmed pose is the second measurement when confirm_by_tracking: the goal
     # frame's patches align onto the detection's (right) pose and the servo moves on; from a pose 40 mm off
     # they do not, and it holds still
-    probe = TrackingServo(config, render)
+    probe = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",)), render)
     probe._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
     assert probe._coarse is None and probe._probing and probe.stats["unconfirmed"] == 1
     step = probe._track(render.rgb, 1.0, {})
     assert step is not None and step.ok and probe.stats["confirmed_by_tracking"] == 1 and probe._established
+    assert probe.stats["acquisitions"] == 1
     probe.reset()
     probe._use_detection(detection(2.0, make_pose(t=[0.04, 0.0, 0.0])))
     step = probe._track(render.rgb, 2.0, {}) or probe._coarse_step(2.0, {})

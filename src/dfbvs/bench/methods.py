@@ -64,10 +64,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                  "every detection drives before a track is established (before issue 13: no second detection "
                  "confirming the first)"),
     "trackconfirm": (("servo.confirm_by_tracking=true",),
-                     "a tracked cycle from an unconfirmed detection's pose may confirm it (the default since it was "
-                     "measured; the flag names it in older runs)"),
-    "detconfirm": (("servo.confirm_by_tracking=false",),
-                   "only a second detection confirms the first (before the tracked-cycle confirmation)"),
+                     "a tracked cycle from an unconfirmed detection's pose may confirm it (instead of a second "
+                     "detection)"),
     "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
     "edges": (("servo.detection.edges.enabled=true",),
               "the detections fit the object's outline near the goal (dfbvs.edges): a part whose patches do not "
