@@ -25,6 +25,7 @@ from .camera import Camera
 from .control import interaction_matrix_pixel
 from .errors import ConfigError
 from .geometry import pose_error, se3_exp, transform_points
+from .imaging import grey_float32
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,6 @@ class ModelEdges:
         return len(self.points_goal_m)
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    from .imaging import grey_float32
-
-    return grey_float32(np.asarray(rgb)[..., :3]) if np.asarray(rgb).ndim == 3 else np.asarray(rgb, np.float32)
-
-
 def model_edges(rgb: np.ndarray, depth_m: np.ndarray, mask: np.ndarray, camera: Camera,
                 config: EdgeConfig = EdgeConfig()) -> ModelEdges:
     """The contour points of a target render (its ``rgb``, ``depth_m``, ``mask`` seen by ``camera``): pixels
@@ -144,7 +139,8 @@ def model_edges(rgb: np.ndarray, depth_m: np.ndarray, mask: np.ndarray, camera: 
     uv = np.stack([u, v], axis=1).astype(np.float64)[ok]
     normals = -np.stack([gx, gy], axis=1)[ok] / norm[ok, None]  # outward: the mask decreases along it
     points = camera.unproject(uv, z[ok])
-    offsets, found = edge_offsets(_grey(rgb), uv, normals, config.search_px, config.min_step)
+    grey = grey_float32(np.asarray(rgb)[..., :3])
+    offsets, found = edge_offsets(grey, uv, normals, config.search_px, config.min_step)
     return ModelEdges(points[found], uv[found], normals[found], offsets[found], camera)
 
 
@@ -281,7 +277,6 @@ def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey
     T = np.asarray(T_current_target, np.float64)
     sigma_px = config.keypoint_sigma_px if keypoint_sigma_px is None else keypoint_sigma_px
     scale_kp = edges.camera.fx / keypoint_camera.fx  # keypoint px -> edge px
-    measurement = None
     T_start = T
     for round_ in range(config.rounds):
         # the first round searches twice as far (the start pose may be a few pixels off), later ones reject
@@ -312,7 +307,6 @@ def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey
             T = se3_exp(dx) @ T
             if np.linalg.norm(dx[:3]) < 1e-7 and np.linalg.norm(dx[3:]) < 1e-7:
                 break
-    assert measurement is not None
     final = measure_edges(edges, T, grey, config)
     if len(final.index) < config.min_edges:
         return EdgeFit(T_start, 0, float("inf"), final.n_in_view)
