@@ -125,6 +125,53 @@ def test_acquisition_waits_for_two_detections_that_agree():
     probe.close()
 
 
+def test_the_coarse_phase_closes_the_loop_on_the_predicted_pose():
+    """Far from the goal (tracking does not lock) each frame's twist comes from the latest detection's pose carried
+    forward through the motion commanded since: over 2 s with no new detection the camera closes in on the goal
+    at the camera's rate without overshooting, where the old rule (the detection's own twist held until the next
+    detection) keeps driving the way it pointed at the detection's frame and passes the goal."""
+    from dfbvs.camera import Camera
+    from dfbvs.control import ControlInput
+    from dfbvs.geometry import inverse, pose_error, se3_exp, transform_points
+    from dfbvs.matching import Correspondences
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.servo import ServoStep
+    from dfbvs.sim.episode import GoalConfig
+    from dfbvs.tracking import Detection, TrackingServo
+
+    render = render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480), GoalConfig().T_object_camera())
+    T_start = se3_exp([0.02, -0.01, 0.015, 0.03, -0.05, 0.08])  # 27 mm and 5.6 deg from the goal (T = identity)
+    dt = 1.0 / 30
+
+    def run(coarse_from_prediction: bool) -> list[float]:
+        flag = f"coarse_from_prediction={str(coarse_from_prediction).lower()}"
+        config = apply_overrides(tracking_config().servo, (flag,))
+        servo = TrackingServo(config, render)
+        # the detection's own step: the law's twist on its frame, which the old rule holds
+        t = servo.target
+        p = transform_points(T_start, t.points_camera_goal_m)
+        held = servo.law(ControlInput(xy=p[:, :2] / p[:, 2:3], xy_star=t.xy_star, Z_star_m=t.Z_star_m,
+                                      points_target_m=t.points_camera_goal_m, T_current_target=T_start))
+        step = ServoStep(v_camera=held.v_camera, status=StepStatus.OK, correspondences=Correspondences.empty(),
+                         all_matches=Correspondences.empty(), mean_error_px=1.0, tracking_mode=False, timings_ms={})
+        servo._coarse = Detection(0.0, T_start, np.zeros((0, 2)), np.zeros((0, 3)), 0.2, step)
+        T_true, errors = T_start, []
+        for k in range(60):
+            out = servo._coarse_step(k * dt, {})
+            assert out.ok and out.source is CorrespondenceSource.DETECTION
+            servo._commands.append((k * dt, out.v_camera, 0.0))
+            T_true = inverse(se3_exp(out.v_camera * dt)) @ T_true  # the camera moves by the twist for one frame
+            errors.append(pose_error(T_true, np.eye(4))[0] * 1e3)
+        servo.close()
+        return errors
+
+    predicted, held = run(True), run(False)
+    assert predicted[-1] < 0.2 * predicted[0], predicted  # > 5x closer after 2 s at 30 fps, no new detection
+    assert np.all(np.diff(predicted) <= 1e-9), "the error never grows"
+    assert held[-1] > predicted[-1] and min(held) < held[-1], "the held twist overshoots"
+
+
 @pytest.mark.slow
 def test_occlusion_holds_still_then_converges():
     """A plate covers the whole object from 0.8 s to 1.8 s: the servo loses the lock, commands zero velocity

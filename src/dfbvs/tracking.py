@@ -13,12 +13,14 @@ the two disagree by more than ``verify_px``: the correction is carried forward t
 tracked since that frame.
 
 Far from the goal the target's patches can look too different from the live image to align (scale,
-rotation); then the servo is in its *coarse phase*: it applies the twist of the latest detection (the
-per-frame DFBVS law at the detector's rate, as ``dfbvs`` does) and tries to lock tracking from each new
-detection's pose, carried forward to now through the motion commanded since its frame. Once tracking holds,
-the network only verifies. While nothing is locked, or when an established track is lost (until a
-detection of a frame taken after the loss), the servo commands zero velocity (statuses ``not_locked``,
-``too_few_inliers``).
+rotation); then the servo is in its *coarse phase*: every frame it carries the latest detection's pose forward
+to now through the motion commanded since that detection's frame, applies the per-frame law to the target
+points projected with that predicted pose (a closed loop at the camera's rate on a dead-reckoned estimate,
+corrected by each new detection), and tries to lock tracking from it. Once tracking holds, the network only
+verifies. (``coarse_from_prediction=False``: the old coarse phase, the latest detection's own twist held
+until the next detection, which overshoots when detections are slow.) While nothing is locked, or when an
+established track is lost (until a detection of a frame taken after the loss), the servo commands zero
+velocity (statuses ``not_locked``, ``too_few_inliers``).
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ class TrackerConfig:
       ``confirm_translation_ratio`` of the target's median depth and ``confirm_rotation_deg``: two independent
       measurements of one pose. A false lock on a feature-poor part gives poses that do not agree, and its twist,
       held until the next detection, drove a camera 77 mm away (docs/parts.md). 1 = every detection drives.
+    - ``coarse_from_prediction``: in the coarse phase, each frame's twist is the law applied to the target points
+      projected with the latest detection's pose carried forward through the motion commanded since, and each
+      frame tries to lock tracking from that pose; False = the detection's own twist (the per-frame servo's law on
+      the detection's frame) held until the next detection, and tracking tried once per detection. A held twist
+      ignores the motion it has already caused: with detections taking 1-2 s on a loaded machine it overshot
+      (bracket-G2-T1 diverged to 251 mm, connector-G2-T3 timed out, both in the coarse phase; docs/realtime.md).
     - ``confirm_by_tracking``: the second measurement may also be a tracked cycle: the patches of every target
       keypoint aligned from the unconfirmed detection's pose on the next frame, fitted to one rigid motion, and
       agreeing with that pose within the same tolerances (tens of ms instead of a second detection's hundreds).
@@ -112,6 +120,7 @@ class TrackerConfig:
     confirm_translation_ratio: float = 0.05
     confirm_rotation_deg: float = 3.0
     confirm_by_tracking: bool = False
+    coarse_from_prediction: bool = True
 
     def __post_init__(self) -> None:
         if self.confirm_detections not in (1, 2):
@@ -386,8 +395,11 @@ class TrackingServo:
         if fit is None or fit.T_current_target is None or len(tracked) < self.config.min_inliers or implausible_pose(
                 fit.T_current_target, target.points_camera_goal_m[tracked.index_target],
                 target.Z_star_m[tracked.index_target], lock):
-            self.T_current_target, self._probing = None, False
+            self._probing = False
             self._recent_counts.clear()
+            if self.config.coarse_from_prediction and self._coarse is not None and not self._established:
+                return None  # keep the detection's pose: the next frame tries again from it, carried forward
+            self.T_current_target = None
             if self._established:  # an established track lost: hold still until a fresh detection
                 self._established, self._coarse, self._previous = False, None, None
                 self._unlocked_since_s = timestamp_s
@@ -441,11 +453,37 @@ class TrackingServo:
             failed, self._failed = self._failed, None  # one failed measurement per failed detection
             return self._hold(failed or StepStatus.NOT_LOCKED, timestamp_s, timings)
         self.stats["coarse_cycles"] += 1
+        det = self._coarse
+        if self.config.coarse_from_prediction and det is not None and det.T_current_target is not None:
+            return self._predicted_step(det, timestamp_s, timings)
         return ServoStep(v_camera=coarse.v_camera, status=StepStatus.OK, correspondences=coarse.correspondences,
                          all_matches=coarse.all_matches, mean_error_px=coarse.mean_error_px, tracking_mode=False,
                          timings_ms=timings, timestamp_s=timestamp_s, T_current_target=self.T_current_target,
                          source=CorrespondenceSource.DETECTION, gain=coarse.gain,
                          condition_number=coarse.condition_number)
+
+    def _predicted_step(self, det: Detection, timestamp_s: float, timings: dict[str, float]) -> ServoStep:
+        """The coarse phase's law on the detection's pose carried forward to this frame through the motion
+        commanded since: every target point projected with that pose is the current feature."""
+        assert det.T_current_target is not None
+        T_pred = inverse(self.motion(det.timestamp_s, timestamp_s)) @ det.T_current_target
+        target = self.target
+        points_now_m = transform_points(T_pred, target.points_camera_goal_m)
+        if np.any(points_now_m[:, 2] <= 0):  # the prediction put the object behind the camera: not a pose to drive on
+            return replace(self._hold(StepStatus.IMPLAUSIBLE, timestamp_s, timings),
+                           reason="the predicted pose puts target points behind the camera")
+        xy = points_now_m[:, :2] / points_now_m[:, 2:3]
+        out = self.law(ControlInput(xy=xy, xy_star=target.xy_star, Z_star_m=target.Z_star_m,
+                                    points_target_m=target.points_camera_goal_m, T_current_target=T_pred))
+        why = implausible_twist(out.v_camera, self.config.detection.lock)
+        if why:
+            return replace(self._hold(StepStatus.IMPLAUSIBLE, timestamp_s, timings), reason=why)
+        coarse = det.step
+        return ServoStep(v_camera=out.v_camera, status=StepStatus.OK,
+                         correspondences=coarse.correspondences if coarse is not None else Correspondences.empty(),
+                         all_matches=Correspondences.empty(), mean_error_px=float("nan"), tracking_mode=False,
+                         timings_ms=timings, timestamp_s=timestamp_s, T_current_target=T_pred,
+                         source=CorrespondenceSource.DETECTION, gain=out.gain, condition_number=out.condition_number)
 
     def _hold(self, status: StepStatus, timestamp_s: float, timings: dict[str, float],
               tracked: Correspondences | None = None) -> ServoStep:

@@ -70,6 +70,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "edges": (("servo.detection.edges.enabled=true",),
               "the detections fit the object's outline near the goal (dfbvs.edges): a part whose patches do not "
               "align is driven by its detections"),
+    "heldcoarse": (("servo.coarse_from_prediction=false",),
+                   "the coarse phase holds the latest detection's own twist until the next detection (before the "
+                   "closed loop on the predicted pose)"),
     "gain5": (("servo.control.gain.gain_at_zero=5", "servo.control.gain.gain_at_infinity=2.5"),
               "the per-frame law's adaptive gain 5 -> 2.5 /s instead of 3 -> 1.5 /s"),
     "gain8": (("servo.control.gain.gain_at_zero=8", "servo.control.gain.gain_at_infinity=4"),
