@@ -118,3 +118,26 @@ def test_edges_imports_only_earlier_stages():
     imported = {node.module for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
     assert imported <= {"camera", "control", "errors", "geometry", "imaging"}, imported
+
+
+def test_an_edge_fit_that_runs_behind_the_camera_returns_its_start_pose():
+    """A cylinder's outline is two lines: from a pose 20 mm off (an outline search's guess on shaft-P1's start
+    frame) Gauss-Newton slid along the axis until points went behind the camera and the Jacobian raised; the
+    fit now stops there and reports its start pose with nothing fitted."""
+    from dfbvs.goal import object_center_m
+    from dfbvs.sim.episode import start_pose
+
+    spec = next(s for s in make_protocol("parts", ["bracket"]) if s.episode_id == "shaft-P1")
+    config = episode_config(spec, "dfbvs")
+    mesh = episode_mesh(config)
+    T_object_goal = config.goal.T_object_camera(mesh, config.camera)
+    target = render_target(mesh, config.camera, T_object_goal)
+    edges = model_edges(target.rgb, target.depth_m, target.mask, target.camera, EdgeConfig())
+    T_object_start = start_pose(config, config.camera, T_object_goal, object_center_m(mesh))
+    grey = grey_float32(render_scene(build_scene(mesh, config.scene, seed=config.seed), config.camera,
+                                     T_object_start).rgb)
+    guess = se3_exp([0.044251, -0.029298, -0.039157, 0.0, 0.0, 0.0])
+    fit = refine_pose_with_edges(guess, edges, grey, np.zeros((0, 3)), np.zeros((0, 2)), target.camera,
+                                 EdgeConfig(search_px=8, rounds=4), iterations_per_round=5)
+    assert fit is not None and np.allclose(fit.T_current_target, guess) and fit.n_edges == 0
+    assert not fit.usable(EdgeConfig())

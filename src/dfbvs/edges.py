@@ -305,6 +305,9 @@ def refine_pose_with_edges(T_current_target: np.ndarray, edges: ModelEdges, grey
             except np.linalg.LinAlgError:
                 return EdgeFit(T_start, 0, float("inf"), measurement.n_in_view)
             T = se3_exp(dx) @ T
+            if np.any(transform_points(T, P_e)[:, 2] <= 1e-6) or (
+                    len(points_goal_m) and np.any(transform_points(T, points_goal_m)[:, 2] <= 1e-6)):
+                return EdgeFit(T_start, 0, float("inf"), measurement.n_in_view)  # diverged behind the camera
             if np.linalg.norm(dx[:3]) < 1e-7 and np.linalg.norm(dx[3:]) < 1e-7:
                 break
     final = measure_edges(edges, T, grey, config)
