@@ -80,9 +80,11 @@ def test_method_names_map_to_configs():
     assert episode_config(spec, "dfbvs-sift", ["servo.features.max_keypoints=300"]).servo.features.max_keypoints == 300
     assert episode_config(spec, "dfbvs").scene != episode_config(make_protocol("tiny", OBJS)[1], "dfbvs").scene
     # the tracking servo's own flags; a dfbvs flag is not one of them
-    t = episode_config(spec, "tracking-confirm1-gain5").servo
-    assert t.confirm_detections == 1 and t.control.gain.gain_at_zero == 5 and t.control.gain.gain_at_infinity == 2.5
-    assert episode_config(spec, "tracking").servo.confirm_detections == 2
+    t = episode_config(spec, "tracking-confirm1-gain3").servo
+    assert t.confirm_detections == 1 and t.control.gain.gain_at_zero == 3 and t.control.gain.gain_at_infinity == 1.5
+    t = episode_config(spec, "tracking").servo
+    assert t.confirm_detections == 2 and t.confirm_by_tracking and t.control.gain.gain_at_zero == 5
+    assert not episode_config(spec, "tracking-detconfirm").servo.confirm_by_tracking
     t = episode_config(spec, "tracking-live2k-edges").servo.detection
     assert t.edges.enabled and t.live_max_keypoints == 2000 and episode_config(spec, "dfbvs-edges").servo.edges.enabled
     with pytest.raises(ValueError, match="'norefine'"):

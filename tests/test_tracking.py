@@ -81,8 +81,8 @@ def test_acquisition_waits_for_two_detections_that_agree():
 
     with pytest.raises(ConfigError, match="confirm_detections=3"):
         TrackerConfig(confirm_detections=3)
-    config = tracking_config().servo
-    assert not config.confirm_by_tracking  # the default: the two-detection rule alone
+    assert tracking_config().servo.confirm_by_tracking  # the default: a detection or a tracked cycle confirms
+    config = tracking_config("servo.confirm_by_tracking=false").servo  # the two-detection rule alone
     render = render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480), GoalConfig().T_object_camera())
     servo = TrackingServo(config, render)
     empty, T = np.zeros((0, 2)), make_pose(t=[0.01, -0.02, 0.03])

@@ -63,9 +63,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "confirm1": (("servo.confirm_detections=1",),
                  "every detection drives before a track is established (before issue 13: no second detection "
                  "confirming the first)"),
-    "trackconfirm": (("servo.confirm_by_tracking=true",),
-                     "a tracked cycle from an unconfirmed detection's pose may confirm it (instead of a second "
-                     "detection)"),
+    "detconfirm": (("servo.confirm_by_tracking=false",),
+                   "only a second detection confirms the first (before the tracked cycle could, the default since "
+                   "the coarse phase closes the loop on the predicted pose)"),
     "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
     "edges": (("servo.detection.edges.enabled=true",),
               "the detections fit the object's outline near the goal (dfbvs.edges): a part whose patches do not "
@@ -73,10 +73,10 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "heldcoarse": (("servo.coarse_from_prediction=false",),
                    "the coarse phase holds the latest detection's own twist until the next detection (before the "
                    "closed loop on the predicted pose)"),
-    "gain5": (("servo.control.gain.gain_at_zero=5", "servo.control.gain.gain_at_infinity=2.5"),
-              "the per-frame law's adaptive gain 5 -> 2.5 /s instead of 3 -> 1.5 /s"),
+    "gain3": (("servo.control.gain.gain_at_zero=3", "servo.control.gain.gain_at_infinity=1.5"),
+              "the tracked loop's adaptive gain 3 -> 1.5 /s (the default before) instead of 5 -> 2.5 /s"),
     "gain8": (("servo.control.gain.gain_at_zero=8", "servo.control.gain.gain_at_infinity=4"),
-              "the per-frame law's adaptive gain 8 -> 4 /s instead of 3 -> 1.5 /s"),
+              "the tracked loop's adaptive gain 8 -> 4 /s instead of 5 -> 2.5 /s"),
 }
 
 
