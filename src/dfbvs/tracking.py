@@ -55,7 +55,7 @@ from .servo import (
 
 def _fast_control() -> IBVSConfig:
     # measured for the ~30 Hz loop (docs/realtime.md): 5 -> 2.5 /s, against 3 -> 1.5 before, cut the median time to
-    # goal on accuracy18 from 2.62 s to 1.73 s with the same final errors (the per-frame loop's gain: 0.5-1.0)
+    # goal on accuracy18 from 2.63 s to 1.73 s with the same final errors (the per-frame loop's gain: 0.5-1.0)
     return IBVSConfig(gain=GainConfig(gain_at_zero=5.0, gain_at_infinity=2.5, slope_at_zero=20.0),
                       max_linear_m_s=0.1, max_angular_rad_s=0.5)
 
@@ -455,18 +455,19 @@ class TrackingServo:
         self.stats["coarse_cycles"] += 1
         det = self._coarse
         if self.config.coarse_from_prediction and det is not None and det.T_current_target is not None:
-            return self._predicted_step(det, timestamp_s, timings)
+            return self._predicted_step(det.T_current_target, det.timestamp_s, coarse, timestamp_s, timings)
         return ServoStep(v_camera=coarse.v_camera, status=StepStatus.OK, correspondences=coarse.correspondences,
                          all_matches=coarse.all_matches, mean_error_px=coarse.mean_error_px, tracking_mode=False,
                          timings_ms=timings, timestamp_s=timestamp_s, T_current_target=self.T_current_target,
                          source=CorrespondenceSource.DETECTION, gain=coarse.gain,
                          condition_number=coarse.condition_number)
 
-    def _predicted_step(self, det: Detection, timestamp_s: float, timings: dict[str, float]) -> ServoStep:
-        """The coarse phase's law on the detection's pose carried forward to this frame through the motion
-        commanded since: every target point projected with that pose is the current feature."""
-        assert det.T_current_target is not None
-        T_pred = inverse(self.motion(det.timestamp_s, timestamp_s)) @ det.T_current_target
+    def _predicted_step(self, T_detected: np.ndarray, detected_at_s: float, detection: ServoStep, timestamp_s: float,
+                        timings: dict[str, float]) -> ServoStep:
+        """The coarse phase's law on a detection's pose (``T_detected``, of the frame taken at ``detected_at_s``,
+        its step ``detection``) carried forward to this frame through the motion commanded since: every target point
+        projected with that pose is the current feature."""
+        T_pred = inverse(self.motion(detected_at_s, timestamp_s)) @ T_detected
         target = self.target
         points_now_m = transform_points(T_pred, target.points_camera_goal_m)
         if np.any(points_now_m[:, 2] <= 0):  # the prediction put the object behind the camera: not a pose to drive on
@@ -478,9 +479,7 @@ class TrackingServo:
         why = implausible_twist(out.v_camera, self.config.detection.lock)
         if why:
             return replace(self._hold(StepStatus.IMPLAUSIBLE, timestamp_s, timings), reason=why)
-        coarse = det.step
-        return ServoStep(v_camera=out.v_camera, status=StepStatus.OK,
-                         correspondences=coarse.correspondences if coarse is not None else Correspondences.empty(),
+        return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=detection.correspondences,
                          all_matches=Correspondences.empty(), mean_error_px=float("nan"), tracking_mode=False,
                          timings_ms=timings, timestamp_s=timestamp_s, T_current_target=T_pred,
                          source=CorrespondenceSource.DETECTION, gain=out.gain, condition_number=out.condition_number)
