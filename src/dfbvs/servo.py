@@ -237,6 +237,13 @@ class ServoStep:
         return self.status is StepStatus.OK
 
 
+def at_pose(inliers: Correspondences, target: PreparedTarget, T_current_target: np.ndarray) -> Correspondences:
+    """The inliers with their current positions where ``T_current_target`` puts their target points (pixels of
+    ``target.camera``): what the law sees when a fit on more than the keypoints (the outline) gave the pose."""
+    p = transform_points(T_current_target, target.points_camera_goal_m[inliers.index_target])
+    return replace(inliers, uv_current_px=target.camera.project(p))
+
+
 class DFBVSServo:
     """Stateful DFBVS controller: ``step(image, timestamp_s)`` returns a :class:`ServoStep` per camera image.
 
@@ -351,13 +358,17 @@ class DFBVSServo:
                             T_current_equivalent=T_equivalent,
                             pose_ambiguous=self.symmetry.order > 1 and not self.symmetry.exact)
 
-    def _fit_edges(self, image: np.ndarray, target: PreparedTarget, inliers: Correspondences,
-                   T_current_target: np.ndarray, refined: bool) -> EdgeFit | None:
+    def fit_edges(self, image: np.ndarray, target: PreparedTarget, inliers: Correspondences,
+                  T_current_target: np.ndarray, refined: bool) -> EdgeFit | None:
         """The pose refined on the object's outline (measured in ``image``, the camera's own) and the inliers
         (:func:`~dfbvs.edges.refine_pose_with_edges`; ``refined``: sub-pixel refinement verified them); None when
-        too little of the outline is measured to say. ``target``: the view the inliers index (upright: its render
-        is the target's)."""
+        the outline is off (``edges.enabled``), the pose is not near the goal (:func:`~dfbvs.edges.near_goal`: the
+        goal view's outline is not the object's from elsewhere) or too little of it is measured to say.
+        ``target``: an upright view (its render is the target's), whose points the inliers index. Also used by the
+        tracking servo on its tracked cycles."""
         render, cfg = target.render, self.config.edges
+        if not cfg.enabled or not near_goal(T_current_target, float(np.median(target.Z_star_m)), cfg):
+            return None
         if self._edges is None:
             self._edges = model_edges(render.rgb, render.depth_m, render.mask, render.camera, cfg)
         cam = render.camera
@@ -429,9 +440,8 @@ class DFBVSServo:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,
                           f"{len(inliers)} inliers < min_inliers={cfg.min_inliers}")
         n_edges = 0
-        if cfg.edges.enabled and upright and T_current_target is not None and near_goal(
-                T_current_target, float(np.median(target.Z_star_m)), cfg.edges):
-            fit = self._fit_edges(image, target, inliers, T_current_target, refined_used)
+        if cfg.edges.enabled and upright and T_current_target is not None:
+            fit = self.fit_edges(image, target, inliers, T_current_target, refined_used)
             t4 = time.perf_counter()
             timings["edges_ms"] = (t4 - t3) * 1e3
             t3 = t4
@@ -442,8 +452,7 @@ class DFBVSServo:
             if fit is not None and fit.usable(cfg.edges):
                 # the law sees the inliers' points where the outline-and-keypoint pose puts them
                 T_current_target, n_edges = fit.T_current_target, fit.n_edges
-                p = transform_points(T_current_target, target.points_camera_goal_m[inliers.index_target])
-                inliers = replace(inliers, uv_current_px=target.camera.project(p))
+                inliers = at_pose(inliers, target, T_current_target)
         lock = cfg.lock
         if len(inliers) < lock.min_inliers:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,

@@ -47,6 +47,7 @@ from .servo import (
     ServoConfig,
     ServoStep,
     StepStatus,
+    at_pose,
     check_law_within_lock,
     implausible_pose,
     implausible_twist,
@@ -419,21 +420,29 @@ class TrackingServo:
             self.stats["unsure"] += 1
             return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
         self._recent_counts.append(len(tracked))
+        T_fit, n_edges = fit.T_current_target, 0
+        if self.config.detection.edges.enabled:  # near the goal, the outline with the aligned points
+            t_edges = time.perf_counter()
+            edge_fit = self.deep.fit_edges(image, target, tracked, T_fit, refined=True)
+            if edge_fit is not None and edge_fit.usable(self.config.detection.edges):
+                T_fit, n_edges = edge_fit.T_current_target, edge_fit.n_edges
+                tracked = at_pose(tracked, target, T_fit)
+            timings["edges_ms"] = (time.perf_counter() - t_edges) * 1e3
         if not self._established:
             self._established, self._coarse = True, None
             if self._ever_established:
                 self.stats["reacquisitions"] += 1
             self._ever_established = True
         self.stats["tracked_cycles"] += 1
-        self.T_current_target, self._pose_time_s = fit.T_current_target, timestamp_s
-        self._history[timestamp_s] = fit.T_current_target
+        self.T_current_target, self._pose_time_s = T_fit, timestamp_s
+        self._history[timestamp_s] = T_fit
         if len(self._history) > 256:  # detections take well under 256 frames
             self._history.pop(next(iter(self._history)))
         idx = tracked.index_target
         out = self.law(ControlInput(xy=target.camera.pixel_to_normalized(tracked.uv_current_px),
                                     xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],
                                     points_target_m=target.points_camera_goal_m[idx],
-                                    T_current_target=fit.T_current_target))
+                                    T_current_target=T_fit))
         why = implausible_twist(out.v_camera, lock)
         if why:
             step = self._hold(StepStatus.IMPLAUSIBLE, timestamp_s, timings, tracked)
@@ -442,9 +451,9 @@ class TrackingServo:
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=tracked,
                          all_matches=candidates, mean_error_px=mean_err, tracking_mode=False, timings_ms=timings,
-                         timestamp_s=timestamp_s, T_current_target=fit.T_current_target,
+                         timestamp_s=timestamp_s, T_current_target=T_fit,
                          source=CorrespondenceSource.TRACKING, gain=out.gain,
-                         condition_number=out.condition_number)
+                         condition_number=out.condition_number, n_edges=n_edges)
 
     def _coarse_step(self, timestamp_s: float, timings: dict[str, float]) -> ServoStep:
         """The latest detection's step, its twist held until the next detection; zero twist without one."""

@@ -68,8 +68,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                    "the coarse phase closes the loop on the predicted pose)"),
     "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
     "edges": (("servo.detection.edges.enabled=true",),
-              "the detections fit the object's outline near the goal (dfbvs.edges): a part whose patches do not "
-              "align is driven by its detections"),
+              "the object's outline fitted with the aligned points on every tracked cycle near the goal, and with "
+              "the matches in the detections (dfbvs.edges)"),
     "heldcoarse": (("servo.coarse_from_prediction=false",),
                    "the coarse phase holds the latest detection's own twist until the next detection (before the "
                    "closed loop on the predicted pose)"),
