@@ -420,7 +420,7 @@ class TrackingServo:
             self.stats["unsure"] += 1
             return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
         self._recent_counts.append(len(tracked))
-        T_fit, n_edges = fit.T_current_target, 0
+        T_fit, n_edges = fit.T_current_target, 0  # the pose the law and the stop rule see
         if self.config.detection.edges.enabled:  # near the goal, the outline with the aligned points
             t_edges = time.perf_counter()
             edge_fit = self.deep.fit_edges(image, target, tracked, T_fit, refined=True)
@@ -434,8 +434,10 @@ class TrackingServo:
                 self.stats["reacquisitions"] += 1
             self._ever_established = True
         self.stats["tracked_cycles"] += 1
-        self.T_current_target, self._pose_time_s = T_fit, timestamp_s
-        self._history[timestamp_s] = T_fit
+        # the aligned points' pose is the tracked state (the next frame's prediction, the detections' check): an
+        # outline fit that pulls a little off is then not fed back into where the patches are searched
+        self.T_current_target, self._pose_time_s = fit.T_current_target, timestamp_s
+        self._history[timestamp_s] = fit.T_current_target
         if len(self._history) > 256:  # detections take well under 256 frames
             self._history.pop(next(iter(self._history)))
         idx = tracked.index_target
