@@ -16,8 +16,9 @@ Seconds per variant instead of minutes per episode.
 
 A variant is a space-separated list of ``PATH=VALUE`` overrides of the episode config (the ``--set`` syntax,
 ``dfbvs config show``), plus three keys of this script: ``camera_scale`` (render camera = Camera.default()
-times this; default 2 = 640x480), ``target_supersample``, ``target_renderer`` (e.g. ``blender:samples=64``)
-and ``object``.
+times this; default 2 = 640x480), ``target_supersample``, ``target_renderer`` (e.g. ``blender:samples=64``),
+``object``, and ``episode`` (``PROTOCOL:EPISODE_ID``, e.g. ``accuracy18:connector-G2-T2``: that bench episode's
+object, scene, camera and goal in place of the default episode's).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, n
 def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg: float, extractors: dict,
                 same_pose: bool = False) -> dict:
     # camera_scale 2: the default 640x480
-    own = {"camera_scale": "2", "target_supersample": "3", "object": "bracket", "target_renderer": "moderngl"}
+    own = {"camera_scale": "2", "target_supersample": "3", "object": "bracket", "target_renderer": "moderngl",
+           "episode": ""}
     overrides = []
     for item in spec.split():
         key, _, value = item.partition("=")
@@ -65,12 +67,28 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         else:
             overrides.append(item)
     scale, target_ss = int(own["camera_scale"]), int(own["target_supersample"])
-    base = Camera.default()
-    camera = base.rescaled(base.width_px * scale, base.height_px * scale)
-    config = replace(episode_config(overrides), object_name=own["object"], camera=camera)
+    if own.get("episode"):  # PROTOCOL:EPISODE_ID: that bench episode's object, scene, camera and goal
+        from dfbvs.bench.methods import episode_config as bench_episode_config
+        from dfbvs.bench.protocols import make_protocol
+        from dfbvs.config import apply_overrides
+        from dfbvs.sim.episode import episode_mesh
+
+        protocol, _, episode_id = own["episode"].partition(":")
+        spec = next((s for s in make_protocol(protocol, ["bracket", "connector", "gear"])
+                     if s.episode_id == episode_id), None)
+        if spec is None:
+            raise SystemExit(f"episode={own['episode']!r}: no such episode in protocol {protocol!r}")
+        config = apply_overrides(bench_episode_config(spec, "dfbvs"), overrides)
+        camera = config.camera
+        mesh = episode_mesh(config)
+        T_goal = config.goal.T_object_camera(mesh, camera)
+    else:
+        base = Camera.default()
+        camera = base.rescaled(base.width_px * scale, base.height_px * scale)
+        config = replace(episode_config(overrides), object_name=own["object"], camera=camera)
+        mesh = load_builtin(config.object_name)
+        T_goal = config.goal.T_object_camera()
     servo_cfg, seed = config.servo, config.seed
-    mesh = load_builtin(config.object_name)
-    T_goal = config.goal.T_object_camera()
     target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"])
     key = servo_cfg.features
     if key not in extractors:
