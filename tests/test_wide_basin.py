@@ -194,3 +194,24 @@ def test_at_an_equivalent_goal_the_far_phase_sees_no_pose_error(aliked_bracket):
     v_far = law(ci).v_camera  # far from the goal itself: the centroid law's saturated twist
     assert np.linalg.norm(v_far[3:]) == pytest.approx(0.3) or np.linalg.norm(v_far[:3]) == pytest.approx(0.05)
     assert not np.allclose(v_far, v_equivalent)
+
+
+def test_a_symmetry_with_as_many_elements_as_views_acquires_on_the_upright_view_only(aliked_bracket):
+    """With 8 rolled views, a 20-fold symmetry (the gear's teeth) leaves only the upright view to match: it meets an
+    equivalent within half a tooth at any roll (the rolled views made the gear's wide starts diverge); a 4-fold one
+    (90 deg apart) keeps them all, as no symmetry does."""
+    from dataclasses import replace
+
+    from dfbvs.servo import DFBVSServo
+    from dfbvs.symmetry import Symmetry
+
+    servo, _, _, _ = aliked_bracket
+    config = replace(servo.config, acquisition=AcquisitionConfig(inplane_views=8))
+    wide = DFBVSServo(DFBVSServo._prepare(servo.target.render, config, servo.extractor), config, servo.extractor)
+    assert wide._views_to_try() == list(range(8))
+    wide.declare_symmetry(Symmetry.discrete_rotations((0.0, 0.0, 1.0), 20))
+    assert wide._views_to_try() == [0]
+    wide.declare_symmetry(Symmetry.discrete_rotations((0.0, 0.0, 1.0), 4))
+    assert wide._views_to_try() == list(range(8))
+    wide.declare_symmetry(Symmetry.none())
+    assert wide._views_to_try() == list(range(8))

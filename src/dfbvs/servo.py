@@ -309,6 +309,11 @@ class DFBVSServo:
         PnP pose jumps between teeth and the loop chased them, docs/convergence.md). The tracking servo does
         not use it."""
         self.symmetry = symmetry
+        # a symmetry with at least as many elements as there are rolled views (the gear's 20 teeth against 8 views
+        # 45 deg apart): the upright view matches an equivalent within half a period at any roll, and the rolled
+        # views' locks on other equivalents drove the loop away (wide protocol, gear: 0/7 converged with the
+        # views, 8/12 at an equivalent without; docs/convergence.md)
+        self._upright_only = symmetry.order >= len(self.views) > 1
         exact = symmetry if symmetry.exact else Symmetry.none()  # a visual one (the gear's) would mislead the law
         self._goal_symmetries = goal_frame_symmetries(exact, self.target.render.T_object_camera)
 
@@ -323,8 +328,9 @@ class DFBVSServo:
 
     def _views_to_try(self) -> list[int]:
         """Indices of the views this cycle matches: the one nearest the roll measured while locked, or every
-        view while acquiring (the one with most inliers is kept)."""
-        if len(self.views) == 1:
+        view while acquiring (the one with most inliers is kept); only the upright one for an object whose
+        symmetry makes the others redundant (:meth:`declare_symmetry`)."""
+        if len(self.views) == 1 or self._upright_only:
             return [0]
         if self._roll_rad is not None:
             return [nearest_view(self.views, self._roll_rad)]
