@@ -24,7 +24,7 @@ import numpy as np
 from .camera import Camera
 from .control import interaction_matrix_pixel
 from .errors import ConfigError
-from .geometry import pose_error, se3_exp, transform_points
+from .geometry import near_identity, se3_exp, transform_points
 from .imaging import grey_float32
 
 
@@ -182,9 +182,7 @@ def edge_offsets(grey: np.ndarray, uv_px: np.ndarray, normals: np.ndarray, searc
 def near_goal(T_current_target: np.ndarray, depth_m: float, config: EdgeConfig) -> bool:
     """Whether the pose ``T_current_target`` is close enough to the goal (identity) for the goal's outline to be
     the object's outline (``config.near_goal_*``; ``depth_m``: the target's median depth)."""
-    distance_m, angle_rad = pose_error(T_current_target, np.eye(4))
-    return bool(distance_m <= config.near_goal_translation_ratio * depth_m
-                and np.rad2deg(angle_rad) <= config.near_goal_rotation_deg)
+    return near_identity(T_current_target, config.near_goal_translation_ratio * depth_m, config.near_goal_rotation_deg)
 
 
 @dataclass(frozen=True)

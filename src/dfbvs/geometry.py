@@ -161,6 +161,13 @@ def pose_error(T_world_a: np.ndarray, T_world_b: np.ndarray) -> tuple[float, flo
     return float(np.linalg.norm(T_a_b[:3, 3])), float(np.linalg.norm(so3_log(T_a_b[:3, :3])))
 
 
+def near_identity(T_a_b: np.ndarray, translation_m: float, rotation_deg: float) -> bool:
+    """Whether ``T_a_b`` moves by at most ``translation_m`` and turns by at most ``rotation_deg`` (e.g. a pose
+    ``T_current_target`` near the goal, which is the identity)."""
+    distance_m, angle_rad = pose_error(T_a_b, np.eye(4))
+    return bool(distance_m <= translation_m and np.rad2deg(angle_rad) <= rotation_deg)
+
+
 def look_at(
     eye_m: ArrayLike, target_m: ArrayLike, up: ArrayLike = (0.0, 0.0, 1.0)
 ) -> np.ndarray:

@@ -23,11 +23,12 @@ from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, build_extractor
 from .features.aliked import AlikedConfig
-from .geometry import planar_rotation_rad, transform_points
+from .geometry import near_identity, planar_rotation_rad, transform_points
 from .imaging import as_rgb_frame, grey_float32, resize_area
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
-from .refine import RefineConfig, refine_correspondences
+from .refine import RefineConfig, aligned_representation, refine_correspondences
 from .registry import Registry
+from .relight import LightingFit, RelightConfig, fit_lighting, relit_rgb
 from .render.target import TargetCheckConfig, TargetRender
 from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
 from .target import AcquisitionConfig, PreparedTarget, nearest_view, prepare_target_views
@@ -175,6 +176,8 @@ class ServoConfig:
     live_max_keypoints: int = 0
     # the object's outline measured at the PnP pose, fitted with the keypoints (off by default; dfbvs.edges)
     edges: EdgeConfig = field(default_factory=EdgeConfig)
+    # the target relit to the camera image's lighting near the goal (off by default; dfbvs.relight)
+    relight: RelightConfig = field(default_factory=RelightConfig)
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -291,6 +294,9 @@ class DFBVSServo:
                             for v in self.views]
         self._roll_rad: float | None = None  # the roll of the image w.r.t. the target while locked
         self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
+        self._relight_calls = 0  # calls of relight() ...
+        self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
+        self.lighting: LightingFit | None = None  # the last lighting fitted
 
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
@@ -383,6 +389,32 @@ class DFBVSServo:
                                       target.points_camera_goal_m[inliers.index_target], inliers.uv_current_px,
                                       target.camera, cfg,
                                       cfg.refined_keypoint_sigma_px if refined else cfg.keypoint_sigma_px)
+
+    def relight(self, image: np.ndarray, T_current_target: np.ndarray) -> LightingFit | None:
+        """Near the goal, every ``relight.refit_cycles`` calls (one per cycle whose points refinement verified):
+        fit the lighting of ``image`` (the camera's own) at the pose ``T_current_target`` and align the patches on
+        the target relit with it from then on (:mod:`dfbvs.relight`); the fit, or None when nothing was done (off,
+        no shading basis, not near the goal, not due). Also used by the tracking servo on its tracked cycles."""
+        cfg, target = self.config.relight, self.target
+        render, refinement = target.render, target.refinement
+        if not cfg.enabled or render.shading_basis is None or refinement is None:
+            return None
+        self._relight_calls += 1
+        if self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles:
+            return None
+        depth_m = float(np.median(target.Z_star_m))
+        if not near_identity(T_current_target, cfg.near_goal_translation_ratio * depth_m, cfg.near_goal_rotation_deg):
+            return None
+        scale = render.camera.fx / target.camera.fx  # working px -> the render's
+        fit = fit_lighting(render, image, T_current_target, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
+        self._relit_at = self._relight_calls
+        if fit is None:
+            return None
+        relit = replace(refinement, normalised=aligned_representation(relit_rgb(render, fit), refinement.config))
+        index = next(i for i, v in enumerate(self.views) if v is self.view)
+        self.views = tuple(replace(v, refinement=relit) for v in self.views)
+        self.target, self.view, self.lighting = self.views[0], self.views[index], fit
+        return fit
 
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         cfg = self.config
@@ -478,6 +510,11 @@ class DFBVSServo:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)
         if len(self.views) > 1:  # the image's roll w.r.t. the target: the next cycle's view
             self._roll_rad = planar_rotation_rad(inliers.uv_target_px, inliers.uv_current_px)
+        # the next cycles align on the target relit to this image's lighting (near the goal, when due)
+        if refined_used and cfg.relight.enabled and T_current_target is not None:
+            t4 = time.perf_counter()
+            if self.relight(image, T_current_target) is not None:
+                timings["relight_ms"] = (time.perf_counter() - t4) * 1e3
         mean_err = float(np.mean(np.linalg.norm(inliers.uv_current_px - inliers.uv_target_px, axis=1)))
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3
         self._tracking.update(mean_err, idx_t)

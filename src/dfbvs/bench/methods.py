@@ -47,6 +47,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "edges": (("servo.edges.enabled=true",),
               "the object's outline measured at the PnP pose and fitted with the keypoints (dfbvs.edges): the law "
               "sees the inliers where that pose puts them"),
+    "relight": (("servo.relight.enabled=true",),
+                "near the goal the target is relit to the camera image's lighting (fitted on the target's shading "
+                "basis, dfbvs.relight) and the patches aligned on it"),
     "veto": (("servo.lock.strong_match_inliers=100000",),
              "refinement vetoes every lock it cannot verify, however many descriptor inliers (before issue 13)"),
     "pxstop": (("stop.converged_pose_translation_ratio=0", "stop.converged_settled_cycles=0"),
@@ -70,6 +73,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "edges": (("servo.detection.edges.enabled=true",),
               "the object's outline fitted with the aligned points on every tracked cycle near the goal, and with "
               "the matches in the detections (dfbvs.edges)"),
+    "relight": (("servo.detection.relight.enabled=true",),
+                "near the goal the target is relit to the camera image's lighting (dfbvs.relight), in the detections "
+                "and the tracked cycles"),
     "heldcoarse": (("servo.coarse_from_prediction=false",),
                    "the coarse phase holds the latest detection's own twist until the next detection (before the "
                    "closed loop on the predicted pose)"),

@@ -16,7 +16,8 @@ import numpy as np
 from ..camera import Camera
 from ..errors import ConfigError, TargetError
 from ..geometry import as_rigid_pose
-from .backend import DrawItem, Lighting, Material, get_renderer
+from ..imaging import grey_float32
+from .backend import DirectionalLight, DrawItem, Lighting, Material, get_renderer
 from .mesh import Mesh
 
 #: uniform background of target renders (0..1 RGB): a neutral dark grey that a light-grey print stands out on
@@ -41,6 +42,9 @@ class TargetRender:
     T_object_camera: np.ndarray
     renderer: str = "moderngl"
     time_ms: float = float("nan")
+    # (K, H, W) float32 grey levels: the target lit by the ambient term alone, then by one directional light per
+    # direction of :func:`light_directions` (ambient 0); None unless asked for (``shading_basis_directions``)
+    shading_basis: np.ndarray | None = None
 
     def meta(self) -> dict:
         return {"camera": self.camera.to_dict(), "width_px": self.camera.width_px,
@@ -181,7 +185,7 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
                   material: Material = Material(),
                   background_rgb: tuple[float, float, float] = TARGET_BACKGROUND_RGB,
                   renderer: str = "moderngl", antialias: bool = True,
-                  supersample: int = TARGET_SUPERSAMPLE) -> TargetRender:
+                  supersample: int = TARGET_SUPERSAMPLE, shading_basis_directions: int = 0) -> TargetRender:
     """Render ``mesh`` (object frame) alone, seen from ``T_object_camera``, on a uniform background.
 
     The target is rendered once, so it is supersampled by default (``supersample``, see
@@ -190,11 +194,33 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
     (8192 px for moderngl); an image larger than that is a :class:`~dfbvs.errors.ConfigError`.
     Lights are fixed in the object frame (the default :class:`Lighting`: a key light from above and a side
     fill), so a scene rendered with the same lighting shows the object exactly as the target does.
+    ``shading_basis_directions`` > 0 also renders the shading basis (:attr:`TargetRender.shading_basis`) with
+    that many light directions, which :mod:`dfbvs.relight` fits to the live image's lighting.
     """
     T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
     max_side = getattr(backend, "max_side_px", None)
     if isinstance(max_side, int) and supersample > 1:  # a large target: supersample less rather than fail
         supersample = max(1, min(int(supersample), max_side // max(camera.width_px, camera.height_px)))
-    out = backend.render(target_items(mesh, material), camera, T, lighting, background_rgb, antialias, supersample)
-    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms)
+    items = target_items(mesh, material)
+    out = backend.render(items, camera, T, lighting, background_rgb, antialias, supersample)
+    basis = None
+    if shading_basis_directions > 0:
+        lightings = [Lighting(ambient=1.0, lights=())] + [
+            Lighting(ambient=0.0, lights=(DirectionalLight((float(x), float(y), float(z)), BASIS_LIGHT_INTENSITY),))
+            for x, y, z in light_directions(shading_basis_directions)]
+        basis = np.stack([grey_float32(backend.render(items, camera, T, lit, background_rgb, antialias,
+                                                      supersample).rgb) for lit in lightings])
+    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis)
+
+
+#: a basis light's intensity: half of full scale, so that albedo times it (plus its highlight) stays below 255
+BASIS_LIGHT_INTENSITY = 0.5
+
+
+def light_directions(n: int) -> np.ndarray:
+    """``n`` unit directions (n, 3) spread evenly over the sphere (a Fibonacci lattice), object axes."""
+    i = np.arange(n) + 0.5
+    polar = np.arccos(1.0 - 2.0 * i / n)
+    azimuth = np.pi * (1.0 + 5.0 ** 0.5) * i
+    return np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1)

@@ -333,10 +333,13 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                                                standoff)
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
-    target_render = render_target(mesh, servo_camera, T_object_goal, renderer=config.target_renderer)
+    # the per-frame servo's settings, or the tracking servo's detection's
+    deep = config.servo if hasattr(config.servo, "target_check") else getattr(config.servo, "detection", None)
+    relight = getattr(deep, "relight", None)
+    target_render = render_target(mesh, servo_camera, T_object_goal, renderer=config.target_renderer,
+                                  shading_basis_directions=relight.directions if relight and relight.enabled else 0)
     # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
-    check = getattr(config.servo, "target_check", None) or getattr(
-        getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
+    check = getattr(deep, "target_check", None) or TargetCheckConfig()
     check_target_render(target_render, mesh, check)
     servo = _servo(config, target_render, servo_cache)
     if hasattr(servo, "declare_symmetry"):  # a pose-based phase aims at the nearest equivalent goal

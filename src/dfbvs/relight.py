@@ -1,0 +1,156 @@
+"""The target relit to the live image's lighting: the appearance gap behind the last tenths of a degree.
+
+Sub-pixel refinement (:mod:`.refine`) aligns the target render's patches on the camera's image. Lit differently,
+a corner where faces meet looks different (which face is brighter changes with the light's direction), and the
+alignment follows the look: the patches agree with each other and disagree with the truth. Measured with
+``benchmarks/goal_bias.py`` on accuracy18 episodes: a target rendered under the scene's own lights halves the
+settled-pose bias (docs/convergence.md). A real scene's lights are unknown, so they are fitted.
+
+The target's *shading basis* (:attr:`~dfbvs.render.target.TargetRender.shading_basis`: the object under the
+ambient term alone, then under one directional light from each of K directions) is linear in the lights: a
+rasteriser's Lambert and Blinn-Phong terms add up over lights. Near the goal, with the pose ``T_current_target``
+the refined points agree on, every object pixel of the target is looked up in the camera's image, and the
+non-negative combination of basis images that best explains those grey levels is found
+(:func:`fit_lighting`: non-negative least squares, re-weighted so occluders, shadows and highlights the basis
+cannot make do not pull; the pixels around the target's keypoints weighted up, since they are what the
+alignment reads). That combination is the relit target (:func:`relit_rgb`); the servo aligns on it from then on
+(``ServoConfig.relight``).
+
+Data flow: ``TargetRender.shading_basis`` (once, :func:`~dfbvs.render.target.render_target`) ->
+:func:`fit_lighting` (near the goal, every ``refit_cycles`` cycles) -> :func:`relit_rgb` -> the refinement
+target's aligned image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+from .geometry import transform_points
+from .imaging import grey_float32
+from .render.target import TargetRender
+
+
+@dataclass(frozen=True)
+class RelightConfig:
+    """Fitting the target's lighting to the camera's image (pixels of the camera's own image).
+
+    - ``enabled``: off by default (measured in docs/convergence.md); the target render then also carries its
+      shading basis, ``directions`` light directions (+ the ambient term), ~0.1 s of rendering per direction.
+    - ``keypoint_weight``: pixels within ``keypoint_window_px`` (square side) of a target keypoint count this
+      many times more in the fit than the rest of the object (the keypoints' patches are what is aligned).
+    - ``refit_cycles``: the lighting is fitted on the first cycle near the goal, then again every this many
+      cycles (the pose keeps improving; the lights do not move).
+    - ``near_goal_rotation_deg`` / ``near_goal_translation_ratio``: fitted only when the pose is this close to the
+      goal (translation as a fraction of the target's median depth): the basis is the goal view's.
+    - ``max_level``: live grey levels at or above this are clipped by the sensor and not fitted.
+    - ``iterations``: re-weighted rounds (weights ``min(1, 2 s / |r|)``, ``s`` the residuals' robust scale).
+    - ``min_pixels``: fewer object pixels seen in the image than this = no fit.
+    """
+
+    enabled: bool = False
+    directions: int = 50
+    keypoint_weight: float = 10.0
+    keypoint_window_px: int = 15
+    refit_cycles: int = 20
+    near_goal_rotation_deg: float = 3.0
+    near_goal_translation_ratio: float = 0.05
+    max_level: float = 250.0
+    iterations: int = 4
+    min_pixels: int = 500
+
+    def __post_init__(self) -> None:
+        if self.directions < 1:
+            raise ConfigError(f"relight.directions={self.directions!r}: must be >= 1")
+        if self.keypoint_weight < 0:
+            raise ConfigError(f"relight.keypoint_weight={self.keypoint_weight!r}: must be >= 0")
+        if self.refit_cycles < 1:
+            raise ConfigError(f"relight.refit_cycles={self.refit_cycles!r}: must be >= 1")
+        if self.keypoint_window_px < 1:
+            raise ConfigError(f"relight.keypoint_window_px={self.keypoint_window_px!r}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class LightingFit:
+    """Non-negative weights (K,) of the shading basis images, the residuals' robust scale (grey levels) and
+    the number of object pixels fitted."""
+
+    weights: np.ndarray
+    residual_levels: float
+    n_pixels: int
+
+
+def _bilinear(grey: np.ndarray, uv_px: np.ndarray) -> np.ndarray:
+    """Grey levels (N,) of ``grey`` at pixels ``uv_px`` (N, 2) (OpenCV pixel centres), NaN outside."""
+    h, w = grey.shape
+    u, v = uv_px[:, 0], uv_px[:, 1]
+    inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    u0 = np.clip(np.floor(u), 0, w - 2).astype(int)
+    v0 = np.clip(np.floor(v), 0, h - 2).astype(int)
+    a, b = np.clip(u - u0, 0, 1), np.clip(v - v0, 0, 1)
+    out = ((1 - a) * (1 - b) * grey[v0, u0] + a * (1 - b) * grey[v0, u0 + 1]
+           + (1 - a) * b * grey[v0 + 1, u0] + a * b * grey[v0 + 1, u0 + 1])
+    return np.where(inside, out, np.nan)
+
+
+def _nnls_normal(A: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """argmin_{x >= 0} sum w (A x - b)^2, through the (K, K) normal equations (fast for many rows)."""
+    from scipy.linalg import cholesky, solve_triangular
+    from scipy.optimize import nnls
+
+    M = A.T @ (w[:, None] * A)
+    M += 1e-9 * np.trace(M) * np.eye(len(M))
+    c = A.T @ (w * b)
+    U = cholesky(M)  # M = U^T U: ||U x - U^-T c||^2 = x^T M x - 2 c^T x + const
+    x, _ = nnls(U, solve_triangular(U, c, trans="T"))
+    return np.asarray(x)
+
+
+def fit_lighting(render: TargetRender, image: np.ndarray, T_current_target: np.ndarray,
+                 keypoints_px: np.ndarray, config: RelightConfig) -> LightingFit | None:
+    """The lighting (weights of ``render.shading_basis``) that explains the object's grey levels in ``image``
+    (the camera's RGB image, ``render.camera``'s size) where the pose ``T_current_target`` puts them;
+    ``keypoints_px`` (N, 2): the target's keypoints in the render's pixels. None without a basis, or when fewer
+    than ``config.min_pixels`` object pixels are seen."""
+    basis = render.shading_basis
+    if basis is None:
+        return None
+    cam = render.camera
+    ys, xs = np.nonzero(render.mask & np.isfinite(render.depth_m))
+    if len(ys) < config.min_pixels:
+        return None
+    points = cam.unproject(np.stack([xs, ys], axis=1).astype(np.float64), render.depth_m[ys, xs])
+    p = transform_points(T_current_target, points)
+    front = p[:, 2] > 1e-6
+    live = np.full(len(p), np.nan)
+    live[front] = _bilinear(grey_float32(np.asarray(image)[..., :3]), cam.project(p[front]))
+    ok = np.isfinite(live) & (live < config.max_level)
+    if ok.sum() < config.min_pixels:
+        return None
+    near = np.zeros(render.mask.shape, bool)
+    half = config.keypoint_window_px // 2
+    for u, v in np.rint(np.asarray(keypoints_px, np.float64)).astype(int):
+        near[max(v - half, 0):v + half + 1, max(u - half, 0):u + half + 1] = True
+    prior = (1.0 + config.keypoint_weight * near[ys, xs])[ok]
+    A = basis[:, ys[ok], xs[ok]].T.astype(np.float64)  # (N, K)
+    b = live[ok]
+    robust = np.ones(len(b))
+    scale = float("inf")
+    weights = np.zeros(len(basis))
+    for _ in range(max(1, config.iterations)):
+        weights = _nnls_normal(A, b, prior * robust)
+        r = b - A @ weights
+        scale = float(1.4826 * np.median(np.abs(r))) + 1e-6
+        robust = np.minimum(1.0, 2.0 * scale / np.maximum(np.abs(r), 1e-12))
+    return LightingFit(weights, scale, int(ok.sum()))
+
+
+def relit_rgb(render: TargetRender, fit: LightingFit) -> np.ndarray:
+    """The target image (H, W, 3) uint8, grey, with its object lit as ``fit`` says (the background as
+    rendered)."""
+    assert render.shading_basis is not None  # a fit exists only with a basis
+    lit = np.tensordot(fit.weights, render.shading_basis, axes=1)
+    grey = np.where(render.mask, lit, grey_float32(render.rgb))
+    return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
