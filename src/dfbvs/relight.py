@@ -17,8 +17,8 @@ alignment reads). That combination is the relit target (:func:`relit_rgb`); the 
 (``ServoConfig.relight``).
 
 Data flow: ``TargetRender.shading_basis`` (once, :func:`~dfbvs.render.target.render_target`) ->
-:func:`fit_lighting` (near the goal, every ``refit_cycles`` cycles) -> :func:`relit_rgb` -> the refinement
-target's aligned image.
+:func:`shading_samples` (once per target) -> :func:`fit_lighting` (near the goal, every ``refit_cycles`` cycles)
+-> :func:`relit_rgb` -> the refinement target's aligned image.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .camera import Camera
 from .errors import ConfigError
 from .geometry import transform_points
 from .imaging import grey_float32
@@ -48,6 +49,7 @@ class RelightConfig:
     - ``max_level``: live grey levels at or above this are clipped by the sensor and not fitted.
     - ``iterations``: re-weighted rounds (weights ``min(1, 2 s / |r|)``, ``s`` the residuals' robust scale).
     - ``min_pixels``: fewer object pixels seen in the image than this = no fit.
+    - ``stride_px``: the fit samples every this-many-th object pixel in each direction.
     """
 
     enabled: bool = False
@@ -60,6 +62,7 @@ class RelightConfig:
     max_level: float = 250.0
     iterations: int = 4
     min_pixels: int = 500
+    stride_px: int = 1
 
     def __post_init__(self) -> None:
         if self.directions < 1:
@@ -68,6 +71,8 @@ class RelightConfig:
             raise ConfigError(f"relight.keypoint_weight={self.keypoint_weight!r}: must be >= 0")
         if self.refit_cycles < 1:
             raise ConfigError(f"relight.refit_cycles={self.refit_cycles!r}: must be >= 1")
+        if self.stride_px < 1:
+            raise ConfigError(f"relight.stride_px={self.stride_px!r}: must be >= 1")
         if self.keypoint_window_px < 1:
             raise ConfigError(f"relight.keypoint_window_px={self.keypoint_window_px!r}: must be >= 1")
 
@@ -108,37 +113,54 @@ def _nnls_normal(A: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.asarray(x)
 
 
-def fit_lighting(render: TargetRender, image: np.ndarray, T_current_target: np.ndarray,
-                 keypoints_px: np.ndarray, config: RelightConfig) -> LightingFit | None:
-    """The lighting (weights of ``render.shading_basis``) that explains the object's grey levels in ``image``
-    (the camera's RGB image, ``render.camera``'s size) where the pose ``T_current_target`` puts them;
-    ``keypoints_px`` (N, 2): the target's keypoints in the render's pixels. None without a basis, or when fewer
-    than ``config.min_pixels`` object pixels are seen."""
-    basis = render.shading_basis
-    if basis is None:
+@dataclass(frozen=True)
+class ShadingSamples:
+    """What the fit reads of the target, prepared once (:func:`shading_samples`): the object pixels' 3D points
+    ``points_m`` (N, 3) in the goal camera frame, their basis grey levels ``basis`` (N, K) and their prior weights
+    ``prior`` (N,) (``keypoint_weight`` near a target keypoint, else 1)."""
+
+    points_m: np.ndarray
+    basis: np.ndarray
+    prior: np.ndarray
+
+
+def shading_samples(render: TargetRender, keypoints_px: np.ndarray, config: RelightConfig) -> ShadingSamples | None:
+    """The fit's samples of ``render`` (with a shading basis; None without, or with fewer than
+    ``config.min_pixels`` object pixels): every ``config.stride_px``-th object pixel in each direction;
+    ``keypoints_px`` (N, 2): the target's keypoints in the render's pixels."""
+    if render.shading_basis is None:
         return None
-    cam = render.camera
-    ys, xs = np.nonzero(render.mask & np.isfinite(render.depth_m))
+    valid = render.mask & np.isfinite(render.depth_m)
+    grid = np.zeros_like(valid)
+    grid[::config.stride_px, ::config.stride_px] = True
+    ys, xs = np.nonzero(valid & grid)
     if len(ys) < config.min_pixels:
         return None
-    points = cam.unproject(np.stack([xs, ys], axis=1).astype(np.float64), render.depth_m[ys, xs])
-    p = transform_points(T_current_target, points)
-    front = p[:, 2] > 1e-6
-    live = np.full(len(p), np.nan)
-    live[front] = _bilinear(grey_float32(np.asarray(image)[..., :3]), cam.project(p[front]))
-    ok = np.isfinite(live) & (live < config.max_level)
-    if ok.sum() < config.min_pixels:
-        return None
-    near = np.zeros(render.mask.shape, bool)
+    near = np.zeros(valid.shape, bool)
     half = config.keypoint_window_px // 2
     for u, v in np.rint(np.asarray(keypoints_px, np.float64)).astype(int):
         near[max(v - half, 0):v + half + 1, max(u - half, 0):u + half + 1] = True
-    prior = (1.0 + config.keypoint_weight * near[ys, xs])[ok]
-    A = basis[:, ys[ok], xs[ok]].T.astype(np.float64)  # (N, K)
-    b = live[ok]
+    points = render.camera.unproject(np.stack([xs, ys], axis=1).astype(np.float64), render.depth_m[ys, xs])
+    return ShadingSamples(points, np.ascontiguousarray(render.shading_basis[:, ys, xs].T, np.float64),
+                          1.0 + config.keypoint_weight * near[ys, xs])
+
+
+def fit_lighting(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_current_target: np.ndarray,
+                 config: RelightConfig) -> LightingFit | None:
+    """The lighting (weights of the target's shading basis) that explains the object's grey levels in ``image``
+    (the camera's RGB image, seen by ``camera``, the target render's) where the pose ``T_current_target`` puts
+    the ``samples``; None when fewer than ``config.min_pixels`` of them are seen unclipped."""
+    p = transform_points(T_current_target, samples.points_m)
+    front = p[:, 2] > 1e-6
+    live = np.full(len(p), np.nan)
+    live[front] = _bilinear(grey_float32(np.asarray(image)[..., :3]), camera.project(p[front]))
+    ok = np.isfinite(live) & (live < config.max_level)
+    if ok.sum() < config.min_pixels:
+        return None
+    A, b, prior = samples.basis[ok], live[ok], samples.prior[ok]
     robust = np.ones(len(b))
     scale = float("inf")
-    weights = np.zeros(len(basis))
+    weights = np.zeros(A.shape[1])
     for _ in range(max(1, config.iterations)):
         weights = _nnls_normal(A, b, prior * robust)
         r = b - A @ weights

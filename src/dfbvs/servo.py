@@ -28,7 +28,7 @@ from .imaging import as_rgb_frame, grey_float32, resize_area
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, aligned_representation, refine_correspondences
 from .registry import Registry
-from .relight import LightingFit, RelightConfig, fit_lighting, relit_rgb
+from .relight import LightingFit, RelightConfig, ShadingSamples, fit_lighting, relit_rgb, shading_samples
 from .render.target import TargetCheckConfig, TargetRender
 from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
 from .target import AcquisitionConfig, PreparedTarget, nearest_view, prepare_target_views
@@ -296,7 +296,8 @@ class DFBVSServo:
         self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
-        self.lighting: LightingFit | None = None  # the last lighting fitted
+        self.lighting: LightingFit | None = None  # the last lighting fitted ...
+        self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
 
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
@@ -405,9 +406,12 @@ class DFBVSServo:
         depth_m = float(np.median(target.Z_star_m))
         if not near_identity(T_current_target, cfg.near_goal_translation_ratio * depth_m, cfg.near_goal_rotation_deg):
             return None
-        scale = render.camera.fx / target.camera.fx  # working px -> the render's
-        fit = fit_lighting(render, image, T_current_target, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
+        if self._shading is None:
+            scale = render.camera.fx / target.camera.fx  # working px -> the render's
+            self._shading = shading_samples(render, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
         self._relit_at = self._relight_calls
+        fit = None if self._shading is None else fit_lighting(self._shading, render.camera, image, T_current_target,
+                                                              cfg)
         if fit is None:
             return None
         relit = replace(refinement, normalised=aligned_representation(relit_rgb(render, fit), refinement.config))

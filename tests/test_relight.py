@@ -1,0 +1,105 @@
+"""The target relit to the camera image's lighting (dfbvs.relight): the shading basis, the fit, the servo's use."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from dfbvs.camera import Camera
+from dfbvs.errors import ConfigError
+from dfbvs.geometry import se3_exp
+from dfbvs.imaging import grey_float32
+from dfbvs.relight import RelightConfig, fit_lighting, relit_rgb, shading_samples
+from dfbvs.render.backend import DirectionalLight, Lighting
+from dfbvs.render.objects import load_builtin
+from dfbvs.render.target import light_directions, render_target
+from dfbvs.sim.episode import EpisodeConfig
+
+DIRECTIONS = 26
+
+
+@pytest.fixture(scope="module")
+def bracket_with_basis():
+    mesh = load_builtin("bracket")
+    camera = Camera.default().rescaled(640, 480)
+    T_goal = EpisodeConfig().goal.T_object_camera()
+    return mesh, camera, T_goal, render_target(mesh, camera, T_goal, shading_basis_directions=DIRECTIONS)
+
+
+def test_light_directions_are_unit_and_spread():
+    d = light_directions(50)
+    assert d.shape == (50, 3) and np.allclose(np.linalg.norm(d, axis=1), 1.0)
+    assert abs(d.mean(axis=0)).max() < 0.05  # spread over the whole sphere
+    nearest = np.sort(d @ d.T, axis=1)[:, -2]  # the cosine to each one's nearest other
+    assert np.rad2deg(np.arccos(nearest.max())) > 15
+
+
+def test_the_basis_is_linear_in_the_lights(bracket_with_basis):
+    """The default lighting's render equals the basis combination of its parts: ambient plus its two lights
+    (rendered as basis images of their own directions), to a grey level."""
+    mesh, camera, T_goal, target = bracket_with_basis
+    assert target.shading_basis is not None and target.shading_basis.shape == (DIRECTIONS + 1, 480, 640)
+    lit = Lighting()
+    parts = [render_target(mesh, camera, T_goal, lighting=Lighting(ambient=lit.ambient, lights=())).rgb]
+    parts += [render_target(mesh, camera, T_goal, lighting=Lighting(ambient=0.0, lights=(light,))).rgb
+              for light in lit.lights]
+    summed = sum(grey_float32(p).astype(np.float64) for p in parts)
+    whole = grey_float32(target.rgb).astype(np.float64)
+    on = target.mask
+    assert np.median(np.abs(summed[on] - whole[on])) < 1.0
+
+
+def test_the_fit_relights_the_target_as_the_camera_sees_it(bracket_with_basis):
+    """A camera image lit by a key light turned 35 deg and dimmer, with a brighter ambient: the relit target is
+    3x closer to it, grey level by grey level on the object, than the target as rendered."""
+    mesh, camera, T_goal, target = bracket_with_basis
+    base = Lighting()
+    key = base.lights[0]
+    turned = se3_exp([0, 0, 0, 0.0, np.deg2rad(35.0), 0.0])[:3, :3] @ key.unit_direction
+    other = Lighting(ambient=0.35, lights=(DirectionalLight(tuple(turned), 0.5), base.lights[1]))
+    seen = render_target(mesh, camera, T_goal, lighting=other).rgb
+    config = RelightConfig(enabled=True, directions=DIRECTIONS)
+    samples = shading_samples(target, np.zeros((0, 2)), config)
+    assert samples is not None
+    fit = fit_lighting(samples, camera, seen, np.eye(4), config)
+    assert fit is not None and np.all(fit.weights >= 0) and fit.n_pixels > 10000
+    relit = relit_rgb(target, fit)
+    on = target.mask
+    truth = grey_float32(seen)[on].astype(np.float64)
+    error_relit = np.sqrt(np.mean((grey_float32(relit)[on] - truth) ** 2))
+    error_nominal = np.sqrt(np.mean((grey_float32(target.rgb)[on] - truth) ** 2))
+    assert error_relit < error_nominal / 3, (error_relit, error_nominal)
+    # nothing to fit without a basis, or when the pose puts the object out of view
+    assert shading_samples(replace(target, shading_basis=None), np.zeros((0, 2)), config) is None
+    assert fit_lighting(samples, camera, seen, se3_exp([1.0, 0, 0, 0, 0, 0]), config) is None
+
+
+def test_the_servo_relights_near_the_goal_only(bracket_with_basis):
+    """With ``servo.relight.enabled`` a cycle near the goal fits the lighting and aligns on the relit target from
+    then on; a pose far from the goal fits nothing."""
+    from dfbvs.config import apply_overrides
+    from dfbvs.render.scene import build_scene, render_scene
+    from dfbvs.servo import DFBVSServo
+
+    mesh, camera, T_goal, target = bracket_with_basis
+    config = apply_overrides(EpisodeConfig(), ["servo.relight.enabled=true", f"servo.relight.directions={DIRECTIONS}"])
+    servo = DFBVSServo.from_render(target, config.servo)
+    before = servo.target.refinement.normalised.copy()
+    scene = build_scene(mesh, config.scene, seed=config.seed)
+    frame = render_scene(scene, camera, T_goal @ se3_exp([0.03, 0.0, 0.0, 0.0, 0.0, 0.0])).rgb
+    step = servo.step(frame)  # 30 mm from the goal: beyond relight's 5 % of the 0.22 m goal distance
+    assert step.ok and servo.lighting is None and "relight_ms" not in step.timings_ms
+    frame = render_scene(scene, camera, T_goal @ se3_exp([0.001, -0.001, 0.0, 0.002, 0.0, 0.0])).rgb
+    step = servo.step(frame)
+    assert step.ok and servo.lighting is not None and "relight_ms" in step.timings_ms
+    assert servo.views[0] is servo.target and servo.target.refinement is not None
+    assert not np.array_equal(servo.target.refinement.normalised, before)  # aligned on the relit target now
+
+
+def test_relight_config_refuses_bad_values():
+    with pytest.raises(ConfigError, match="directions=0"):
+        RelightConfig(directions=0)
+    with pytest.raises(ConfigError, match="refit_cycles=0"):
+        RelightConfig(refit_cycles=0)
