@@ -395,7 +395,8 @@ class DFBVSServo:
         """Near the goal, every ``relight.refit_cycles`` calls (one per cycle whose points refinement verified):
         fit the lighting of ``image`` (the camera's own) at the pose ``T_current_target`` and align the patches on
         the target relit with it from then on (:mod:`dfbvs.relight`); the fit, or None when nothing was done (off,
-        no shading basis, not near the goal, not due). Also used by the tracking servo on its tracked cycles."""
+        no shading basis, not near the goal, not due). The tracking servo's detections relight in the background
+        thread; its tracked cycles align on the relit target they find (the fit takes longer than a frame)."""
         cfg, target = self.config.relight, self.target
         render, refinement = target.render, target.refinement
         if not cfg.enabled or render.shading_basis is None or refinement is None:

@@ -428,10 +428,6 @@ class TrackingServo:
                 T_fit, n_edges = edge_fit.T_current_target, edge_fit.n_edges
                 tracked = at_pose(tracked, target, T_fit)
             timings["edges_ms"] = (time.perf_counter() - t_edges) * 1e3
-        if self.config.detection.relight.enabled:  # near the goal, the target relit to this image's lighting
-            t_relight = time.perf_counter()
-            if self.deep.relight(image, fit.T_current_target) is not None:
-                timings["relight_ms"] = (time.perf_counter() - t_relight) * 1e3
         if not self._established:
             self._established, self._coarse = True, None
             if self._ever_established:

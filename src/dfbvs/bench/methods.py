@@ -74,8 +74,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
               "the object's outline fitted with the aligned points on every tracked cycle near the goal, and with "
               "the matches in the detections (dfbvs.edges)"),
     "relight": (("servo.detection.relight.enabled=true",),
-                "near the goal the target is relit to the camera image's lighting (dfbvs.relight), in the detections "
-                "and the tracked cycles"),
+                "near the goal the detections relight the target to the camera image's lighting (dfbvs.relight); the "
+                "tracked cycles align on the relit target"),
     "heldcoarse": (("servo.coarse_from_prediction=false",),
                    "the coarse phase holds the latest detection's own twist until the next detection (before the "
                    "closed loop on the predicted pose)"),
