@@ -103,3 +103,16 @@ def test_relight_config_refuses_bad_values():
         RelightConfig(directions=0)
     with pytest.raises(ConfigError, match="refit_cycles=0"):
         RelightConfig(refit_cycles=0)
+
+
+def test_episodes_render_the_basis_their_servo_relights_with():
+    """The default servo relights, so its episodes' targets carry a 50-direction basis; off, none is rendered;
+    the tracking servo's detections follow their own setting."""
+    from dfbvs.config import apply_overrides, apply_preset
+    from dfbvs.relight import basis_directions
+
+    assert basis_directions(EpisodeConfig().servo) == 50
+    assert basis_directions(apply_overrides(EpisodeConfig(), ["servo.relight.enabled=false"]).servo) == 0
+    tracking = apply_preset(EpisodeConfig(), "tracking").servo
+    assert basis_directions(tracking) == (50 if tracking.detection.relight.enabled else 0)
+    assert basis_directions(object()) == 0

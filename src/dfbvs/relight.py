@@ -38,8 +38,10 @@ from .render.target import TargetRender
 class RelightConfig:
     """Fitting the target's lighting to the camera's image (pixels of the camera's own image).
 
-    - ``enabled``: off by default (measured in docs/convergence.md); the target render then also carries its
-      shading basis, ``directions`` light directions (+ the ambient term), ~0.1 s of rendering per direction.
+    - ``enabled``: on by default since accuracy18 went 16/18 -> 18/18 within 1 mm and 0.1 deg, median 0.18 ->
+      0.09 mm (docs/convergence.md); the target render then also carries its shading basis, ``directions`` light
+      directions (+ the ambient term), ~0.1 s of rendering per direction. A target without a basis (rendered
+      without it, or loaded from a folder) is simply not relit.
     - ``keypoint_weight``: pixels within ``keypoint_window_px`` (square side) of a target keypoint count this
       many times more in the fit than the rest of the object (the keypoints' patches are what is aligned).
     - ``refit_cycles``: the lighting is fitted on the first cycle near the goal, then again every this many
@@ -52,7 +54,7 @@ class RelightConfig:
     - ``stride_px``: the fit samples every this-many-th object pixel in each direction.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     directions: int = 50
     keypoint_weight: float = 10.0
     keypoint_window_px: int = 15
@@ -176,3 +178,12 @@ def relit_rgb(render: TargetRender, fit: LightingFit) -> np.ndarray:
     lit = np.tensordot(fit.weights, render.shading_basis, axes=1)
     grey = np.where(render.mask, lit, grey_float32(render.rgb))
     return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def basis_directions(servo_config: object) -> int:
+    """How many light directions the target's shading basis needs for a servo's config (``render_target``'s
+    ``shading_basis_directions``): its ``relight.directions`` when relighting is on, the tracking servo's
+    ``detection.relight``'s likewise, else 0 (no basis)."""
+    deep = servo_config if hasattr(servo_config, "relight") else getattr(servo_config, "detection", None)
+    relight = getattr(deep, "relight", None)
+    return int(relight.directions) if isinstance(relight, RelightConfig) and relight.enabled else 0

@@ -176,7 +176,7 @@ class ServoConfig:
     live_max_keypoints: int = 0
     # the object's outline measured at the PnP pose, fitted with the keypoints (off by default; dfbvs.edges)
     edges: EdgeConfig = field(default_factory=EdgeConfig)
-    # the target relit to the camera image's lighting near the goal (off by default; dfbvs.relight)
+    # the target relit to the camera image's lighting near the goal (on by default; dfbvs.relight)
     relight: RelightConfig = field(default_factory=RelightConfig)
 
     def __post_init__(self) -> None:

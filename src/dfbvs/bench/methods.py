@@ -47,9 +47,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "edges": (("servo.edges.enabled=true",),
               "the object's outline measured at the PnP pose and fitted with the keypoints (dfbvs.edges): the law "
               "sees the inliers where that pose puts them"),
-    "relight": (("servo.relight.enabled=true",),
-                "near the goal the target is relit to the camera image's lighting (fitted on the target's shading "
-                "basis, dfbvs.relight) and the patches aligned on it"),
+    "norelight": (("servo.relight.enabled=false",),
+                  "the target is not relit to the camera image's lighting near the goal (dfbvs.relight; the default "
+                  "before it was measured, docs/convergence.md)"),
     "veto": (("servo.lock.strong_match_inliers=100000",),
              "refinement vetoes every lock it cannot verify, however many descriptor inliers (before issue 13)"),
     "pxstop": (("stop.converged_pose_translation_ratio=0", "stop.converged_settled_cycles=0"),

@@ -22,6 +22,7 @@ from ..goal import CenterKind, GoalSpec
 from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
 from ..recorder import RecorderGroup, RunRecorder
+from ..relight import basis_directions
 from ..render import load_builtin, load_mesh
 from ..render.mesh import Mesh, reframed
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
@@ -333,13 +334,11 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                                                standoff)
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
-    # the per-frame servo's settings, or the tracking servo's detection's
-    deep = config.servo if hasattr(config.servo, "target_check") else getattr(config.servo, "detection", None)
-    relight = getattr(deep, "relight", None)
     target_render = render_target(mesh, servo_camera, T_object_goal, renderer=config.target_renderer,
-                                  shading_basis_directions=relight.directions if relight and relight.enabled else 0)
+                                  shading_basis_directions=basis_directions(config.servo))
     # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
-    check = getattr(deep, "target_check", None) or TargetCheckConfig()
+    check = getattr(config.servo, "target_check", None) or getattr(
+        getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
     check_target_render(target_render, mesh, check)
     servo = _servo(config, target_render, servo_cache)
     if hasattr(servo, "declare_symmetry"):  # a pose-based phase aims at the nearest equivalent goal
