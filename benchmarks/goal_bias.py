@@ -35,6 +35,7 @@ from dfbvs.features import build_extractor
 from dfbvs.geometry import inverse, se3_exp, transform_points
 from dfbvs.render.objects import load_builtin
 from dfbvs.render.scene import build_scene, render_scene
+from dfbvs.relight import basis_directions
 from dfbvs.render.target import render_target
 from dfbvs.servo import DFBVSServo, StepStatus
 from dfbvs.target import prepare_target
@@ -89,7 +90,8 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         mesh = load_builtin(config.object_name)
         T_goal = config.goal.T_object_camera()
     servo_cfg, seed = config.servo, config.seed
-    target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"])
+    target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"],
+                                  shading_basis_directions=basis_directions(servo_cfg))
     key = servo_cfg.features
     if key not in extractors:
         extractors[key] = build_extractor(servo_cfg.features)
@@ -107,6 +109,8 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         dp = np.concatenate([t / np.linalg.norm(t) * offset_mm * 1e-3, w / np.linalg.norm(w) * np.deg2rad(offset_deg)])
         T_object_camera = T_goal @ se3_exp(dp)
         frame = render_scene(scene, camera, T_object_camera)  # fresh sensor noise each frame
+        if k == 0 and servo_cfg.relight.enabled:  # a first cycle near the goal relights the target: measure after
+            servo.step(frame.rgb)
         step = servo.step(frame.rgb)
         if step.status is not StepStatus.OK:
             continue
