@@ -73,9 +73,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "edges": (("servo.detection.edges.enabled=true",),
               "the object's outline fitted with the aligned points on every tracked cycle near the goal, and with "
               "the matches in the detections (dfbvs.edges)"),
-    "relight": (("servo.detection.relight.enabled=true",),
-                "near the goal the detections relight the target to the camera image's lighting (dfbvs.relight); the "
-                "tracked cycles align on the relit target"),
+    "norelight": (("servo.detection.relight.enabled=false",),
+                  "the detections do not relight the target to the camera image's lighting near the goal "
+                  "(dfbvs.relight; the default before it was measured, docs/realtime.md)"),
     "heldcoarse": (("servo.coarse_from_prediction=false",),
                    "the coarse phase holds the latest detection's own twist until the next detection (before the "
                    "closed loop on the predicted pose)"),
