@@ -33,9 +33,9 @@ from dfbvs.camera import Camera
 from dfbvs.control import interaction_matrix_normalized
 from dfbvs.features import build_extractor
 from dfbvs.geometry import inverse, se3_exp, transform_points
+from dfbvs.relight import basis_directions
 from dfbvs.render.objects import load_builtin
 from dfbvs.render.scene import build_scene, render_scene
-from dfbvs.relight import basis_directions
 from dfbvs.render.target import render_target
 from dfbvs.servo import DFBVSServo, StepStatus
 from dfbvs.target import prepare_target
