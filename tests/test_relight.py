@@ -116,3 +116,14 @@ def test_episodes_render_the_basis_their_servo_relights_with():
     tracking = apply_preset(EpisodeConfig(), "tracking").servo
     assert basis_directions(tracking) == (50 if tracking.detection.relight.enabled else 0)
     assert basis_directions(object()) == 0
+
+
+def test_a_saved_target_keeps_its_basis(bracket_with_basis, tmp_path):
+    """A target folder (a recording's) keeps the shading basis, so a replay relights as the run did."""
+    from dfbvs.render.target import TargetRender
+
+    target = bracket_with_basis[3]
+    loaded = TargetRender.load(target.save(tmp_path / "target"))
+    assert loaded.shading_basis is not None and np.array_equal(loaded.shading_basis, target.shading_basis)
+    plain = TargetRender.load(replace(target, shading_basis=None).save(tmp_path / "plain"))
+    assert plain.shading_basis is None

@@ -53,7 +53,8 @@ class TargetRender:
                 "depth_unit": "m, Z along the optical axis, NaN off the object"}
 
     def save(self, directory: Path | str) -> Path:
-        """Write rgb.png, depth.npy, mask.png and meta.json into ``directory`` (created); returns it."""
+        """Write rgb.png, depth.npy, mask.png and meta.json into ``directory`` (created), and
+        shading_basis.npz when the target has one (a replay relights as the run did); returns it."""
         from PIL import Image
 
         out = Path(directory)
@@ -62,6 +63,8 @@ class TargetRender:
         np.save(out / "depth.npy", self.depth_m.astype(np.float32))
         Image.fromarray(self.mask.astype(np.uint8) * 255).save(out / "mask.png")
         (out / "meta.json").write_text(json.dumps(self.meta(), indent=2) + "\n")
+        if self.shading_basis is not None:
+            np.savez_compressed(out / "shading_basis.npz", basis=self.shading_basis.astype(np.float32))
         return out
 
     @classmethod
@@ -86,8 +89,14 @@ class TargetRender:
         T = np.asarray(meta["T_object_camera"], dtype=np.float64)
         if T.shape != (4, 4):
             raise ValueError(f"{d / 'meta.json'}: T_object_camera must be 4x4, got shape {T.shape}")
+        basis = None
+        if (d / "shading_basis.npz").is_file():
+            with np.load(d / "shading_basis.npz") as stored:
+                basis = np.asarray(stored["basis"], dtype=np.float32)
+            if basis.ndim != 3 or basis.shape[1:] != shape:
+                raise ValueError(f"{d / 'shading_basis.npz'}: shape {basis.shape} is not (K, {shape[0]}, {shape[1]})")
         return cls(rgb, depth, mask, camera, T, meta.get("renderer", "unknown"),
-                   float(meta.get("time_per_frame_ms", float("nan"))))
+                   float(meta.get("time_per_frame_ms", float("nan"))), basis)
 
 
 @dataclass(frozen=True)

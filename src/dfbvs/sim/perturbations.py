@@ -131,6 +131,6 @@ class MotionBlur:
         if c.exposure_s <= 0 or previous is None or not t_s > previous[1]:
             return [T]
         v_camera = se3_log(inverse(previous[0]) @ T) / (t_s - previous[1])  # body twist, m/s and rad/s
-        if not np.any(v_camera):
+        if np.linalg.norm(v_camera) < 1e-12:  # standing still (the log of T^-1 T is ~1e-17, not exactly 0)
             return [T]
         return [T @ se3_exp(-v_camera * tau) for tau in np.linspace(0.0, c.exposure_s, c.samples)]
