@@ -37,10 +37,11 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # camera-rate servoing: track every frame, deep detection in the background, a 30 fps camera with the
     # compute latency counted; stop rules in cycles of a 30 Hz loop (converged after 1 s below 0.2 px, as
     # the per-frame loop's 5 cycles at 3-4 Hz; at most 20 s). Lost still counts failed measurements.
-    # a wider basin (docs/convergence.md): 8 rolled target views (acquire at any in-plane roll), pose-based with the
-    # object's centroid kept in view beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal
-    "wide": ("servo.acquisition.inplane_views=8", "servo.control=hybrid", "servo.control.far_rotation_deg=15",
-             "servo.control.far_translation_ratio=0.25"),
+    # a wider basin (docs/convergence.md): 16 rolled target views (acquire at any in-plane roll, none more than
+    # 11 deg away), detection zoomed on a far object (up to 2x), pose-based with the object's centroid kept in view
+    # beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal
+    "wide": ("servo.acquisition.inplane_views=16", "servo.acquisition.zoom_max=2", "servo.control=hybrid",
+             "servo.control.far_rotation_deg=15", "servo.control.far_translation_ratio=0.25"),
     # the camera on a simulated UR5e (RTDE code path, safety layer), ideal calibration; and with the errors of a
     # real cell: hand-eye off by 2 mm / 0.2 deg, intrinsics by up to 1 %, one frame of command latency
     "ur5e": ("robot.kind=ur5e",),

@@ -200,3 +200,31 @@ def rotated_canvas(image: np.ndarray, center_px: tuple[float, float],
     canvas = cv2.warpAffine(image, affine, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=0)
     return canvas, affine
+
+
+def zoom_window_px(points_px: np.ndarray, image_width_px: int, image_height_px: int, out_width_px: int,
+                   out_height_px: int, zoom_max: float, margin: float,
+                   min_zoom: float = 1.2) -> tuple[int, int, int, int] | None:
+    """The window ``(x0, y0, width, height)`` (whole pixels of the image) to crop so that ``points_px`` (the
+    object's projected points, image pixels), padded by ``margin`` of their extent on each side, fill it, with
+    the aspect of ``out_width_px`` x ``out_height_px`` (the crop is resized to that); shifted to lie inside the
+    image. Its zoom (image width / window width) is at most ``zoom_max``; None when the zoom would be below
+    ``min_zoom`` (the object already fills the image: the whole image is as good) or no point is in the
+    image."""
+    uv = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+    inside = ((uv[:, 0] >= 0) & (uv[:, 0] <= image_width_px - 1) & (uv[:, 1] >= 0)
+              & (uv[:, 1] <= image_height_px - 1))
+    if zoom_max <= 1.0 or not inside.any():
+        return None
+    lo, hi = uv[inside].min(axis=0), uv[inside].max(axis=0)
+    extent = (hi - lo) * (1.0 + 2.0 * margin)
+    aspect = out_width_px / out_height_px
+    width = max(float(extent[0]), float(extent[1]) * aspect, image_width_px / zoom_max)
+    if image_width_px / width < min_zoom:
+        return None
+    w = int(np.ceil(width))
+    h = min(image_height_px, int(round(w / aspect)))
+    centre = (lo + hi) / 2.0
+    x0 = int(np.clip(round(centre[0] - w / 2.0), 0, image_width_px - w))
+    y0 = int(np.clip(round(centre[1] - h / 2.0), 0, image_height_px - h))
+    return x0, y0, w, h

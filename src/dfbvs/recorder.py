@@ -216,6 +216,7 @@ class RunRecorder:
             "episode_status": cycle.status, "source": step.source, "v_camera": step.v_camera,
             "mean_error_px": step.mean_error_px, "n_matches": len(step.all_matches), "n_inliers": step.n_inliers,
             "tracking_mode": step.tracking_mode, "gain": step.gain, "condition_number": step.condition_number,
+            "zoom": step.zoom,
             **cycle.extras, "T_world_camera": cycle.T_world_camera, "T_current_target": step.T_current_target,
             "timings_ms": step.timings_ms, **(self._annotate() if self._annotate is not None else {}),
         }))

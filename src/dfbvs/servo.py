@@ -21,10 +21,10 @@ from .control import CONTROL_LAWS, ControlInput, IBVSConfig, InteractionChoice, 
 from .edges import EdgeConfig, EdgeFit, ModelEdges, model_edges, near_goal, refine_pose_with_edges
 from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
-from .features import EXTRACTORS, Extractor, FeatureConfig, build_extractor
+from .features import EXTRACTORS, Extractor, FeatureConfig, Features, build_extractor
 from .features.aliked import AlikedConfig
 from .geometry import near_identity, planar_rotation_rad, transform_points
-from .imaging import as_rgb_frame, grey_float32, resize_area
+from .imaging import as_rgb_frame, grey_float32, resize_area, zoom_window_px
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, aligned_representation, refine_correspondences
 from .registry import Registry
@@ -214,6 +214,8 @@ class ServoStep:
     - ``reason``: why the status is not OK, in words ("" when OK or obvious).
     - ``n_edges``: outline points that fit the pose when the model edges refined it (``ServoConfig.edges``;
       the correspondences are then the inliers' target points projected at that pose), else 0.
+    - ``zoom``: the live features were extracted on a crop this many times narrower than the image
+      (``AcquisitionConfig.zoom_max``); 1: the whole image.
     """
 
     v_camera: np.ndarray
@@ -230,6 +232,7 @@ class ServoStep:
     condition_number: float = float("nan")
     reason: str = ""
     n_edges: int = 0
+    zoom: float = 1.0
 
     @property
     def n_inliers(self) -> int:
@@ -293,9 +296,11 @@ class DFBVSServo:
         self._geometries = [TargetGeometry(None, v.camera, points_by_target_index_m=v.points_camera_goal_m)
                             for v in self.views]
         self._roll_rad: float | None = None  # the roll of the image w.r.t. the target while locked
+        self._object_px: np.ndarray | None = None  # where the last OK cycle's pose puts the target's points
         self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
+        self.relight_fits = 0  # lightings fitted (and the target relit with) so far
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
 
@@ -331,6 +336,7 @@ class DFBVSServo:
     def reset(self) -> None:
         self._tracking.reset()
         self._roll_rad = None
+        self._object_px = None
         self.view = self.target
 
     def _views_to_try(self) -> list[int]:
@@ -342,6 +348,36 @@ class DFBVSServo:
         if self._roll_rad is not None:
             return [nearest_view(self.views, self._roll_rad)]
         return list(range(len(self.views)))
+
+    def _live_features(self, image: np.ndarray, rgb: np.ndarray) -> tuple[Features, float]:
+        """The live image's features, keypoints in working pixels, and the zoom they were extracted at: of the
+        working image ``rgb``, or (``acquisition.zoom_max`` > 1, after an OK cycle) of the crop of the camera
+        image ``image`` around where that cycle's pose put the object (:func:`~dfbvs.imaging.zoom_window_px`),
+        resized to the working size."""
+        cfg, acq = self.config, self.config.acquisition
+        window = None if self._object_px is None else zoom_window_px(
+            self._object_px, image.shape[1], image.shape[0], cfg.working_width_px, cfg.working_height_px,
+            acq.zoom_max, acq.zoom_margin)
+        if window is None:
+            return self.live_extractor(rgb), 1.0
+        x0, y0, w, h = window
+        feats = self.live_extractor(resize_area(image[y0:y0 + h, x0:x0 + w], cfg.working_width_px,
+                                                cfg.working_height_px))
+        # crop-resized px -> camera px -> working px (pixel centres at integers in each)
+        to_image = np.array([w / cfg.working_width_px, h / cfg.working_height_px])
+        to_working = np.array([cfg.working_width_px / image.shape[1], cfg.working_height_px / image.shape[0]])
+        uv_image = np.array([x0, y0]) + (feats.keypoints_px + 0.5) * to_image - 0.5
+        uv_working = (uv_image + 0.5) * to_working - 0.5
+        return replace(feats, keypoints_px=uv_working,
+                       image_size=(cfg.working_width_px, cfg.working_height_px)), image.shape[1] / w
+
+    def _object_at(self, view: PreparedTarget, T_current_target: np.ndarray | None) -> np.ndarray | None:
+        """The camera-image pixels (N, 2) where ``T_current_target`` puts the points of ``view`` in front of the
+        camera; None when there is no pose or zoom is off (``acquisition.zoom_max`` 1)."""
+        if T_current_target is None or self.config.acquisition.zoom_max <= 1.0:
+            return None
+        pts = transform_points(T_current_target, view.points_camera_goal_m)
+        return view.render.camera.project(pts[pts[:, 2] > 1e-3])
 
     def _match_and_reject(self, feats, view_index: int):
         """Match the image's features to one view (only the tracked features in tracking mode) and reject:
@@ -415,6 +451,7 @@ class DFBVSServo:
                                                               cfg)
         if fit is None:
             return None
+        self.relight_fits += 1
         relit = replace(refinement, normalised=aligned_representation(relit_rgb(render, fit), refinement.config))
         index = next(i for i, v in enumerate(self.views) if v is self.view)
         self.views = tuple(replace(v, refinement=relit) for v in self.views)
@@ -426,7 +463,7 @@ class DFBVSServo:
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)
         rgb = resize_area(image, cfg.working_width_px, cfg.working_height_px)
-        feats = self.live_extractor(rgb)
+        feats, zoom = self._live_features(image, rgb)
         t1 = time.perf_counter()
 
         tried = [(i, *self._match_and_reject(feats, i)) for i in self._views_to_try()]
@@ -445,12 +482,14 @@ class DFBVSServo:
                    reason: str = "") -> ServoStep:
             if self._tracking.active:  # the tracked set no longer works: match the full target again
                 self._tracking.leave()
-            self._roll_rad = None  # acquire again, from every view
+            self._roll_rad = None  # acquire again, from every view ...
+            # ... in the whole image, or once zoomed where a weak lock's pose puts the object (a hint, not a lock)
+            self._object_px = self._object_at(target, T) if zoom == 1.0 and len(inliers) else None
             timings["total_ms"] = (time.perf_counter() - t0) * 1e3
             return ServoStep(v_camera=np.zeros(6), status=status, correspondences=inliers, all_matches=matches,
                              mean_error_px=float("nan"), tracking_mode=tracking, timings_ms=timings,
                              timestamp_s=timestamp_s, T_current_target=T, source=CorrespondenceSource.NONE,
-                             reason=reason)
+                             reason=reason, zoom=zoom)
 
         if rejection is None:
             return failed(StepStatus.TOO_FEW_MATCHES, Correspondences.empty(),
@@ -513,6 +552,7 @@ class DFBVSServo:
         why = implausible_twist(out.v_camera, lock)
         if why:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)
+        self._object_px = self._object_at(target, T_current_target)  # the next cycle's zoom window
         if len(self.views) > 1:  # the image's roll w.r.t. the target: the next cycle's view
             self._roll_rad = planar_rotation_rad(inliers.uv_target_px, inliers.uv_current_px)
         # the next cycles align on the target relit to this image's lighting (near the goal, when due)
@@ -527,7 +567,7 @@ class DFBVSServo:
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=inliers, all_matches=matches,
                          mean_error_px=mean_err, tracking_mode=tracking, timings_ms=timings, timestamp_s=timestamp_s,
                          T_current_target=T_current_target, source=CorrespondenceSource.DETECTION, gain=out.gain,
-                         condition_number=out.condition_number, n_edges=n_edges)
+                         condition_number=out.condition_number, n_edges=n_edges, zoom=zoom)
 
 
 def _build_dfbvs(config: ServoConfig, render: TargetRender) -> DFBVSServo:

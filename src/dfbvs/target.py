@@ -52,13 +52,27 @@ class AcquisitionConfig:
     Deep features match up to ~45 degrees of in-plane rotation (docs/features-eval.md), so 1 (the paper: the
     upright target only) loses starts rolled further; 8 views cover any roll. Without a lock the servo
     matches every view and keeps the one with most inliers; with one, the view nearest the measured roll
-    (docs/convergence.md)."""
+    (docs/convergence.md).
+
+    ``zoom_max``: with a pose from the previous cycle, the live features are extracted on a crop of the camera
+    image around where that pose puts the object (its target points projected, padded by ``zoom_margin`` of
+    their extent on each side), resized to the working size: a far, small object is seen with up to
+    ``zoom_max`` x the working resolution and more of the top-K keypoints land on it, for the cost of one
+    working-size extraction as before. 1: off (the whole image, always). A cycle that fails, or an object that
+    already fills the image, uses the whole image (docs/convergence.md)."""
 
     inplane_views: int = 1
+    zoom_max: float = 1.0
+    zoom_margin: float = 0.25
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.inplane_views) <= 36:
             raise ConfigError(f"acquisition.inplane_views={self.inplane_views!r}: must be 1..36")
+        if not (np.isfinite(self.zoom_max) and 1.0 <= self.zoom_max <= 8.0):
+            raise ConfigError(f"acquisition.zoom_max={self.zoom_max!r}: must be 1..8 (1: off)")
+        if not (np.isfinite(self.zoom_margin) and 0.0 <= self.zoom_margin <= 2.0):
+            raise ConfigError(f"acquisition.zoom_margin={self.zoom_margin!r}: a fraction 0..2 of the object's "
+                              "extent")
 
 
 def working_camera(camera: Camera, working_width_px: int, working_height_px: int) -> Camera:

@@ -506,7 +506,7 @@ class TrackingServo:
         """Counters for the run's summary (detections used, acquisitions, re-acquisitions, corrections, ...)
         and the compute time of the tracked cycles alone (median, p95; ms)."""
         ms = self._tracked_ms
-        return dict(self.stats, detections_submitted=self.detector.submitted,
+        return dict(self.stats, detections_submitted=self.detector.submitted, relight_fits=self.deep.relight_fits,
                     tracked_cycle_ms_median=float(np.median(ms)) if ms else None,
                     tracked_cycle_ms_p95=float(np.percentile(ms, 95)) if ms else None)
 

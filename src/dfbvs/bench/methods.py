@@ -39,8 +39,10 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "hybrid": (("servo.control=hybrid",),
                "IBVS far from the goal, pose-based from the PnP pose near it (every direction at the commanded rate)"),
     "wide": (PRESETS["wide"],
-             "the wide preset: 8 rolled target views (acquire at any roll), centroid PBVS beyond 15 deg or 25 % of "
-             "the goal distance, IBVS between, PBVS at the goal"),
+             "the wide preset: 16 rolled target views (acquire at any roll), detection zoomed on a far object, "
+             "centroid PBVS beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal"),
+    "zoom": (("servo.acquisition.zoom_max=2",),
+             "live features extracted on a crop around where the last pose puts the object (up to 2x zoom)"),
     "live2k": (("servo.live_max_keypoints=2000",),
                "2000 keypoints on the live image (the target keeps its 500): a feature-poor part's corners are not "
                "all outranked by a busy background's"),
