@@ -296,7 +296,8 @@ class DFBVSServo:
         self._geometries = [TargetGeometry(None, v.camera, points_by_target_index_m=v.points_camera_goal_m)
                             for v in self.views]
         self._roll_rad: float | None = None  # the roll of the image w.r.t. the target while locked
-        self._object_px: np.ndarray | None = None  # where the last OK cycle's pose puts the target's points
+        # where the last cycle's pose (a lock's, or a failed cycle's as a hint) puts the target's points
+        self._object_px: np.ndarray | None = None
         self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
@@ -351,8 +352,8 @@ class DFBVSServo:
 
     def _live_features(self, image: np.ndarray, rgb: np.ndarray) -> tuple[Features, float]:
         """The live image's features, keypoints in working pixels, and the zoom they were extracted at: of the
-        working image ``rgb``, or (``acquisition.zoom_max`` > 1, after an OK cycle) of the crop of the camera
-        image ``image`` around where that cycle's pose put the object (:func:`~dfbvs.imaging.zoom_window_px`),
+        working image ``rgb``, or (``acquisition.zoom_max`` > 1, after a cycle with a pose) of the crop of the camera
+        image ``image`` around where that pose put the object (:func:`~dfbvs.imaging.zoom_window_px`),
         resized to the working size."""
         cfg, acq = self.config, self.config.acquisition
         window = None if self._object_px is None else zoom_window_px(
