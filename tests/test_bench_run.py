@@ -1,5 +1,6 @@
 """The benchmark runner end to end: tiny protocol, 2 workers and Ray, resume after a kill, report."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -107,3 +108,27 @@ def test_photometric_baseline_converges_on_clean_scene(tmp_path):
     assert r.final_true_reprojection_px < 0.5, r.summary()
     assert r.final_translation_error_mm < 0.3 * r.initial_translation_mm, r.summary()
     assert r.final_rotation_error_deg < 0.3 * r.initial_rotation_deg, r.summary()
+
+
+def test_episodes_with_one_goal_share_its_rendered_target_and_end_as_without():
+    """The runner's per-worker target cache: a second episode with the same goal reuses the first's render (read
+    only, so no servo can change it for the next episode), and runs exactly as it does on a fresh render."""
+    first, second = make_protocol("tiny", ["bracket"])
+    assert first.goal == second.goal
+    jobs = make_jobs([first, second], ["dfbvs-orb"], tiny_base(12))
+    fresh = run_episode(jobs[1].config).summary()
+    cache: dict = {}
+    run_episode(jobs[0].config, target_cache=cache)
+    assert len(cache) == 1
+    (target,) = cache.values()
+    assert not target.rgb.flags.writeable and not target.shading_basis.flags.writeable
+    cached = run_episode(jobs[1].config, target_cache=cache).summary()
+    assert len(cache) == 1 and next(iter(cache.values())) is target
+    def outcome(summary):  # what the episode did, without its wall-clock timings (NaN compares equal as text)
+        return json.dumps({k: v for k, v in summary.items() if not k.endswith("_ms")}, sort_keys=True, default=str)
+
+    assert outcome(cached) == outcome(fresh)
+    other = dataclasses.replace(jobs[0].config, goal=dataclasses.replace(jobs[0].config.goal, distance_m=0.25))
+    run_episode(dataclasses.replace(other, stop=dataclasses.replace(other.stop, max_iterations=1)),
+                target_cache=cache)
+    assert len(cache) == 2  # another goal, another render

@@ -97,6 +97,7 @@ def judge(summary: dict | None, method: str, criteria: SuccessCriteria = Success
 # --- execution: one job in a worker -------------------------------------------------------------------------
 
 _WORKER_SERVOS: dict = {}  # per-process cache of loaded networks, keyed by servo config
+_WORKER_TARGETS: dict = {}  # per-process cache of rendered targets: episodes with one goal share its render
 
 
 def run_job(job: Job, episodes_dir: str | None, criteria: SuccessCriteria) -> dict:
@@ -106,7 +107,7 @@ def run_job(job: Job, episodes_dir: str | None, criteria: SuccessCriteria) -> di
     t0 = time.perf_counter()
     try:
         out = Path(episodes_dir) / job.key.replace("/", "__") if episodes_dir else None
-        result = run_episode(job.config, out_dir=out, servo_cache=_WORKER_SERVOS)
+        result = run_episode(job.config, out_dir=out, servo_cache=_WORKER_SERVOS, target_cache=_WORKER_TARGETS)
         summary = to_jsonable(result.summary())
         error = None
     except Exception as exc:  # a broken episode is a result, not the end of the benchmark

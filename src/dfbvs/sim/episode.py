@@ -8,6 +8,7 @@ The world frame of the simulation is the object frame: ``T_object_camera`` is th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -256,6 +257,40 @@ def _servo(config: EpisodeConfig, target_render: TargetRender, servo_cache: dict
     return servo
 
 
+#: rendered targets a ``target_cache`` keeps (the oldest leaves first when full); one with its shading basis
+#: is ~70 MB at 640x480
+TARGET_CACHE_SIZE = 3
+
+
+def _target(mesh: Mesh, camera: Camera, T_object_goal: np.ndarray, config: EpisodeConfig,
+            target_cache: dict | None) -> TargetRender:
+    """The episode's target render (with the shading basis its servo relights with), reused from
+    ``target_cache`` when one was rendered for the same mesh geometry and look, camera, goal pose and renderer:
+    the render is deterministic, and the basis (51 supersampled renders) costs ~15 s a target here. A cached
+    target's arrays are read-only, so a servo that wrote into them would fail rather than change the next
+    episode's target."""
+    directions = basis_directions(config.servo)
+    if target_cache is None:
+        return render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
+                             shading_basis_directions=directions)
+    digest = hashlib.sha256()
+    for a in (mesh.vertices_m, mesh.faces, mesh.vertex_normals, mesh.vertex_colors, mesh.uv, mesh.texture,
+              np.asarray(T_object_goal, dtype=np.float64)):
+        digest.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions)).encode())
+    key = ("target", digest.hexdigest())
+    if key not in target_cache:
+        render = render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
+                               shading_basis_directions=directions)
+        for a in (render.rgb, render.depth_m, render.mask, render.shading_basis):
+            if a is not None:
+                a.setflags(write=False)
+        while len(target_cache) >= TARGET_CACHE_SIZE:
+            target_cache.pop(next(iter(target_cache)))
+        target_cache[key] = render
+    return target_cache[key]
+
+
 def time_to_goal_s(timestamps_s: list[float], errors: list[tuple[float, float]], tolerance_mm: float,
                    tolerance_deg: float) -> float:
     """The first timestamp from which every later cycle is within both tolerances (``errors``: (mm, deg) per
@@ -311,10 +346,11 @@ def episode_mesh(config: EpisodeConfig) -> Mesh:
 
 def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                 progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None,
-                live_view: str | None = None) -> EpisodeResult:
+                live_view: str | None = None, target_cache: dict | None = None) -> EpisodeResult:
     """Run one episode; with ``out_dir``, write summary.json, trajectory.jsonl (appended as cycles finish),
     config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
-    networks between episodes with the same servo config. ``live_view``: also log every cycle to rerun (a
+    networks between episodes with the same servo config, ``target_cache`` (another) the rendered targets of
+    episodes with the same goal (:data:`TARGET_CACHE_SIZE`). ``live_view``: also log every cycle to rerun (a
     ``.rrd`` path, or ``spawn``), see :mod:`dfbvs.liveview`."""
     camera = config.camera
     on_arm = config.robot.kind is RobotKind.UR5E
@@ -334,8 +370,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
                                                standoff)
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
-    target_render = render_target(mesh, servo_camera, T_object_goal, renderer=config.target_renderer,
-                                  shading_basis_directions=basis_directions(config.servo))
+    target_render = _target(mesh, servo_camera, T_object_goal, config, target_cache)
     # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
     check = getattr(config.servo, "target_check", None) or getattr(
         getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
