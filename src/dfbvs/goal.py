@@ -8,6 +8,11 @@ the object's bounding sphere fills ``fill_ratio`` of the image's shorter side (:
 
 :class:`GoalSpec` is what a user gives: look-at angles around that centre (or around a given point) with an
 optional explicit distance, or a pose file read elsewhere (``calibration.load_rigid_transform``).
+
+:func:`pose_precision` says how precisely a goal view can pin the camera's pose at all: the spread of the pose
+fitted to N image points with independent pixel noise (first order, the Cramer-Rao bound of a least-squares
+fit), what the final error of a servo that measures those points settles to. A small part far away, or a large
+one at the distance that frames it, can allow less than a user's tolerance whatever the loop does.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from .camera import Camera
+from .control import interaction_matrix_pixel
 from .errors import ConfigError
 from .geometry import look_at_spherical
 from .render.mesh import Mesh
@@ -133,3 +139,47 @@ def check_framing(mask: np.ndarray, depth_m: np.ndarray, keypoints_px: Optional[
         warnings.append(f"only {on} of {total} target keypoints land on the object (< {min_keypoints}): a "
                         "feature-poor view; try another viewing angle or a closer goal")
     return FramingReport(coverage, on, total, d0, d1, tuple(warnings))
+
+
+@dataclass(frozen=True)
+class PosePrecision:
+    """How precisely ``n_points`` image points with ``noise_px`` of independent noise per coordinate (pixels of
+    the camera they were given in) pin the camera's pose at the goal: the RMS of the camera's translation error
+    (mm, the norm) and rotation error (deg, the angle) of a least-squares pose fit, to first order; and the
+    worst direction of each (the 1-sigma spread along the least-determined axis)."""
+
+    translation_mm: float
+    rotation_deg: float
+    worst_translation_mm: float
+    worst_rotation_deg: float
+    n_points: int
+    noise_px: float
+
+    def exceeds(self, tolerance_mm: float, tolerance_deg: float) -> bool:
+        """Whether the expected final error is beyond a tolerance (the view cannot be relied on to reach it)."""
+        return self.translation_mm > tolerance_mm or self.rotation_deg > tolerance_deg
+
+
+def pose_precision(camera: Camera, uv_px: np.ndarray, Z_m: np.ndarray, noise_px: float) -> PosePrecision:
+    """The precision (:class:`PosePrecision`) of the camera pose fitted to the points ``uv_px`` (N, 2, pixels of
+    ``camera``) at the goal, at depths ``Z_m`` (N,): the covariance ``noise_px^2 (L^T L)^-1`` of the camera
+    twist, ``L`` the (2N, 6) interaction matrix in pixels. Infinite when fewer than 3 points or a degenerate
+    layout leave the pose undetermined."""
+    uv = np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)
+    if not noise_px > 0:
+        raise ConfigError(f"noise_px={noise_px!r}: must be > 0")
+    n = len(uv)
+    inf = PosePrecision(float("inf"), float("inf"), float("inf"), float("inf"), n, float(noise_px))
+    if n < 3:
+        return inf
+    L = interaction_matrix_pixel(camera, uv, Z_m)
+    info = L.T @ L
+    if np.linalg.cond(info) > 1e12:
+        return inf
+    cov = noise_px ** 2 * np.linalg.inv(info)
+    c_t, c_r = cov[:3, :3], cov[3:, 3:]
+    return PosePrecision(
+        translation_mm=float(np.sqrt(np.trace(c_t)) * 1e3), rotation_deg=float(np.degrees(np.sqrt(np.trace(c_r)))),
+        worst_translation_mm=float(np.sqrt(np.linalg.eigvalsh(c_t)[-1]) * 1e3),
+        worst_rotation_deg=float(np.degrees(np.sqrt(np.linalg.eigvalsh(c_r)[-1]))), n_points=n,
+        noise_px=float(noise_px))

@@ -142,6 +142,12 @@ class RefinementTarget:
             refinable &= l_min > config.min_eigen_ratio * np.maximum(l_max, 1e-12)
         return cls(normalised, refinable, config, camera)
 
+    def refinable_at(self, uv_px: np.ndarray) -> np.ndarray:
+        """(N,) bool: whether a patch centred at each pixel (N, 2) of this target's image can be aligned."""
+        h, w = self.refinable.shape
+        uv = np.clip(np.rint(np.asarray(uv_px, dtype=np.float64).reshape(-1, 2)).astype(int), [0, 0], [w - 1, h - 1])
+        return self.refinable[uv[:, 1], uv[:, 0]]
+
 
 def refinement_target(render_rgb: np.ndarray, render_mask: np.ndarray, render_camera: Camera,
                       working_camera: Camera, config: RefineConfig) -> RefinementTarget | None:
@@ -168,9 +174,7 @@ def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
     n = len(correspondences)
     if n == 0:
         return correspondences
-    h, w = target.refinable.shape
-    ut = np.clip(np.rint(correspondences.uv_target_px).astype(int), [0, 0], [w - 1, h - 1])
-    ok = target.refinable[ut[:, 1], ut[:, 0]]
+    ok = target.refinable_at(correspondences.uv_target_px)
     if not ok.any():
         return correspondences.subset(np.zeros(0, dtype=np.int64))
     idx = np.flatnonzero(ok)

@@ -14,6 +14,7 @@ from .camera import Camera
 from .errors import CalibrationError, ConfigError, TargetError
 from .estimation import target_points_m
 from .features import Extractor, Features
+from .goal import PosePrecision, pose_precision
 from .imaging import apply_affine_px, invert_affine_px, resize_area, resize_nearest, rotated_canvas
 from .refine import RefineConfig, RefinementTarget, refinement_target
 from .render.target import TargetCheckConfig, TargetRender, check_target_render, target_hints
@@ -59,10 +60,12 @@ class AcquisitionConfig:
     their extent on each side), resized to the working size: a far, small object is seen with up to
     ``zoom_max`` x the working resolution and more of the top-K keypoints land on it, for the cost of one
     working-size extraction as before. 1: off (the whole image, always). A cycle that fails, or an object that
-    already fills the image, uses the whole image (docs/convergence.md)."""
+    already fills the image, uses the whole image (docs/convergence.md). 2 by default: it rescued the one start
+    of the 8-per-batch distance sweep the whole image lost, and on the six accuracy18 starts where it acts it
+    ended each episode as close or closer (docs/bench.md)."""
 
     inplane_views: int = 1
-    zoom_max: float = 1.0
+    zoom_max: float = 2.0
     zoom_margin: float = 0.25
 
     def __post_init__(self) -> None:
@@ -156,3 +159,20 @@ def nearest_view(views: tuple[PreparedTarget, ...], roll_rad: float) -> int:
     """Index of the view whose roll is nearest ``roll_rad`` (on the circle)."""
     gaps = [abs(float(np.angle(np.exp(1j * (roll_rad - v.inplane_rad))))) for v in views]
     return int(np.argmin(gaps))
+
+
+#: the final correspondence noise the precision of a goal is judged at, px of the working image: the aligned
+#: patches' error at convergence on the rasterised accuracy18 (0.10-0.15 working px, docs/parts.md)
+PRECISION_NOISE_WORKING_PX = 0.1
+
+
+def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION_NOISE_WORKING_PX) -> PosePrecision:
+    """How precisely the goal view ``target`` pins the camera pose (:func:`~dfbvs.goal.pose_precision`) over the
+    points the servo's final cycles measure: the target keypoints whose patch refinement can align (all of
+    them when refinement is off), at ``noise_working_px`` per coordinate."""
+    uv = target.features.keypoints_px
+    keep = np.ones(len(uv), dtype=bool)
+    if target.refinement is not None and len(uv):
+        fine = target.refinement.camera or target.camera
+        keep = target.refinement.refinable_at(fine.pixels_from(target.camera, uv))
+    return pose_precision(target.camera, uv[keep], target.Z_star_m[keep], noise_working_px)

@@ -42,7 +42,10 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
              "the wide preset: 16 rolled target views (acquire at any roll), detection zoomed on a far object, "
              "centroid PBVS beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal"),
     "zoom": (("servo.acquisition.zoom_max=2",),
-             "live features extracted on a crop around where the last pose puts the object (up to 2x zoom)"),
+             "live features extracted on a crop around where the last pose puts the object (up to 2x zoom; the "
+             "default since issue 14's measures, so the same as no flag now)"),
+    "nozoom": (("servo.acquisition.zoom_max=1",),
+               "live features always extracted on the whole image (the default before issue 14's measures)"),
     "live2k": (("servo.live_max_keypoints=2000",),
                "2000 keypoints on the live image (the target keeps its 500): a feature-poor part's corners are not "
                "all outranked by a busy background's"),

@@ -36,9 +36,15 @@ def register(app: typer.Typer) -> None:
         standoff: float = typer.Option(0.12, help="--grasp: tool distance back from the grasp (m)."),
         sensor: str = typer.Option("640x480", help="Camera size WIDTHxHEIGHT of the default lens."),
         calibration: Optional[Path] = typer.Option(None, help="Your camera calibration instead of --sensor."),
+        need_mm: float = typer.Option(1.0, help="The final accuracy you need, translation (mm): warn when the goal "
+                                      "view cannot pin the pose that well."),
+        need_deg: float = typer.Option(0.1, help="The final accuracy you need, rotation (deg)."),
         out: Path = typer.Option(..., callback=out_dir_callback, help="Output directory."),
     ) -> None:
-        """Render the goal view and report object coverage, target keypoints on the object and the depth range."""
+        """Render the goal view and report object coverage, target keypoints on the object, the depth range and
+        the pose precision the view allows."""
+        from dataclasses import asdict
+
         import numpy as np
 
         from ..calibration import load_camera_calibration, load_rigid_transform
@@ -52,6 +58,7 @@ def register(app: typer.Typer) -> None:
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp
         from ..servo import ServoConfig
+        from ..target import PRECISION_NOISE_WORKING_PX, prepare_target, target_precision
 
         check_object_or_mesh(object_name, mesh)
         if sum(x is not None for x in (goal_camera, grasp)) > 1:
@@ -95,19 +102,40 @@ def register(app: typer.Typer) -> None:
             feats = build_extractor(work.features)(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
             keypoints = cam.pixels_from(work_cam, feats.keypoints_px)
         report = check_framing(render.mask, render.depth_m, keypoints)
+        precision = None
+        if keypoints is not None:
+            try:  # the points the servo's last cycles align, as a servo prepares them
+                precision = target_precision(prepare_target(render, build_extractor(work.features),
+                                                            work.working_width_px, work.working_height_px,
+                                                            work.refine))
+            except DfbvsError as exc:
+                typer.echo(f"warning: {exc}")
+        warnings = list(report.warnings)
+        if precision is not None and precision.exceeds(need_mm, need_deg):
+            plain = (f"; only {precision.n_points} keypoints can be aligned: a plain part is pinned by its outline "
+                     "(servo.edges.enabled=true), not by keypoints") if precision.n_points < 30 else ""
+            warnings.append(f"this goal view pins the pose to {precision.translation_mm:.2f} mm / "
+                            f"{precision.rotation_deg:.3f} deg at best, beyond the {need_mm} mm / {need_deg} deg "
+                            "needed: frame the part larger (--fill-ratio, a closer --distance) or view it where it has "
+                            f"more texture{plain}")
         render.save(out)
         centre = spec.look_at_point_m(obj)
         write_json(out / "framing.json", {
             "coverage": report.coverage, "keypoints_on_object": report.keypoints_on_object,
             "keypoints_total": report.keypoints_total, "depth_min_m": report.depth_min_m,
-            "depth_max_m": report.depth_max_m, "warnings": list(report.warnings), "center_m": centre,
-            "T_object_camera": T_goal})
+            "depth_max_m": report.depth_max_m, "warnings": warnings, "center_m": centre,
+            "T_object_camera": T_goal, "precision": None if precision is None else asdict(precision)})
         typer.echo(f"goal view: {out / 'rgb.png'}  (object centre {np.round(centre, 4).tolist()} m, camera "
                    f"{np.linalg.norm(T_goal[:3, 3] - centre):.3f} m from it)")
         typer.echo(f"object covers {report.coverage:.1%} of the image; {report.keypoints_on_object} of "
                    f"{report.keypoints_total} target keypoints on it; depth {report.depth_min_m:.3f}-"
                    f"{report.depth_max_m:.3f} m")
-        for warning in report.warnings:
+        if precision is not None:
+            typer.echo(f"pose precision this view allows: {precision.translation_mm:.2f} mm / "
+                       f"{precision.rotation_deg:.3f} deg RMS ({precision.n_points} alignable keypoints at "
+                       f"{PRECISION_NOISE_WORKING_PX} working px; worst axis {precision.worst_translation_mm:.2f} mm / "
+                       f"{precision.worst_rotation_deg:.3f} deg)")
+        for warning in warnings:
             typer.echo(f"warning: {warning}")
         if not render.mask.any():
             raise typer.Exit(code=1)
