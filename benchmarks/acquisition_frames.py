@@ -27,11 +27,9 @@ import numpy as np
 from dfbvs.bench.methods import episode_config
 from dfbvs.bench.protocols import make_protocol
 from dfbvs.geometry import inverse, pose_error
-from dfbvs.relight import basis_directions
-from dfbvs.render.scene import build_scene, render_scene
-from dfbvs.render.target import render_target
+from dfbvs.render.scene import render_scene
 from dfbvs.servo import build_servo
-from dfbvs.sim.episode import episode_mesh, start_pose
+from dfbvs.sim.episode import setup_episode
 
 #: a first pose this close to the truth is one the loop can start from (what the table counts as a good lock)
 GOOD_LOCK_MM, GOOD_LOCK_DEG = 10.0, 3.0
@@ -40,11 +38,9 @@ GOOD_LOCK_MM, GOOD_LOCK_DEG = 10.0, 3.0
 def first_cycles(spec, variants: dict[str, list[str]]) -> list[dict]:
     """One servo cycle per variant on the start frame of bench episode ``spec``."""
     base = episode_config(spec, "dfbvs")
-    mesh = episode_mesh(base)
-    T_object_goal = base.goal.T_object_camera(mesh, base.camera)
-    target = render_target(mesh, base.camera, T_object_goal, shading_basis_directions=basis_directions(base.servo))
-    T_object_start = start_pose(base, base.camera, T_object_goal, base.goal.spec().look_at_point_m(mesh))
-    frame = render_scene(build_scene(mesh, base.scene, seed=base.seed), base.camera, T_object_start).rgb
+    setup = setup_episode(base)
+    target, T_object_goal, T_object_start = setup.target_render, setup.T_object_goal, setup.T_object_start
+    frame = render_scene(setup.scene, base.camera, T_object_start).rgb
     T_current_target_true = inverse(T_object_start) @ T_object_goal
     records = []
     for name, overrides in variants.items():

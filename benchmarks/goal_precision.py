@@ -21,8 +21,7 @@ from collections import defaultdict
 from dfbvs.bench.methods import episode_config
 from dfbvs.bench.protocols import make_protocol
 from dfbvs.features import build_extractor
-from dfbvs.render.target import render_target
-from dfbvs.sim.episode import episode_mesh
+from dfbvs.sim.episode import setup_episode
 from dfbvs.target import PRECISION_NOISE_WORKING_PX, prepare_target, target_precision
 
 
@@ -57,13 +56,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for group in by_goal.values():
         config = episode_config(group[0], "dfbvs")
-        mesh = episode_mesh(config)
-        T_object_goal = config.goal.T_object_camera(mesh, config.camera)
+        setup = setup_episode(config)
         servo = config.servo
-        target = prepare_target(render_target(mesh, config.camera, T_object_goal), build_extractor(servo.features),
-                                servo.working_width_px, servo.working_height_px, servo.refine)
+        target = prepare_target(setup.target_render, build_extractor(servo.features), servo.working_width_px,
+                                servo.working_height_px, servo.refine)
         p = target_precision(target, args.noise_px)
-        distance = float(((T_object_goal[:3, 3] - config.goal.spec().look_at_point_m(mesh)) ** 2).sum() ** 0.5)
+        distance = float(((setup.T_object_goal[:3, 3] - setup.center_m) ** 2).sum() ** 0.5)
         runs = "; ".join(f"{s.episode_id}: {', '.join(measured[s.episode_id])}" for s in group
                          if measured[s.episode_id])
         print(f"| {', '.join(s.episode_id for s in group)} | {distance:.3f} | {p.n_points} | "

@@ -270,25 +270,26 @@ def _target(mesh: Mesh, camera: Camera, T_object_goal: np.ndarray, config: Episo
     target's arrays are read-only, so a servo that wrote into them would fail rather than change the next
     episode's target."""
     directions = basis_directions(config.servo)
-    if target_cache is None:
-        return render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
-                             shading_basis_directions=directions)
-    digest = hashlib.sha256()
-    for a in (mesh.vertices_m, mesh.faces, mesh.vertex_normals, mesh.vertex_colors, mesh.uv, mesh.texture,
-              np.asarray(T_object_goal, dtype=np.float64)):
-        digest.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
-    digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions)).encode())
-    key = ("target", digest.hexdigest())
-    if key not in target_cache:
-        render = render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
-                               shading_basis_directions=directions)
+    key = None
+    if target_cache is not None:
+        digest = hashlib.sha256()
+        for a in (mesh.vertices_m, mesh.faces, mesh.vertex_normals, mesh.vertex_colors, mesh.uv, mesh.texture,
+                  np.asarray(T_object_goal, dtype=np.float64)):
+            digest.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+        digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions)).encode())
+        key = ("target", digest.hexdigest())
+        if key in target_cache:
+            return target_cache[key]
+    render = render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
+                           shading_basis_directions=directions)
+    if target_cache is not None:
         for a in (render.rgb, render.depth_m, render.mask, render.shading_basis):
             if a is not None:
                 a.setflags(write=False)
         while len(target_cache) >= TARGET_CACHE_SIZE:
             target_cache.pop(next(iter(target_cache)))
         target_cache[key] = render
-    return target_cache[key]
+    return render
 
 
 def time_to_goal_s(timestamps_s: list[float], errors: list[tuple[float, float]], tolerance_mm: float,
@@ -344,18 +345,29 @@ def episode_mesh(config: EpisodeConfig) -> Mesh:
     return reframed(mesh, config.mesh_scale, config.mesh_origin_m)
 
 
-def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
-                progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None,
-                live_view: str | None = None, target_cache: dict | None = None) -> EpisodeResult:
-    """Run one episode; with ``out_dir``, write summary.json, trajectory.jsonl (appended as cycles finish),
-    config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
-    networks between episodes with the same servo config, ``target_cache`` (another) the rendered targets of
-    episodes with the same goal (:data:`TARGET_CACHE_SIZE`). ``live_view``: also log every cycle to rerun (a
-    ``.rrd`` path, or ``spawn``), see :mod:`dfbvs.liveview`."""
+@dataclass(frozen=True)
+class EpisodeSetup:
+    """Everything an episode is made of before its servo runs (:func:`setup_episode`): the object's ``mesh`` and
+    ``symmetry``, the goal ``T_object_goal`` the servo aims at (with a grasp on the arm: derived from
+    ``T_object_tool_grasp`` with the hand-eye the servo believes), the object's ``center_m`` (object frame), the
+    checked ``target_render``, the ``scene`` and the start ``T_object_start``."""
+
+    mesh: Mesh
+    symmetry: Symmetry
+    T_object_goal: np.ndarray
+    center_m: np.ndarray
+    target_render: TargetRender
+    scene: Scene
+    T_object_start: np.ndarray
+    T_object_tool_grasp: np.ndarray | None = None
+
+
+def setup_episode(config: EpisodeConfig, target_cache: dict | None = None) -> EpisodeSetup:
+    """The episode's object, goal, target render (checked: an empty or unframed target is an error naming the
+    reason), scene and start pose, as :func:`run_episode` runs them; also what the scripts that study an
+    episode's first frame or goal view start from (``benchmarks/``)."""
     camera = config.camera
     on_arm = config.robot.kind is RobotKind.UR5E
-    if on_arm and config.timing.mode is not TimingMode.STEPPED:
-        raise ConfigError(f"robot.kind=ur5e runs with timing.mode=stepped, got timing.mode={config.timing.mode.value}")
     mesh = episode_mesh(config)
     symmetry = symmetry_of(None if config.mesh_path else config.object_name, mesh, config.symmetry)
     if config.symmetry == "declared":  # declared in the part's own frame
@@ -371,15 +383,33 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
     target_render = _target(mesh, servo_camera, T_object_goal, config, target_cache)
-    # an empty or unframed target is an error naming the reason, with hints from the mesh and the goal
     check = getattr(config.servo, "target_check", None) or getattr(
         getattr(config.servo, "detection", None), "target_check", None) or TargetCheckConfig()
     check_target_render(target_render, mesh, check)
+    return EpisodeSetup(mesh=mesh, symmetry=symmetry, T_object_goal=T_object_goal, center_m=center_m,
+                        target_render=target_render, scene=build_scene(mesh, config.scene, seed=config.seed),
+                        T_object_start=start_pose(config, camera, T_object_goal, center_m),
+                        T_object_tool_grasp=T_object_tool_grasp)
+
+
+def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
+                progress: Callable[[Cycle], None] | None = None, servo_cache: dict | None = None,
+                live_view: str | None = None, target_cache: dict | None = None) -> EpisodeResult:
+    """Run one episode; with ``out_dir``, write summary.json, trajectory.jsonl (appended as cycles finish),
+    config.json, profile.png and servo.gif there. ``servo_cache`` (a dict kept by the caller) reuses loaded
+    networks between episodes with the same servo config, ``target_cache`` (another) the rendered targets of
+    episodes with the same goal (:data:`TARGET_CACHE_SIZE`). ``live_view``: also log every cycle to rerun (a
+    ``.rrd`` path, or ``spawn``), see :mod:`dfbvs.liveview`."""
+    camera = config.camera
+    on_arm = config.robot.kind is RobotKind.UR5E
+    if on_arm and config.timing.mode is not TimingMode.STEPPED:
+        raise ConfigError(f"robot.kind=ur5e runs with timing.mode=stepped, got timing.mode={config.timing.mode.value}")
+    setup = setup_episode(config, target_cache)
+    mesh, symmetry, T_object_goal, target_render = setup.mesh, setup.symmetry, setup.T_object_goal, setup.target_render
+    T_object_tool_grasp, scene, T_start = setup.T_object_tool_grasp, setup.scene, setup.T_object_start
     servo = _servo(config, target_render, servo_cache)
     if hasattr(servo, "declare_symmetry"):  # a pose-based phase aims at the nearest equivalent goal
         servo.declare_symmetry(symmetry)
-    scene = build_scene(mesh, config.scene, seed=config.seed)
-    T_start = start_pose(config, camera, T_object_goal, center_m)
     occluder = Occluder(config.occlusion, T_object_goal, float(np.max(mesh.extent_m)))
     rig = build_arm_rig(config.robot, T_object_goal, T_start, config.dt_s, config.seed) if on_arm else None
     source, sink = _source_and_sink(config, scene, occluder, T_start, rig)
