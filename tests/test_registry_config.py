@@ -136,7 +136,9 @@ def test_overrides_parse_by_field_type_and_swap_backends():
     paths = [row[0] for row in settings(EpisodeConfig())]
     assert ("servo.refine.window_px" in paths and "servo.features.max_keypoints" in paths
             and "stop.max_iterations" in paths)
-    assert set(PRESETS) >= {"default", "paper", "photometric"}
+    assert set(PRESETS) >= {"default", "paper", "photometric", "photoreal"}
+    real = apply_preset(EpisodeConfig(), "photoreal").servo
+    assert real.edges.enabled and not real.relight.image_gain and real.relight.enabled
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -42,6 +42,10 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal
     "wide": ("servo.acquisition.inplane_views=16", "servo.acquisition.zoom_max=2", "servo.control=hybrid",
              "servo.control.far_rotation_deg=15", "servo.control.far_translation_ratio=0.25"),
+    # for images with real light (path-traced scenes, a real camera; docs/photoreal.md): the per-frame servo with the
+    # object's outline fitted with the keypoints near the goal, and the target relit by its shading basis alone,
+    # without the smooth gain field over the image that helped on rasterised scenes but absorbs shadows here
+    "photoreal": ("servo.edges.enabled=true", "servo.relight.image_gain=false"),
     # the camera on a simulated UR5e (RTDE code path, safety layer), ideal calibration; and with the errors of a
     # real cell: hand-eye off by 2 mm / 0.2 deg, intrinsics by up to 1 %, one frame of command latency
     "ur5e": ("robot.kind=ur5e",),

@@ -41,6 +41,11 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "wide": (PRESETS["wide"],
              "the wide preset: 16 rolled target views (acquire at any roll), detection zoomed on a far object, "
              "centroid PBVS beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal"),
+    "photoreal": (PRESETS["photoreal"],
+                  "the photoreal preset: the outline fitted with the keypoints near the goal, the target relit without "
+                  "the image's gain field (docs/photoreal.md)"),
+    "nogain": (("servo.relight.image_gain=false",),
+               "the target relit by its shading basis alone, without the smooth gain field over the image"),
     "zoom": (("servo.acquisition.zoom_max=2",),
              "live features extracted on a crop around where the last pose puts the object (up to 2x zoom; the "
              "default since issue 14's measures, so the same as no flag now)"),
