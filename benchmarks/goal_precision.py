@@ -7,9 +7,9 @@ coordinate (what the aligned patches reach at convergence on the rasterised accu
 (bench ``results.jsonl`` files) it prints each episode's final error beside its goal's precision, so an
 accuracy measure can be read against what the images allow:
 
-    .venv/bin/python benchmarks/goal_precision.py --protocol parts --results runs/parts-edges/results.jsonl
+    .venv/bin/python benchmarks/goal_precision.py --protocol parts --results runs/parts-now/results.jsonl
 
-Seconds per goal (one render, one feature extraction).
+~15 s per goal (the episode's target with its shading basis, one feature extraction).
 """
 
 from __future__ import annotations

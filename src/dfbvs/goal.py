@@ -11,8 +11,9 @@ optional explicit distance, or a pose file read elsewhere (``calibration.load_ri
 
 :func:`pose_precision` says how precisely a goal view can pin the camera's pose at all: the spread of the pose
 fitted to N image points with independent pixel noise (first order, the Cramer-Rao bound of a least-squares
-fit), what the final error of a servo that measures those points settles to. A small part far away, or a large
-one at the distance that frames it, can allow less than a user's tolerance whatever the loop does.
+fit), about what the final error of a servo that measures those points settles to at that noise (less noise per
+point, e.g. a relit target, gets below it). A small part far away, or a large one at the distance that frames it,
+can allow less than a user's tolerance.
 """
 
 from __future__ import annotations

@@ -115,9 +115,9 @@ def register(app: typer.Typer) -> None:
             plain = (f"; only {precision.n_points} keypoints can be aligned: a plain part is pinned by its outline "
                      "(servo.edges.enabled=true), not by keypoints") if precision.n_points < 30 else ""
             warnings.append(f"this goal view pins the pose to {precision.translation_mm:.2f} mm / "
-                            f"{precision.rotation_deg:.3f} deg at best, beyond the {need_mm} mm / {need_deg} deg "
-                            "needed: frame the part larger (--fill-ratio, a closer --distance) or view it where it has "
-                            f"more texture{plain}")
+                            f"{precision.rotation_deg:.3f} deg RMS at 0.1 px per point, beyond the {need_mm} mm / "
+                            f"{need_deg} deg needed: frame the part larger (--fill-ratio, a closer --distance) or view "
+                            f"it where it has more texture{plain}")
         render.save(out)
         centre = spec.look_at_point_m(obj)
         write_json(out / "framing.json", {
