@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _locking import locked_step
 from dfbvs.bench.methods import episode_config
 from dfbvs.bench.protocols import make_protocol
 from dfbvs.edges import EdgeConfig, edge_offsets, measure_edges, model_edges, refine_pose_with_edges
@@ -94,7 +95,7 @@ def test_the_servo_uses_the_outline_only_when_most_of_it_fits(sheet_on_gravel, m
     scene = build_scene(mesh, config.scene, seed=config.seed)
     d = np.array([2e-3, -1e-3, 1e-3, 0.004, -0.003, 0.002])
     frame = render_scene(scene, config.camera, T_object_goal @ se3_exp(d)).rgb
-    step = servo.step(frame)
+    step = locked_step(servo, frame)
     assert step.ok and step.n_edges > 0.5 * len(servo._edges)
     t_m, _ = pose_error(step.T_current_target, inverse(se3_exp(d)))
     assert t_m < 0.5e-3

@@ -113,16 +113,42 @@ def test_wrong_but_plausible_frames_give_no_twist(aliked_bracket, kind):
         frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     else:
         frame = render_scene(build_scene(load_builtin("gear"), SceneConfig(), seed=0), camera, T_goal).rgb
-    step = servo.step(frame)
-    assert step.status is not StepStatus.OK and not np.any(step.v_camera), (step.status, step.n_inliers)
-    assert step.reason
+    steps = [servo.step(frame) for _ in range(2)]  # (twice: a credible first lock would be confirmed by the second)
+    for step in steps:  # refused by the lock's own checks, not merely waiting for a confirmation
+        assert step.status not in (StepStatus.OK, StepStatus.UNCONFIRMED), (step.status, step.n_inliers)
+        assert not np.any(step.v_camera) and step.reason
 
 
 def test_a_genuine_start_frame_still_locks(aliked_bracket):
     servo, scene, camera, T_goal = aliked_bracket
     servo.reset()
-    step = servo.step(_scene_frame(aliked_bracket, _start_pose(camera, T_goal)))
-    assert step.ok and step.n_inliers >= servo.config.lock.min_inliers and np.any(step.v_camera)
+    frame = _scene_frame(aliked_bracket, _start_pose(camera, T_goal))
+    first, second = servo.step(frame), servo.step(frame)
+    assert first.status is StepStatus.UNCONFIRMED and not np.any(first.v_camera) and "first lock" in first.reason
+    assert second.ok and second.n_inliers >= servo.config.lock.min_inliers and np.any(second.v_camera)
+
+
+def test_a_lock_moves_only_when_the_next_cycle_agrees(aliked_bracket):
+    """Two cycles that measure different poses do not move the camera (a wrong lock on a feature-poor part
+    disagrees from cycle to cycle); a lock that moved the camera is confirmed through the twist it commanded."""
+    from dfbvs.geometry import se3_exp
+
+    servo, scene, camera, T_goal = aliked_bracket
+    servo.reset()
+    T_a = _start_pose(camera, T_goal)
+    T_b = T_a @ se3_exp(np.array([0.03, 0.0, 0.0, 0.0, 0.0, 0.0]))  # 30 mm to the side: not the same pose
+    assert servo.step(_scene_frame(aliked_bracket, T_a), 0.0).status is StepStatus.UNCONFIRMED
+    moved = servo.step(_scene_frame(aliked_bracket, T_b), 0.1)
+    assert moved.status is StepStatus.UNCONFIRMED and not np.any(moved.v_camera) and "mm" in moved.reason
+    locked = servo.step(_scene_frame(aliked_bracket, T_b), 0.2)  # the camera held still: this one agrees
+    assert locked.ok and np.any(locked.v_camera), locked.reason
+    dt_s = 0.5  # the commanded twist executed for dt_s: the next frame's pose is where it carries the lock
+    carried = servo.step(_scene_frame(aliked_bracket, T_b @ se3_exp(locked.v_camera * dt_s)), 0.2 + dt_s)
+    assert carried.ok, carried.reason
+    # the same frame claimed to come much later: the twist would have moved the camera beyond the tolerance
+    servo.step(_scene_frame(aliked_bracket, T_b @ se3_exp(locked.v_camera * dt_s)), 0.2 + dt_s)
+    late = servo.step(_scene_frame(aliked_bracket, T_b @ se3_exp(locked.v_camera * dt_s)), 0.2 + 40 * dt_s)
+    assert late.status is StepStatus.UNCONFIRMED and not np.any(late.v_camera), late.reason
 
 
 def test_lock_rules_pose_and_twist():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _locking import locked_step
 from dfbvs.bench.methods import episode_config
 from dfbvs.bench.protocols import PARTS, centre_in_view, make_protocol, part_goal_distance_m
 from dfbvs.geometry import transform_points
@@ -111,7 +112,7 @@ def test_live_keypoints_are_a_separate_budget_from_the_targets():
     assert servo.live_extractor is not servo.extractor
     assert servo.live_extractor.config.max_keypoints == 2000 and servo.extractor.config.max_keypoints == 500
     assert len(servo.target.features) == len(base.target.features)  # the target's set is unchanged
-    step = servo.step(frame)
+    step = locked_step(servo, frame)
     assert step.status is StepStatus.OK
     assert len(servo.live_extractor(frame[::2, ::2].copy())) > 500 >= len(base.live_extractor(frame[::2, ::2].copy()))
 
@@ -130,7 +131,7 @@ def test_a_strong_descriptor_lock_stands_when_refinement_cannot_verify_it(monkey
         return inliers.subset(np.arange(5)), None
 
     monkeypatch.setattr(servo_module, "refine_correspondences", refine_fails)
-    step = servo.step(frame)
+    step = locked_step(servo, frame) if strong else servo.step(frame)
     if strong:
         assert step.status is StepStatus.OK and step.n_inliers >= 30 and np.any(step.v_camera != 0)
         assert np.all(step.correspondences.index_current >= 0)  # descriptor matches, none guided

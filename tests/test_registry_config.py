@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from _locking import locked_step
 from dfbvs.config import PRESETS, apply_overrides, apply_preset, describe, settings
 from dfbvs.control import CONTROL_LAWS, ControlInput, ControlOutput
 from dfbvs.errors import CalibrationError, ConfigError, DfbvsError, MeshError, WeightsError
@@ -95,9 +96,10 @@ def test_toy_extractor_and_law_through_the_registry_drive_the_servo(toy_backends
     # the camera 2 mm to the right of the goal: the object appears shifted left, e = x - x* < 0, so the toy
     # law must command a move to the left (vx < 0)
     shift = make_pose(t=[0.002, 0.0, 0.0])
-    step = servo.step(render_scene(build_scene(mesh, SceneConfig.clean(), seed=0), cam, T_goal @ shift).rgb)
+    step = locked_step(servo, render_scene(build_scene(mesh, SceneConfig.clean(), seed=0), cam, T_goal @ shift).rgb)
     assert step.status is StepStatus.OK, step.status
-    assert isinstance(servo.law, TranslationOnlyLaw) and servo.law.calls == 1
+    # (the first lock's twist is computed and checked too, then held until the second cycle confirms the lock)
+    assert isinstance(servo.law, TranslationOnlyLaw) and servo.law.calls == 2
     assert step.gain == 0.5 and step.condition_number == 1.0
     assert step.v_camera[0] < 0 and np.allclose(step.v_camera[2:], 0.0), step.v_camera
     assert step.n_inliers >= 6

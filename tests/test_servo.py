@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from _locking import locked_step
 from dfbvs.config import apply_overrides
 from dfbvs.features.aliked import AlikedConfig
 from dfbvs.geometry import make_pose, so3_exp
@@ -239,7 +240,7 @@ def test_high_resolution_camera_is_served_at_the_working_resolution():
     assert servo.target.refinement.camera == cam and servo.target.refinement.refinable.shape == (480, 640)
     assert servo.target.features.image_size == (320, 240)
     frame = render_scene(build_scene(mesh, SceneConfig(), seed=0), cam, T_goal @ se3_exp([0.003, 0, 0, 0, 0, 0.01]))
-    step = servo.step(frame.rgb, timestamp_s=1.5)
+    step = locked_step(servo, frame.rgb, timestamp_s=1.5)
     assert step.status is StepStatus.OK and step.n_inliers >= config.min_inliers
     uv = step.correspondences.uv_current_px
     assert uv[:, 0].max() <= 319.5 and uv[:, 1].max() <= 239.5  # working pixels, not the frame's
@@ -265,7 +266,7 @@ def test_guided_refinement_at_native_resolution_measures_true_positions():
     T_goal = GoalConfig().T_object_camera()
     servo = DFBVSServo.from_render(render_target(mesh, cam, T_goal), ServoConfig())
     T_current = T_goal @ se3_exp([0.002, -0.001, 0.001, 0.004, -0.003, 0.002])  # 2.4 mm, 0.31 deg
-    step = servo.step(render_scene(build_scene(mesh, SceneConfig(), seed=0), cam, T_current).rgb)
+    step = locked_step(servo, render_scene(build_scene(mesh, SceneConfig(), seed=0), cam, T_current).rgb)
     assert step.status is StepStatus.OK
     # what a real-time loop and a robot need: the PnP pose, the gain and the conditioning of L*
     T_current_goal = inverse(T_current) @ T_goal

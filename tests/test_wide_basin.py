@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 
+from _locking import locked_step
 from dfbvs.config import PRESETS, apply_overrides
 from dfbvs.control import ControlInput, HybridConfig, HybridLaw, centroid_pbvs_twist, saturate_twist
 from dfbvs.errors import ConfigError
@@ -123,9 +124,9 @@ def test_rolled_camera_is_acquired_with_rolled_views(aliked_bracket):
         T_goal_start = make_pose(so3_exp([0.0, 0.0, np.deg2rad(roll_deg)]))
         rgb = render_scene(scene, camera, T_goal @ T_goal_start).rgb
         servo.reset()
-        assert not servo.step(rgb).ok, "the upright target alone locks on a rolled image"
+        assert not any(servo.step(rgb).ok for _ in range(2)), "the upright target alone locks on a rolled image"
         wide.reset()
-        step = wide.step(rgb)
+        step = locked_step(wide, rgb)
         assert step.ok, step.reason
         assert step.n_inliers >= 20
         roll = np.rad2deg(so3_log(inverse(step.T_current_target)[:3, :3]))  # T_goal_current's rotation vector

@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, Features, build_extractor
 from .features.aliked import AlikedConfig
-from .geometry import near_identity, planar_rotation_rad, transform_points
+from .geometry import inverse, near_identity, planar_rotation_rad, pose_error, se3_exp, transform_points
 from .imaging import as_rgb_frame, grey_float32, resize_area, zoom_window_px
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, aligned_representation, refine_correspondences
@@ -46,6 +46,7 @@ class StepStatus(str, enum.Enum):
     TOO_FEW_INLIERS = "too_few_inliers"
     NOT_LOCKED = "not_locked"  # no pose yet (waiting for a detection): hold still
     IMPLAUSIBLE = "implausible"  # a lock that is not credible (see LockConfig; the step's reason says why)
+    UNCONFIRMED = "unconfirmed"  # a credible lock whose pose the previous cycle does not confirm (LockConfig.confirm)
 
 
 class CorrespondenceSource(str, enum.Enum):
@@ -85,6 +86,14 @@ class LockConfig:
     - ``max_linear_m_s`` / ``max_angular_rad_s``: bounds on the law's twist, checked before any robot-side clamp
       (the IBVS law saturates to its own, lower limits; a law that does not is caught here); a twist that is not
       finite is never credible.
+    - ``confirm``: a lock moves the camera only when its pose agrees with the previous credible cycle's (a lock's,
+      or an unconfirmed one's), carried forward through the twist commanded since (by the frames' timestamps),
+      within ``confirm_translation_ratio`` of the object's median depth at that pose and ``confirm_rotation_deg``,
+      modulo the declared symmetry; otherwise the step is ``unconfirmed``, its twist zero, and the next cycle
+      may confirm it (two independent measurements of one pose). A first lock always waits one cycle. Wrong
+      locks on a feature-poor part pass every other check but disagree from cycle to cycle (a shaft before
+      gravel: 37-296 mm between consecutive poses), and their twists drove the camera 15-20 mm further away
+      (docs/parts.md). Without timestamps (NaN) a moving lock's continuity is not checked.
     """
 
     min_inliers: int = 12
@@ -94,10 +103,16 @@ class LockConfig:
     max_depth_ratio: float = 4.0
     max_linear_m_s: float = 0.25
     max_angular_rad_s: float = 1.0
+    confirm: bool = True
+    confirm_translation_ratio: float = 0.05
+    confirm_rotation_deg: float = 3.0
 
     def __post_init__(self) -> None:
         if self.min_inliers < 4:
             raise ConfigError(f"lock.min_inliers={self.min_inliers!r}: must be >= 4")
+        if not (self.confirm_translation_ratio > 0 and self.confirm_rotation_deg > 0):
+            raise ConfigError(f"lock confirm tolerances must be > 0, got {self.confirm_translation_ratio!r}, "
+                              f"{self.confirm_rotation_deg!r} deg")
         if self.strong_match_inliers < self.min_inliers:
             raise ConfigError(f"lock.strong_match_inliers={self.strong_match_inliers!r}: must be >= lock.min_inliers="
                               f"{self.min_inliers}")
@@ -298,6 +313,8 @@ class DFBVSServo:
         self._roll_rad: float | None = None  # the roll of the image w.r.t. the target while locked
         # where the last cycle's pose (a lock's, or a failed cycle's as a hint) puts the target's points
         self._object_px: np.ndarray | None = None
+        # the last credible pose (a lock's or an unconfirmed one's), its frame's time and the twist commanded on it
+        self._reference: tuple[np.ndarray, float, np.ndarray] | None = None
         self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
@@ -329,6 +346,8 @@ class DFBVSServo:
         self._upright_only = symmetry.order >= len(self.views) > 1
         exact = symmetry if symmetry.exact else Symmetry.none()  # a visual one (the gear's) would mislead the law
         self._goal_symmetries = goal_frame_symmetries(exact, self.target.render.T_object_camera)
+        # every equivalent, visual ones too: a lock on another tooth is the same pose for the confirmation
+        self._equivalents = goal_frame_symmetries(symmetry, self.target.render.T_object_camera)
 
     @property
     def tracking_mode(self) -> bool:
@@ -339,6 +358,42 @@ class DFBVSServo:
         self._roll_rad = None
         self._object_px = None
         self.view = self.target
+        self._reference = None
+
+    def _reference_at(self, timestamp_s: float) -> np.ndarray | None:
+        """The last credible pose carried forward to the frame at ``timestamp_s`` through the twist commanded
+        on its frame (held since, as failed cycles command zero); None without one or without a clock."""
+        if self._reference is None:
+            return None
+        T_ref, t_ref_s, v_ref = self._reference
+        if not np.any(v_ref):
+            return T_ref
+        dt_s = timestamp_s - t_ref_s
+        if not (np.isfinite(dt_s) and dt_s >= 0):
+            return None
+        return inverse(se3_exp(v_ref * dt_s)) @ T_ref
+
+    def _unconfirmed(self, T_current_target: np.ndarray, timestamp_s: float) -> str:
+        """Why this cycle's credible pose may not move the camera yet (:attr:`LockConfig.confirm`; "" when it
+        may), and the reference the next cycle is confirmed against."""
+        lock = self.config.lock
+        moving = self._reference is not None and bool(np.any(self._reference[2]))
+        T_pred = self._reference_at(timestamp_s)
+        if not lock.confirm or (T_pred is None and moving):  # (no clock to carry a moving lock forward)
+            return ""
+        if T_pred is None:
+            return "a first lock: held still until the next cycle's pose agrees with it (lock.confirm)"
+        # the tolerance scales with the distance the object is seen from (a far object's pose is noisier)
+        depth_m = float(np.median(transform_points(T_current_target, self.target.points_camera_goal_m)[:, 2]))
+        tol_m = lock.confirm_translation_ratio * depth_m
+        T_pred_current = inverse(T_pred)
+        if any(near_identity(T_pred_current @ T_current_target @ G, tol_m, lock.confirm_rotation_deg)
+               for G in self._equivalents):
+            return ""
+        distance_m, angle_rad = pose_error(T_pred, T_current_target)
+        return (f"the pose is {distance_m * 1e3:.1f} mm / {np.rad2deg(angle_rad):.1f} deg from the previous cycle's "
+                f"> lock.confirm_translation_ratio={lock.confirm_translation_ratio} x depth ({tol_m * 1e3:.1f} mm) or "
+                f"lock.confirm_rotation_deg={lock.confirm_rotation_deg}: held still until two cycles agree")
 
     def _views_to_try(self) -> list[int]:
         """Indices of the views this cycle matches: the one nearest the roll measured while locked, or every
@@ -486,6 +541,12 @@ class DFBVSServo:
             self._roll_rad = None  # acquire again, from every view ...
             # ... in the whole image, or once zoomed where a weak lock's pose puts the object (a hint, not a lock)
             self._object_px = self._object_at(target, T) if zoom == 1.0 and len(inliers) else None
+            if status is StepStatus.UNCONFIRMED:  # credible: the next cycle looks where it is, to confirm it
+                self._object_px = self._object_at(target, T)
+                self._reference = (np.asarray(T, dtype=np.float64), timestamp_s, np.zeros(6))
+            else:  # the camera holds still from this frame on: the reference, carried here, stops moving
+                T_ref = self._reference_at(timestamp_s)
+                self._reference = None if T_ref is None else (T_ref, timestamp_s, np.zeros(6))
             timings["total_ms"] = (time.perf_counter() - t0) * 1e3
             return ServoStep(v_camera=np.zeros(6), status=status, correspondences=inliers, all_matches=matches,
                              mean_error_px=float("nan"), tracking_mode=tracking, timings_ms=timings,
@@ -553,6 +614,11 @@ class DFBVSServo:
         why = implausible_twist(out.v_camera, lock)
         if why:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target, why)
+        if T_current_target is not None:
+            why = self._unconfirmed(T_current_target, timestamp_s)
+            if why:
+                return failed(StepStatus.UNCONFIRMED, inliers, T_current_target, why)
+            self._reference = (np.asarray(T_current_target, dtype=np.float64), timestamp_s, np.array(out.v_camera))
         self._object_px = self._object_at(target, T_current_target)  # the next cycle's zoom window
         if len(self.views) > 1:  # the image's roll w.r.t. the target: the next cycle's view
             self._roll_rad = planar_rotation_rad(inliers.uv_target_px, inliers.uv_current_px)

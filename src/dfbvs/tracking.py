@@ -235,7 +235,10 @@ class TrackingServo:
         check_law_within_lock(config.control, config.detection.lock, "control", "detection.lock")
         self.config = config
         torch.set_num_threads(max(1, config.detector_threads))  # the per-frame path keeps the other core
-        self.deep = DFBVSServo.from_render(render, config.detection)
+        # each detection is one measurement: the tracker confirms them itself (confirm_detections, through the motion
+        # between detections), so the deep servo's own per-cycle confirmation (lock.confirm) is off
+        self.deep = DFBVSServo.from_render(render, replace(config.detection,
+                                                           lock=replace(config.detection.lock, confirm=False)))
         self.law = build_control_law(config.control)
         pnp = config.detection.rejection
         self._pnp = pnp if isinstance(pnp, PnPConfig) else PnPConfig()

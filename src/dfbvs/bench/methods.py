@@ -60,6 +60,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "norelight": (("servo.relight.enabled=false",),
                   "the target is not relit to the camera image's lighting near the goal (dfbvs.relight; the default "
                   "before it was measured, docs/convergence.md)"),
+    "noconfirm": (("servo.lock.confirm=false",),
+                  "every credible lock moves the camera at once, unconfirmed by the next cycle (before issue 13's "
+                  "second measurement)"),
     "veto": (("servo.lock.strong_match_inliers=100000",),
              "refinement vetoes every lock it cannot verify, however many descriptor inliers (before issue 13)"),
     "pxstop": (("stop.converged_pose_translation_ratio=0", "stop.converged_settled_cycles=0"),
