@@ -98,6 +98,10 @@ def test_other_set_override_is_refused_but_more_methods_are_accepted(tmp_path, e
     assert bench(out, "--methods", "dfbvs-orb").exit_code == 0
     r = bench(out, "--methods", "dfbvs-orb", "--set", "servo.refine.window_px=21")
     assert r.exit_code == 2 and "--set (overrides)" in text(r) and "window_px=21" in text(r), r.output
+    other = tmp_path / "other"
+    assert bench(other, "--methods", "dfbvs-orb", "--set", "servo.refine.window_px=21").exit_code == 0
+    assert "servo.refine.window_px=21" in (other / "report.md").read_text()  # the report says how it was run
+    assert "window_px" not in (out / "report.md").read_text()
     r = bench(out, "--methods", "dfbvs-orb,photometric")  # the same episodes, one more method
     assert r.exit_code == 0, r.output
     assert json.loads((out / "run.json").read_text())["methods"] == ["dfbvs-orb", "photometric"]

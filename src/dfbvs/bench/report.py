@@ -4,12 +4,13 @@ per distance batch, one line per object and method, solid on the similar backgro
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .results import RESULTS_FILE, latest_records, read_results
+from .results import RESULTS_FILE, RUN_FILE, latest_records, read_results
 from .runner import SuccessCriteria, judge
 
 
@@ -24,6 +25,17 @@ def _batch_key(batch: str) -> float:
         return float(batch.split("-")[0])
     except ValueError:
         return float("inf")
+
+
+def _run_options(out_dir: Path) -> list[str]:
+    """The options the folder's run was made with (``run.json``), as report lines: what a reader needs to run it
+    again, the ``--set`` overrides included."""
+    try:
+        run = json.loads((out_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    shown = {k: v for k, v in run.items() if v not in (None, [], {}, "")}
+    return ["Run options (`run.json`): " + ", ".join(f"{k} = `{json.dumps(v)}`" for k, v in shown.items()) + ".", ""]
 
 
 def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = SuccessCriteria()) -> Path:
@@ -42,6 +54,7 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
              f"correspondence error < {criteria.paper_px} px (photometric: ground-truth reprojection error of the "
              f"object's surface); success (GT) = final camera pose error < {criteria.translation_mm} mm and < "
              f"{criteria.rotation_deg} deg.", ""]
+    lines += _run_options(out_dir)
     if n_errors or len(attempts) > len(records):
         lines += [f"{n_errors} episodes ended with an error (their `error` field in results.jsonl and the "
                   f"table below); {len(attempts) - len(records)} earlier attempts of retried episodes are kept "

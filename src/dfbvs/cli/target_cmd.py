@@ -97,15 +97,16 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code=2) from None
         work = ServoConfig()
         keypoints = None
-        if render.mask.any():
+        extractor = build_extractor(work.features) if render.mask.any() else None
+        if extractor is not None:
             work_cam = cam.rescaled(work.working_width_px, work.working_height_px)
-            feats = build_extractor(work.features)(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
+            feats = extractor(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
             keypoints = cam.pixels_from(work_cam, feats.keypoints_px)
         report = check_framing(render.mask, render.depth_m, keypoints)
         precision = None
-        if keypoints is not None:
+        if extractor is not None and keypoints is not None:
             try:  # the points the servo's last cycles align, as a servo prepares them
-                precision = target_precision(prepare_target(render, build_extractor(work.features),
+                precision = target_precision(prepare_target(render, extractor,
                                                             work.working_width_px, work.working_height_px,
                                                             work.refine))
             except DfbvsError as exc:
@@ -115,9 +116,9 @@ def register(app: typer.Typer) -> None:
             plain = (f"; only {precision.n_points} keypoints can be aligned: a plain part is pinned by its outline "
                      "(servo.edges.enabled=true), not by keypoints") if precision.n_points < 30 else ""
             warnings.append(f"this goal view pins the pose to {precision.translation_mm:.2f} mm / "
-                            f"{precision.rotation_deg:.3f} deg RMS at 0.1 px per point, beyond the {need_mm} mm / "
-                            f"{need_deg} deg needed: frame the part larger (--fill-ratio, a closer --distance) or view "
-                            f"it where it has more texture{plain}")
+                            f"{precision.rotation_deg:.3f} deg RMS at {PRECISION_NOISE_WORKING_PX} px per point, "
+                            f"beyond the {need_mm} mm / {need_deg} deg needed: frame the part larger (--fill-ratio, "
+                            f"a closer --distance) or view it where it has more texture{plain}")
         render.save(out)
         centre = spec.look_at_point_m(obj)
         write_json(out / "framing.json", {
