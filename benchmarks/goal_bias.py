@@ -90,6 +90,8 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         mesh = load_builtin(config.object_name)
         T_goal = config.goal.T_object_camera()
     servo_cfg, seed = config.servo, config.seed
+    # each cycle is a measurement, not a step of the loop: no cycle waits for the next to confirm its lock
+    servo_cfg = replace(servo_cfg, lock=replace(servo_cfg.lock, confirm=False))
     target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"],
                                   shading_basis_directions=basis_directions(servo_cfg))
     key = servo_cfg.features
