@@ -136,10 +136,10 @@ def test_a_lock_moves_only_when_the_next_cycle_agrees(aliked_bracket):
     servo, scene, camera, T_goal = aliked_bracket
     servo.reset()
     T_a = _start_pose(camera, T_goal)
-    T_b = T_a @ se3_exp(np.array([0.03, 0.0, 0.0, 0.0, 0.0, 0.0]))  # 30 mm to the side: not the same pose
+    T_b = T_a @ se3_exp(np.array([0.0, 0.0, 0.0, 0.0, 0.0, np.deg2rad(15.0)]))  # rolled 15 deg: another pose
     assert servo.step(_scene_frame(aliked_bracket, T_a), 0.0).status is StepStatus.UNCONFIRMED
     moved = servo.step(_scene_frame(aliked_bracket, T_b), 0.1)
-    assert moved.status is StepStatus.UNCONFIRMED and not np.any(moved.v_camera) and "mm" in moved.reason
+    assert moved.status is StepStatus.UNCONFIRMED and not np.any(moved.v_camera) and "deg from" in moved.reason
     locked = servo.step(_scene_frame(aliked_bracket, T_b), 0.2)  # the camera held still: this one agrees
     assert locked.ok and np.any(locked.v_camera), locked.reason
     dt_s = 0.5  # the commanded twist executed for dt_s: the next frame's pose is where it carries the lock
