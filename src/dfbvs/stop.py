@@ -11,8 +11,9 @@ measured pose (median of each half) moved less than the pose tolerance: on photo
 aligned patches keep a floor of disagreement (0.2-0.25 px measured, docs/photoreal.md) that no threshold in
 pixels fits, while a loop still crawling along its weak direction still moves its pose
 (:attr:`StopMonitor.converged_by` says which rule ended it). Alternatively the twist below the twist bounds
-for ``converged_cycles`` cycles. Lost: no usable inliers for ``lost_cycles`` cycles (a cycle that
-is only waiting for a first measurement, status ``not_locked``, counts for neither). Diverged: the
+for ``converged_cycles`` cycles. Lost: no usable lock for ``lost_cycles`` cycles (a lock the next cycle did not
+confirm, status ``unconfirmed``, is not usable; a cycle that is only waiting for a first measurement, status
+``not_locked``, counts for neither). Diverged: the
 mean error over the last ``diverged_cycles`` usable cycles is beyond the bound (losing the object while
 diverging is DIVERGED, not LOST). Timeout: ``max_iterations`` cycles.
 
