@@ -378,7 +378,7 @@ class DFBVSServo:
 
     def _unconfirmed(self, T_current_target: np.ndarray, timestamp_s: float) -> str:
         """Why this cycle's credible pose may not move the camera yet (:attr:`LockConfig.confirm`; "" when it
-        may), and the reference the next cycle is confirmed against."""
+        may): it disagrees with the last credible pose carried forward to this frame, or there is none yet."""
         lock = self.config.lock
         moving = self._reference is not None and bool(np.any(self._reference[2]))
         T_pred = self._reference_at(timestamp_s)
