@@ -195,3 +195,13 @@ def test_results_file_functions(tmp_path):
     assert "added it" in (repair_results(path) or "")
     assert path.read_bytes().endswith(b'{"key":"b"}\n') and repair_results(path) is None
     assert latest_records(read_results(path))["a"]["error"] is None
+
+
+def test_run_json_lists_the_objects_the_protocol_ran(tmp_path, episodes):
+    """``parts`` brings its own objects: run.json names them, not the built-in three it ignored."""
+    out = tmp_path / "run"
+    base = ["bench", "run", "--protocol", "parts", "--max-iterations", "2", "--workers", "1"]
+    assert bench(out, "--methods", "dfbvs-orb", "--episodes", "sheet-P1", base=base).exit_code == 0
+    objects = json.loads((out / "run.json").read_text())["objects"]
+    assert "housing" in objects and "sheet" in objects and "gear" not in objects, objects
+    assert len(episodes.configs) == 1

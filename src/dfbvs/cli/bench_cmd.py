@@ -127,6 +127,7 @@ def register(app: typer.Typer) -> None:
             options[key] = episodes_per_batch
         try:
             specs = make_protocol(protocol, names, backgrounds=background, seed=seed, **options)
+            used = list(dict.fromkeys(s.object for s in specs))  # what the protocol ran: parts brings its own
             if episodes is not None:
                 specs = select_episodes(specs, episodes)
             overrides = [f"stop.max_iterations={max_iterations}"] if max_iterations is not None else []
@@ -136,7 +137,7 @@ def register(app: typer.Typer) -> None:
                              str(keypointnet_checkpoint) if keypointnet_checkpoint else None)
         except (ValueError, TypeError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        run_options = {"protocol": protocol, "methods": method_names, "objects": names, "mesh_unit": mesh_unit,
+        run_options = {"protocol": protocol, "methods": method_names, "objects": used, "mesh_unit": mesh_unit,
                        "backgrounds": background, "seed": seed, "options": options,
                        "max_iterations": max_iterations, "overrides": set_ or [],
                        "keypointnet_checkpoint": str(keypointnet_checkpoint) if keypointnet_checkpoint else None}
