@@ -108,3 +108,22 @@ def test_bad_inputs():
         g.integrate_body_twist(np.eye(4), np.zeros(6), -1)
     with pytest.raises(ValueError, match="distance"):
         g.look_at_spherical(0, 0, 0)
+
+
+def test_poses_agree_scales_with_the_depth_and_accepts_a_symmetric_equivalent():
+    """Two measurements of one camera-from-object pose agree within a fraction of the object's depth seen from
+    the second, or as a symmetric equivalent of it; a pose turned by half a symmetry period does not."""
+    points_m = np.array([[0.05, 0.0, 0.0], [-0.05, 0.0, 0.0], [0.0, 0.05, 0.0], [0.0, -0.05, 0.0]])
+    near = np.eye(4)
+    near[2, 3] = 0.2  # the object 0.2 m in front of the camera
+    far = near.copy()
+    far[2, 3] = 1.0
+    shift = np.eye(4)
+    shift[0, 3] = 0.015  # 15 mm sideways
+    assert not g.poses_agree(near, shift @ near, points_m, 0.05, 3.0)  # 15 mm > 5 % of 0.2 m
+    assert g.poses_agree(far, shift @ far, points_m, 0.05, 3.0)  # 15 mm < 5 % of 1 m
+    turn = g.se3_exp(np.array([0, 0, 0, 0, 0, np.deg2rad(90.0)]))  # the object turned a quarter about its axis
+    assert not g.poses_agree(near, near @ turn, points_m, 0.05, 3.0)
+    assert g.poses_agree(near, near @ turn, points_m, 0.05, 3.0, equivalents=(g.inverse(turn),))
+    half = g.se3_exp(np.array([0, 0, 0, 0, 0, np.deg2rad(45.0)]))
+    assert not g.poses_agree(near, near @ half, points_m, 0.05, 3.0, equivalents=(g.inverse(turn), turn))

@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, Features, build_extractor
 from .features.aliked import AlikedConfig
-from .geometry import inverse, near_identity, planar_rotation_rad, pose_error, se3_exp, transform_points
+from .geometry import inverse, near_identity, planar_rotation_rad, pose_error, poses_agree, se3_exp, transform_points
 from .imaging import as_rgb_frame, grey_float32, resize_area, zoom_window_px
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, aligned_representation, refine_correspondences
@@ -386,13 +386,11 @@ class DFBVSServo:
             return ""
         if T_pred is None:
             return "a first lock: held still until the next cycle's pose agrees with it (lock.confirm)"
-        # the tolerance scales with the distance the object is seen from (a far object's pose is noisier)
-        depth_m = float(np.median(transform_points(T_current_target, self.target.points_camera_goal_m)[:, 2]))
-        tol_m = lock.confirm_translation_ratio * depth_m
-        T_pred_current = inverse(T_pred)
-        if any(near_identity(T_pred_current @ T_current_target @ G, tol_m, lock.confirm_rotation_deg)
-               for G in self._equivalents):
+        points_m = self.target.points_camera_goal_m
+        if poses_agree(T_pred, T_current_target, points_m, lock.confirm_translation_ratio,
+                       lock.confirm_rotation_deg, self._equivalents):
             return ""
+        tol_m = lock.confirm_translation_ratio * float(np.median(transform_points(T_current_target, points_m)[:, 2]))
         distance_m, angle_rad = pose_error(T_pred, T_current_target)
         return (f"the pose is {distance_m * 1e3:.1f} mm / {np.rad2deg(angle_rad):.1f} deg from the previous cycle's "
                 f"> lock.confirm_translation_ratio={lock.confirm_translation_ratio} x depth ({tol_m * 1e3:.1f} mm) or "
