@@ -86,10 +86,10 @@ class TrackerConfig:
       when it agrees with the previous detection's, carried forward through the motion commanded since, within
       ``confirm_translation_ratio`` of the object's median depth seen from the new pose and
       ``confirm_rotation_deg`` (:func:`~dfbvs.geometry.poses_agree`, as the per-frame servo's ``lock.confirm``):
-      two independent measurements of one pose. 12 % / 8 deg since genuine far locks were measured to disagree by
-      up to 11.6 % / 6.7 deg (docs/parts.md; 5 % / 3 deg before, the bench flag ``-tightconfirm``). A false lock
-      on a feature-poor part gives poses that do not agree, and its twist, held until the next detection, drove a
-      camera 77 mm away (docs/parts.md). 1 = every detection drives.
+      two independent measurements of one pose. A false lock on a feature-poor part gives poses that do not
+      agree, and its twist, held until the next detection, drove a camera 77 mm away (docs/parts.md). 1 = every
+      detection drives. 5 % / 3 deg, tighter than the per-frame servo's 12 % / 8 deg: with those, housing-P2 of
+      the parts protocol was driven from 39 to 47 mm (docs/realtime.md; bench flag ``-looseconfirm``).
     - ``coarse_from_prediction``: in the coarse phase, each frame's twist is the law applied to the target points
       projected with the latest detection's pose carried forward through the motion commanded since, and each
       frame tries to lock tracking from that pose; False = the detection's own twist (the per-frame servo's law on
@@ -121,8 +121,8 @@ class TrackerConfig:
     search_max_shift_px: float = 15.0
     command_latency_s: Optional[float] = None
     confirm_detections: int = 2
-    confirm_translation_ratio: float = 0.12
-    confirm_rotation_deg: float = 8.0
+    confirm_translation_ratio: float = 0.05
+    confirm_rotation_deg: float = 3.0
     confirm_by_tracking: bool = True
     coarse_from_prediction: bool = True
 

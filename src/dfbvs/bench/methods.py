@@ -82,9 +82,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "detconfirm": (("servo.confirm_by_tracking=false",),
                    "only a second detection confirms the first (before the tracked cycle could, the default since "
                    "the coarse phase closes the loop on the predicted pose)"),
-    "tightconfirm": (("servo.confirm_translation_ratio=0.05", "servo.confirm_rotation_deg=3"),
-                     "two detections confirm within 5 % of the depth and 3 deg (before the per-frame servo's "
-                     "confirmation measured 12 % / 8 deg, docs/parts.md)"),
+    "looseconfirm": (("servo.confirm_translation_ratio=0.12", "servo.confirm_rotation_deg=8"),
+                     "two measurements confirm within 12 % of the depth and 8 deg, the per-frame servo's tolerances "
+                     "(instead of 5 % / 3 deg; docs/realtime.md)"),
     "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
     "edges": (("servo.detection.edges.enabled=true",),
               "the object's outline fitted with the aligned points on every tracked cycle near the goal, and with "
