@@ -30,10 +30,6 @@ if TYPE_CHECKING:
     from .target import PreparedTarget
 
 
-#: what patches can be aligned on (:attr:`RefineConfig.appearance`)
-APPEARANCES = ("intensity", "gradient", "joint", "consensus")
-
-
 @dataclass(frozen=True)
 class RefineConfig:
     """Sub-pixel refinement (units in the names; pixels of the image refined unless said otherwise).
@@ -55,11 +51,9 @@ class RefineConfig:
       this are refined. A patch on a straight edge (ratio ~0) is free to slide along the edge (the aperture
       problem): such patches were ~25 % of the refined points and caused nearly all of the final pose
       error (measured with benchmarks/goal_bias.py, docs/servo.md).
-    - ``appearance``: what is aligned: ``intensity`` (the contrast-normalised grey image), ``gradient`` (the
+    - ``appearance``: what is aligned: ``intensity`` (the contrast-normalised grey image) or ``gradient`` (the
       locally normalised gradient magnitude: edges align whatever their contrast and polarity, which a change
-      of light direction flips between the faces of a part), ``joint`` (both as two channels of one alignment)
-      or ``consensus`` (each aligned on its own; a patch is kept only where the two positions agree within
-      ``consensus_px`` of the image aligned, at their mean: shading moves the two differently).
+      of light direction flips between the faces of a part).
     - ``min_ncc``: after alignment, drop a patch whose normalised cross-correlation with the target patch
       (both contrast-normalised) is below this: the aligned patches that still look different (a shadow,
       a highlight, shading the target render does not have) are the ones that bias the pose (0: off).
@@ -78,7 +72,6 @@ class RefineConfig:
     min_eigen_ratio: float = 0.05
     min_ncc: float = 0.0
     appearance: str = "intensity"
-    consensus_px: float = 0.1
 
     def __post_init__(self) -> None:
         if self.window_px < 5 or self.window_px % 2 == 0:
@@ -87,10 +80,8 @@ class RefineConfig:
             raise ConfigError(f"max_shift_px={self.max_shift_px!r}: must be > 0")
         if not 0 <= self.min_eigen_ratio < 1:
             raise ConfigError(f"min_eigen_ratio={self.min_eigen_ratio!r}: must be in [0, 1)")
-        if self.appearance not in APPEARANCES:
-            raise ConfigError(f"appearance={self.appearance!r}: use {' or '.join(APPEARANCES)}")
-        if not self.consensus_px > 0:
-            raise ConfigError(f"consensus_px={self.consensus_px!r}: must be > 0")
+        if self.appearance not in ("intensity", "gradient"):
+            raise ConfigError(f"appearance={self.appearance!r}: use intensity or gradient")
         if not -1 <= self.min_ncc < 1:
             raise ConfigError(f"min_ncc={self.min_ncc!r}: must be in [-1, 1)")
         if not self.recheck_threshold_px > 0:
@@ -120,18 +111,10 @@ def gradient_magnitude_normalised(image: np.ndarray, sigma_px: float) -> np.ndar
 
 
 def aligned_representation(image: np.ndarray, config: RefineConfig) -> np.ndarray:
-    """The image that patches are aligned on (``config.appearance``), uint8: (H, W), or (H, W, 2) with the
-    intensity and gradient channels for ``joint`` and ``consensus``."""
+    """The image that patches are aligned on (``config.appearance``), uint8."""
     if config.appearance == "gradient":
         return gradient_magnitude_normalised(image, config.normalise_sigma_px)
-    intensity = normalise_contrast(image, config.normalise_sigma_px)
-    if config.appearance == "intensity":
-        return intensity
-    return np.dstack([intensity, gradient_magnitude_normalised(image, config.normalise_sigma_px)])
-
-
-def _first_channel(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else np.ascontiguousarray(image[..., 0])
+    return normalise_contrast(image, config.normalise_sigma_px)
 
 
 @dataclass(frozen=True)
@@ -154,7 +137,7 @@ class RefinementTarget:
         refinable = cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
         normalised = aligned_representation(rgb, config)
         if config.min_eigen_ratio > 0:
-            eig = cv2.cornerEigenValsAndVecs(_first_channel(normalised), config.window_px, 3)  # (H, W, 6)
+            eig = cv2.cornerEigenValsAndVecs(normalised, config.window_px, 3)  # (H, W, 6): l1, l2, vectors
             l_max, l_min = np.maximum(eig[..., 0], eig[..., 1]), np.minimum(eig[..., 0], eig[..., 1])
             refinable &= l_min > config.min_eigen_ratio * np.maximum(l_max, 1e-12)
         return cls(normalised, refinable, config, camera)
@@ -198,27 +181,15 @@ def refine_subpixel(correspondences: Correspondences, current_rgb: np.ndarray,
     prev = correspondences.uv_target_px[idx].astype(np.float32).reshape(-1, 1, 2)
     guess = correspondences.uv_current_px[idx].astype(np.float32).reshape(-1, 1, 2)
     current = aligned_representation(current_rgb, target.config)
-
-    def align(target_image: np.ndarray, current_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        uv, status, _ = cv2.calcOpticalFlowPyrLK(
-            target_image, current_image, prev, guess.copy(), winSize=(c.window_px, c.window_px), maxLevel=c.levels,
-            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, c.iterations, 1e-3),
-            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        uv = uv.reshape(-1, 2).astype(np.float64)
-        moved = np.linalg.norm(uv - guess.reshape(-1, 2), axis=1)
-        return uv, (status.reshape(-1) == 1) & (moved <= c.max_shift_px) & np.all(np.isfinite(uv), axis=1)
-
-    if target.config.appearance == "consensus":  # each representation on its own; kept where they agree
-        by_intensity, ok_i = align(target.normalised[..., 0].copy(), current[..., 0].copy())
-        by_gradient, ok_g = align(target.normalised[..., 1].copy(), current[..., 1].copy())
-        refined = 0.5 * (by_intensity + by_gradient)
-        agree = np.linalg.norm(by_intensity - by_gradient, axis=1) <= target.config.consensus_px
-        good = ok_i & ok_g & agree
-    else:
-        refined, good = align(target.normalised, current)
+    refined, status, _ = cv2.calcOpticalFlowPyrLK(
+        target.normalised, current, prev, guess.copy(), winSize=(c.window_px, c.window_px), maxLevel=c.levels,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, c.iterations, 1e-3),
+        flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    refined = refined.reshape(-1, 2).astype(np.float64)
+    moved = np.linalg.norm(refined - guess.reshape(-1, 2), axis=1)
+    good = (status.reshape(-1) == 1) & (moved <= c.max_shift_px) & np.all(np.isfinite(refined), axis=1)
     if target.config.min_ncc > 0 and good.any():
-        ncc = patch_ncc(_first_channel(target.normalised), prev.reshape(-1, 2), _first_channel(current), refined,
-                        c.window_px)
+        ncc = patch_ncc(target.normalised, prev.reshape(-1, 2), current, refined, c.window_px)
         good &= ncc >= target.config.min_ncc
     keep = idx[good]
     sub = correspondences.subset(keep)
