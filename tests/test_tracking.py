@@ -97,10 +97,10 @@ def test_acquisition_waits_for_two_detections_that_agree():
     servo._use_detection(detection(1.15, None))  # a detection that found nothing in between says nothing against
     servo._use_detection(detection(1.3, se3_exp([0.001, 0, 0, 0, 0.002, 0]) @ T))  # 1 mm, 0.1 deg: the same
     assert servo._coarse is not None and servo.T_current_target is not None
-    servo._use_detection(detection(1.6, make_pose(t=[0.07, -0.02, 0.03])))  # 60 mm elsewhere: a false lock
+    servo._use_detection(detection(1.6, make_pose(t=[0.05, -0.02, 0.03])))  # 40 mm elsewhere: a false lock
     assert servo._coarse is None and servo.T_current_target is None and servo.stats["unconfirmed"] == 2
-    servo._use_detection(detection(1.9, se3_exp([0, 0, 0, 0.2, 0, 0]) @ make_pose(t=[0.07, -0.02, 0.03])))
-    assert servo._coarse is None, "11.5 deg apart: not the same pose"
+    servo._use_detection(detection(1.9, se3_exp([0, 0, 0, 0.1, 0, 0]) @ make_pose(t=[0.05, -0.02, 0.03])))
+    assert servo._coarse is None, "5.7 deg apart: not the same pose"
 
     servo.close()
     once = TrackingServo(apply_overrides(config, ("confirm_detections=1",)), render)
