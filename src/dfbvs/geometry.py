@@ -168,13 +168,18 @@ def near_identity(T_a_b: np.ndarray, translation_m: float, rotation_deg: float) 
     return bool(distance_m <= translation_m and np.rad2deg(angle_rad) <= rotation_deg)
 
 
+def median_depth_m(T_camera_object: np.ndarray, points_m: np.ndarray) -> float:
+    """Median depth (m, along the camera's z) of ``points_m`` (object frame, metres) seen from ``T_camera_object``."""
+    return float(np.median(transform_points(T_camera_object, points_m)[:, 2]))
+
+
 def poses_agree(T_a: np.ndarray, T_b: np.ndarray, points_m: np.ndarray, translation_ratio: float,
                 rotation_deg: float, equivalents: tuple[np.ndarray, ...] = ()) -> bool:
     """Whether two measurements ``T_a``, ``T_b`` of one camera-from-object pose (e.g. ``T_current_target``)
     agree: within ``translation_ratio`` times the median depth of ``points_m`` (object frame, metres) seen from
     ``T_b`` (a far object's pose is noisier) and ``rotation_deg``, as ``T_b`` or as ``T_b @ G`` for any
     symmetry ``G`` of the object in ``equivalents`` (a lock on another gear tooth is the same pose)."""
-    depth_m = float(np.median(transform_points(T_b, points_m)[:, 2]))
+    depth_m = median_depth_m(T_b, points_m)
     T_a_b = inverse(T_a) @ np.asarray(T_b, dtype=np.float64)
     return any(near_identity(T_a_b @ G, translation_ratio * depth_m, rotation_deg)
                for G in (np.eye(4), *equivalents))

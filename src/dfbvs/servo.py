@@ -23,7 +23,16 @@ from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
 from .features import EXTRACTORS, Extractor, FeatureConfig, Features, build_extractor
 from .features.aliked import AlikedConfig
-from .geometry import inverse, near_identity, planar_rotation_rad, pose_error, poses_agree, se3_exp, transform_points
+from .geometry import (
+    inverse,
+    median_depth_m,
+    near_identity,
+    planar_rotation_rad,
+    pose_error,
+    poses_agree,
+    se3_exp,
+    transform_points,
+)
 from .imaging import as_rgb_frame, grey_float32, resize_area, zoom_window_px
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, aligned_representation, refine_correspondences
@@ -390,7 +399,7 @@ class DFBVSServo:
         if poses_agree(T_pred, T_current_target, points_m, lock.confirm_translation_ratio,
                        lock.confirm_rotation_deg, self._equivalents):
             return ""
-        tol_m = lock.confirm_translation_ratio * float(np.median(transform_points(T_current_target, points_m)[:, 2]))
+        tol_m = lock.confirm_translation_ratio * median_depth_m(T_current_target, points_m)
         distance_m, angle_rad = pose_error(T_pred, T_current_target)
         return (f"the pose is {distance_m * 1e3:.1f} mm / {np.rad2deg(angle_rad):.1f} deg from the previous cycle's "
                 f"> lock.confirm_translation_ratio={lock.confirm_translation_ratio} x depth ({tol_m * 1e3:.1f} mm) or "
