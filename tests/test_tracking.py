@@ -116,13 +116,38 @@ def test_acquisition_waits_for_two_detections_that_agree():
     assert probe._coarse is None and probe._probing and probe.stats["unconfirmed"] == 1
     step = probe._track(render.rgb, 1.0, {})
     assert step is not None and step.ok and probe.stats["confirmed_by_tracking"] == 1 and probe._established
-    assert probe.stats["acquisitions"] == 1
+    assert probe.stats["acquisitions"] == 1 and probe._provisional  # until a detection agrees with the track
+    probe._use_detection(detection(0.5, make_pose(t=[0.04, 0.0, 0.0])))  # a frame from before the track: no say
+    assert probe._established and probe._provisional
+    probe._use_detection(detection(1.0, se3_exp([0.001, 0, 0, 0, 0.002, 0])))  # 1 mm, 0.1 deg: trusted
+    assert probe._established and not probe._provisional and probe.stats["provisional_dropped"] == 0
+    # a track confirmed by its own tracked cycle that the next detection contradicts: dropped, and from then on
+    # only a second detection confirms (a smooth part's patches slid onto a wrong detection's pose, docs/parts.md)
     probe.reset()
+    probe._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
+    assert probe._track(render.rgb, 1.0, {}).ok and probe._provisional
+    probe._use_detection(detection(1.0, make_pose(t=[0.04, 0.0, 0.0])))  # 40 mm elsewhere
+    assert not probe._established and probe.T_current_target is None and probe.stats["provisional_dropped"] == 1
+    step = probe._coarse_step(1.1, {})
+    assert step.status is StepStatus.NOT_LOCKED and not np.any(step.v_camera)
+    probe._use_detection(detection(1.2, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))  # unconfirmed: no tracked probe now
+    assert not probe._probing and probe.T_current_target is None and probe.stats["unconfirmed"] == 2
+    probe._use_detection(detection(1.4, se3_exp([0.0007, 0, 0, 0, 0.001, 0])))  # a second detection agrees
+    assert probe._coarse is not None and probe.T_current_target is not None
+    probe.reset()
+    assert probe._confirm_by_tracking  # a new episode trusts tracked confirmations again
     probe._use_detection(detection(2.0, make_pose(t=[0.04, 0.0, 0.0])))
     step = probe._track(render.rgb, 2.0, {}) or probe._coarse_step(2.0, {})
     assert not step.ok and not np.any(step.v_camera) and probe.T_current_target is None
     assert probe.stats["confirmed_by_tracking"] == 0 and not probe._established
     probe.close()
+    trusting = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",
+                                                      "provisional_tracked_confirmation=false")), render)
+    trusting._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
+    assert trusting._track(render.rgb, 1.0, {}).ok and not trusting._provisional  # the rule before: trusted at once
+    trusting._use_detection(detection(1.0, make_pose(t=[0.04, 0.0, 0.0])))
+    assert trusting._established and trusting.stats["corrections"] == 1  # a correction, not a drop
+    trusting.close()
 
 
 def test_the_coarse_phase_closes_the_loop_on_the_predicted_pose():

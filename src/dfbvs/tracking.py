@@ -103,6 +103,14 @@ class TrackerConfig:
       tracked, docs/parts.md), so it holds still as before. On by default since the coarse phase closes the loop
       on the predicted pose (docs/realtime.md: accuracy18 median time to goal 3.27 -> 2.63 s, the same 17/18 within
       1 mm and 0.1 deg; before, with the held twist, connector-G2-T3 had timed out in the coarse phase).
+      A track established this way is provisional until the next detection computed on one of its frames agrees
+      with its pose there (the same tolerances): a tracked cycle is not independent of the pose it starts from, and
+      on a smooth part 23-37 patches slid along the shading and the outline onto one motion near a wrong
+      detection's pose and "confirmed" it (housing-P2 of the parts protocol, driven from 39 to 72 mm,
+      docs/parts.md). When that detection disagrees the track is dropped (zero twist), the detection becomes the
+      first of a new pair, and from then on only a second detection confirms a first (the part has shown that its
+      tracked cycles can agree with a wrong pose). ``provisional_tracked_confirmation=False``: trusted at once, as
+      before (bench flag ``-trusttracked``).
 
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
@@ -124,6 +132,7 @@ class TrackerConfig:
     confirm_translation_ratio: float = 0.05
     confirm_rotation_deg: float = 3.0
     confirm_by_tracking: bool = True
+    provisional_tracked_confirmation: bool = True
     coarse_from_prediction: bool = True
 
     def __post_init__(self) -> None:
@@ -261,6 +270,8 @@ class TrackingServo:
         self._coarse: Optional[Detection] = None  # the detection whose twist drives the coarse phase
         self._previous: Optional[Detection] = None  # the last detection with a pose, to confirm the next one
         self._probing = False  # T_current_target is an unconfirmed detection's pose, for a tracked cycle to confirm
+        self._provisional = False  # the track was confirmed by a tracked cycle: the next detection must agree with it
+        self._confirm_by_tracking = self.config.confirm_by_tracking  # off once a tracked confirmation was contradicted
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
         self._commands: deque[tuple[float, np.ndarray, float]] = deque(maxlen=600)
         self._history: dict[float, np.ndarray] = {}  # frame time -> tracked T_current_target
@@ -268,7 +279,7 @@ class TrackingServo:
         self._tracked_ms: list[float] = []  # compute time of every tracked cycle
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
                       "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0,
-                      "confirmed_by_tracking": 0}
+                      "confirmed_by_tracking": 0, "provisional_dropped": 0}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
@@ -312,7 +323,10 @@ class TrackingServo:
     def _use_detection(self, det: Detection) -> None:
         self.stats["detections"] += 1
         if self._established:
-            self._verify(det)
+            if self._provisional:
+                self._check_provisional(det)
+            else:
+                self._verify(det)
             return
         if det.timestamp_s < self._unlocked_since_s:
             return  # a frame from before an established track was lost: the camera has moved since
@@ -328,7 +342,7 @@ class TrackingServo:
         if not confirmed:  # hold still until a second measurement (detection or tracked cycle) agrees
             self._coarse, self.T_current_target = None, None
             self.stats["unconfirmed"] += 1
-            if self.config.confirm_by_tracking:  # the next frame's tracked cycle from this pose may confirm it
+            if self._confirm_by_tracking:  # the next frame's tracked cycle from this pose may confirm it
                 self.T_current_target, self._pose_time_s = det.T_current_target, det.timestamp_s
                 self._probing = True
             return
@@ -354,6 +368,22 @@ class TrackingServo:
         """Two measurements of ``T_current_target`` for one frame are of the same pose (the confirm tolerances)."""
         return poses_agree(T_a, T_b, self.target.points_camera_goal_m, self.config.confirm_translation_ratio,
                            self.config.confirm_rotation_deg)
+
+    def _check_provisional(self, det: Detection) -> None:
+        """A track confirmed by a tracked cycle meets its first independent measurement: trusted from now on when
+        ``det`` agrees with the tracked pose at ``det``'s frame, dropped otherwise (``det`` then waits for a second
+        detection to confirm it, and tracked cycles no longer confirm anything)."""
+        tracked_then = self._history.get(det.timestamp_s)
+        if tracked_then is None or det.T_current_target is None:
+            return  # computed on a frame from before the track, or no pose: the next detection decides
+        if self._agree(tracked_then, det.T_current_target):
+            self._provisional = False
+            return
+        self.stats["provisional_dropped"] += 1
+        self._established = self._provisional = self._confirm_by_tracking = False
+        self.T_current_target, self._coarse, self._previous = None, None, det
+        self._recent_counts.clear()
+        self._unlocked_since_s = det.timestamp_s
 
     def _verify(self, det: Detection) -> None:
         tracked_then = self._history.get(det.timestamp_s)
@@ -407,7 +437,7 @@ class TrackingServo:
                 return None  # keep the detection's pose: the next frame tries again from it, carried forward
             self.T_current_target = None
             if self._established:  # an established track lost: hold still until a fresh detection
-                self._established, self._coarse, self._previous = False, None, None
+                self._established, self._coarse, self._previous, self._provisional = False, None, None, False
                 self._unlocked_since_s = timestamp_s
                 self.stats["losses"] += 1
                 return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
@@ -418,6 +448,7 @@ class TrackingServo:
                 self.T_current_target = None
                 return self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked)
             self.stats["confirmed_by_tracking"] += 1
+            self._provisional = self.config.provisional_tracked_confirmation
             self.stats["acquisitions"] = max(self.stats["acquisitions"], 1)
         typical = np.median(self._recent_counts) if self._recent_counts else 0.0
         if len(tracked) < self.config.min_inlier_fraction * typical:  # part of the object hidden: not sure
