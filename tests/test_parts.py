@@ -137,3 +137,32 @@ def test_a_strong_descriptor_lock_stands_when_refinement_cannot_verify_it(monkey
         assert np.all(step.correspondences.index_current >= 0)  # descriptor matches, none guided
     else:
         assert step.status is StepStatus.TOO_FEW_INLIERS and np.all(step.v_camera == 0)
+
+
+def test_a_feature_poor_goal_view_gets_the_outline_and_more_live_keypoints():
+    """The sheet-metal part's goal view has 5-8 alignable keypoints: the servo serving it adds its outline and
+    2000 live keypoints (FeaturePoorConfig, docs/parts.md), and drops them when it serves a textured part again."""
+    from dfbvs.config import apply_overrides
+    from dfbvs.servo import DFBVSServo, adapted_to_target
+    from dfbvs.sim.episode import setup_episode
+    from dfbvs.target import alignable_keypoints
+
+    def render_of(episode_id):
+        spec = next(s for s in make_protocol("parts", ["bracket"]) if s.episode_id == episode_id)
+        config = apply_overrides(episode_config(spec, "dfbvs"), ("servo.relight.enabled=false",))
+        return config.servo, setup_episode(config).target_render
+
+    config, sheet = render_of("sheet-P1")
+    assert not config.edges.enabled and config.live_max_keypoints == 0  # the defaults
+    servo = DFBVSServo.from_render(sheet, config)
+    assert np.count_nonzero(alignable_keypoints(servo.target)) < config.feature_poor.max_alignable_keypoints
+    assert servo.config.edges.enabled and servo.config.live_max_keypoints == 2000
+    assert servo.live_extractor is not servo.extractor and servo.base_config == config
+    sheet_live = servo.live_extractor
+    _, connector = render_of("offset-P1")
+    servo.retarget(connector)
+    assert servo.config == config and servo.live_extractor is servo.extractor  # 92 alignable: as configured
+    servo.retarget(sheet)
+    assert servo.live_extractor is sheet_live  # built once
+    off = apply_overrides(config, ("feature_poor.max_alignable_keypoints=0",))
+    assert adapted_to_target(off, servo.target) == off

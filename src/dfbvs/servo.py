@@ -40,7 +40,7 @@ from .registry import Registry
 from .relight import LightingFit, RelightConfig, ShadingSamples, fit_lighting, relit_rgb, shading_samples
 from .render.target import TargetCheckConfig, TargetRender
 from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
-from .target import AcquisitionConfig, PreparedTarget, nearest_view, prepare_target_views
+from .target import AcquisitionConfig, PreparedTarget, alignable_keypoints, nearest_view, prepare_target_views
 from .tracking_mode import TrackingConfig, TrackingModeState
 
 #: with rolled target views, sub-pixel refinement runs only while the image's measured roll is within this (deg)
@@ -181,6 +181,30 @@ def implausible_twist(v_camera: np.ndarray, config: LockConfig) -> str:
 
 
 @dataclass(frozen=True)
+class FeaturePoorConfig:
+    """What the servo adds on a feature-poor goal view: one with fewer than ``max_alignable_keypoints`` target
+    keypoints that patch refinement can align (:func:`~dfbvs.target.alignable_keypoints`; 0 = never).
+
+    - ``live_max_keypoints``: at least this many keypoints on the live image (``ServoConfig.live_max_keypoints``).
+    - ``edges``: the object's outline fitted with the keypoints near the goal (``ServoConfig.edges.enabled``).
+
+    Measured (docs/parts.md): the sheet-metal part's goal views have 5-8 alignable keypoints and were reached
+    within 1 mm / 0.1 deg on 3 of 3 starts only with both (0 of 3 without); every other goal of the bench has
+    39 or more (accuracy18's 78-106), where the outline's bias cost textured small parts precision (tiny-P1
+    0.058 -> 0.121 deg) and the extra keypoints a third more time per detection, so they stay off there.
+    """
+
+    max_alignable_keypoints: int = 30
+    live_max_keypoints: int = 2000
+    edges: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_alignable_keypoints < 0 or self.live_max_keypoints < 0:
+            raise ConfigError(f"feature_poor counts must be >= 0, got max_alignable_keypoints="
+                              f"{self.max_alignable_keypoints!r}, live_max_keypoints={self.live_max_keypoints!r}")
+
+
+@dataclass(frozen=True)
 class ServoConfig:
     """Everything the DFBVS cycle needs besides the target and the images. Backends are nested configs
     whose type names the backend (``features: AlikedConfig`` is ALIKED)."""
@@ -205,6 +229,8 @@ class ServoConfig:
     edges: EdgeConfig = field(default_factory=EdgeConfig)
     # the target relit to the camera image's lighting near the goal (on by default; dfbvs.relight)
     relight: RelightConfig = field(default_factory=RelightConfig)
+    # more live keypoints and the outline on a goal view with few alignable keypoints (FeaturePoorConfig)
+    feature_poor: FeaturePoorConfig = field(default_factory=FeaturePoorConfig)
 
     def __post_init__(self) -> None:
         if self.working_width_px <= 0 or self.working_height_px <= 0:
@@ -222,6 +248,15 @@ class ServoConfig:
         if interaction is not InteractionChoice.DESIRED and not isinstance(self.rejection, PnPConfig):
             raise ConfigError(f"control interaction {interaction.value!r} needs the current depths from the PnP "
                               f"pose; rejection is {REJECTORS.name_of(self.rejection)!r}: use rejection=pnp")
+
+
+def adapted_to_target(config: ServoConfig, target: PreparedTarget) -> ServoConfig:
+    """``config`` with what ``config.feature_poor`` adds when ``target`` is feature-poor; ``config`` otherwise."""
+    poor = config.feature_poor
+    if int(np.count_nonzero(alignable_keypoints(target))) >= poor.max_alignable_keypoints:
+        return config
+    return replace(config, live_max_keypoints=max(config.live_max_keypoints, poor.live_max_keypoints),
+                   edges=replace(config.edges, enabled=config.edges.enabled or poor.edges))
 
 
 @dataclass(frozen=True)
@@ -289,13 +324,14 @@ class DFBVSServo:
     def __init__(self, target: PreparedTarget | tuple[PreparedTarget, ...], config: ServoConfig,
                  extractor: Extractor, matcher=None, live_extractor: Extractor | None = None):
         check_law_within_lock(config.control, config.lock)
+        self.base_config = config  # as given; ``config`` is it adapted to the target served (adapted_to_target)
         self.config = config
         self.extractor = extractor  # the target's features
-        # the live image's: the same unless live_max_keypoints asks for another top-K
-        k = config.live_max_keypoints
-        if live_extractor is None and k and k != getattr(config.features, "max_keypoints", k):
-            live_extractor = build_extractor(replace(config.features, max_keypoints=k))
-        self.live_extractor = live_extractor or extractor
+        # the live image's, by top-K: the target's unless live_max_keypoints asks for another
+        self._live_extractors: dict[int, Extractor] = {}
+        if live_extractor is not None:
+            self._live_extractors[config.live_max_keypoints] = live_extractor
+        self.live_extractor = extractor
         self.matcher = matcher or build_matcher(config.matcher)
         self.rejector = build_rejector(config.rejection)
         self.law = build_control_law(config.control)
@@ -319,6 +355,8 @@ class DFBVSServo:
         """Serve the upright target (``target``, or the first of its views) and its rolled views."""
         self.views = target if isinstance(target, tuple) else (target,)
         self.target = self.views[0]  # the upright target: what the goal looks like
+        self.config = adapted_to_target(self.base_config, self.target)
+        self.live_extractor = self._live_extractor(self.config.live_max_keypoints)
         self.view = self.target  # the view of the last step (its correspondences index its features)
         self._geometries = [TargetGeometry(None, v.camera, points_by_target_index_m=v.points_camera_goal_m)
                             for v in self.views]
@@ -334,9 +372,17 @@ class DFBVSServo:
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
 
+    def _live_extractor(self, k: int) -> Extractor:
+        """The extractor of the live image's top ``k`` keypoints (0: the target's), built once."""
+        if not k or k == getattr(self.base_config.features, "max_keypoints", k):
+            return self.extractor
+        if k not in self._live_extractors:
+            self._live_extractors[k] = build_extractor(replace(self.base_config.features, max_keypoints=k))
+        return self._live_extractors[k]
+
     def retarget(self, render: TargetRender) -> None:
         """Serve a new target with the already loaded networks."""
-        self._serve(self._prepare(render, self.config, self.extractor))
+        self._serve(self._prepare(render, self.base_config, self.extractor))
         self.declare_symmetry(self.symmetry)
         self.reset()
 

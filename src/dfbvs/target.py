@@ -166,13 +166,19 @@ def nearest_view(views: tuple[PreparedTarget, ...], roll_rad: float) -> int:
 PRECISION_NOISE_WORKING_PX = 0.1
 
 
-def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION_NOISE_WORKING_PX) -> PosePrecision:
-    """How precisely the goal view ``target`` pins the camera pose (:func:`~dfbvs.goal.pose_precision`) over the
-    points the servo's final cycles measure: the target keypoints whose patch refinement can align (all of
-    them when refinement is off), at ``noise_working_px`` per coordinate."""
+def alignable_keypoints(target: PreparedTarget) -> np.ndarray:
+    """Mask of the target keypoints whose patch refinement can align (all of them when refinement is off): the
+    points the servo's final cycles measure."""
     uv = target.features.keypoints_px
     keep = np.ones(len(uv), dtype=bool)
     if target.refinement is not None and len(uv):
         fine = target.refinement.camera or target.camera
         keep = target.refinement.refinable_at(fine.pixels_from(target.camera, uv))
-    return pose_precision(target.camera, uv[keep], target.Z_star_m[keep], noise_working_px)
+    return keep
+
+
+def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION_NOISE_WORKING_PX) -> PosePrecision:
+    """How precisely the goal view ``target`` pins the camera pose (:func:`~dfbvs.goal.pose_precision`) over its
+    :func:`alignable_keypoints`, at ``noise_working_px`` per coordinate."""
+    keep = alignable_keypoints(target)
+    return pose_precision(target.camera, target.features.keypoints_px[keep], target.Z_star_m[keep], noise_working_px)

@@ -457,10 +457,10 @@ class TrackingServo:
             return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
         self._recent_counts.append(len(tracked))
         T_fit, n_edges = fit.T_current_target, 0  # the pose the law and the stop rule see
-        if self.config.detection.edges.enabled:  # near the goal, the outline with the aligned points
+        if self.deep.config.edges.enabled:  # near the goal, the outline with the aligned points (maybe feature_poor)
             t_edges = time.perf_counter()
             edge_fit = self.deep.fit_edges(image, target, tracked, T_fit, refined=True)
-            if edge_fit is not None and edge_fit.usable(self.config.detection.edges):
+            if edge_fit is not None and edge_fit.usable(self.deep.config.edges):
                 T_fit, n_edges = edge_fit.T_current_target, edge_fit.n_edges
                 tracked = at_pose(tracked, target, T_fit)
             timings["edges_ms"] = (time.perf_counter() - t_edges) * 1e3

@@ -113,8 +113,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"warning: {exc}")
         warnings = list(report.warnings)
         if precision is not None and precision.exceeds(need_mm, need_deg):
-            plain = (f"; only {precision.n_points} keypoints can be aligned: a plain part is pinned by its outline "
-                     "(servo.edges.enabled=true), not by keypoints") if precision.n_points < 30 else ""
+            poor = work.feature_poor.max_alignable_keypoints
+            plain = (f"; only {precision.n_points} keypoints can be aligned (< servo.feature_poor."
+                     f"max_alignable_keypoints={poor}): the servo adds the part's outline and more live keypoints, "
+                     "a plain part is pinned by its outline") if precision.n_points < poor else ""
             warnings.append(f"this goal view pins the pose to {precision.translation_mm:.2f} mm / "
                             f"{precision.rotation_deg:.3f} deg RMS at {PRECISION_NOISE_WORKING_PX} px per point, "
                             f"beyond the {need_mm} mm / {need_deg} deg needed: frame the part larger (--fill-ratio, "
