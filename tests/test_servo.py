@@ -176,6 +176,22 @@ def test_settled_needs_a_plateau_in_error_and_in_the_measured_pose():
     assert set(crawling) == {EpisodeStatus.RUNNING}
 
 
+def test_cycles_without_an_error_measurement_neither_count_nor_break_convergence():
+    """The tracking servo's coarse phase measures once per detection and drives on the predicted pose between
+    (NaN error): five measured cycles within the thresholds converge whatever comes between them, and the
+    unmeasured ones alone never do."""
+    unmeasured = _Step(float("nan"))
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    out = [m.update(s) for _ in range(5) for s in (_Step(0.05), unmeasured, unmeasured)]
+    assert out[-3] is EpisodeStatus.CONVERGED and set(out[:-3]) == {EpisodeStatus.RUNNING}
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    assert {m.update(unmeasured) for _ in range(100)} == {EpisodeStatus.RUNNING}
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)  # a measured cycle beyond the threshold still breaks the run
+    out = [m.update(s) for s in (_Step(0.05), unmeasured, _Step(0.05), _Step(0.3), unmeasured, _Step(0.05),
+                                 _Step(0.05), _Step(0.05), _Step(0.05), _Step(0.05))]
+    assert EpisodeStatus.CONVERGED not in out[:-1] and out[-1] is EpisodeStatus.CONVERGED
+
+
 def test_stop_monitor_rules():
     m = StopMonitor(StopConfig(converged_px=0.5, converged_cycles=3, max_iterations=100))
     assert [m.update(_Step(e)) for e in (5, 0.4, 0.3, 0.2)][-1] is EpisodeStatus.CONVERGED

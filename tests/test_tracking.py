@@ -185,6 +185,8 @@ def test_the_coarse_phase_closes_the_loop_on_the_predicted_pose():
         for k in range(60):
             out = servo._coarse_step(k * dt, {})
             assert out.ok and out.source is CorrespondenceSource.DETECTION
+            if coarse_from_prediction:  # the detection's measured error once, then no new measurement
+                assert out.mean_error_px == 1.0 if k == 0 else np.isnan(out.mean_error_px), (k, out.mean_error_px)
             servo._commands.append((k * dt, out.v_camera, 0.0))
             T_true = inverse(se3_exp(out.v_camera * dt)) @ T_true  # the camera moves by the twist for one frame
             errors.append(pose_error(T_true, np.eye(4))[0] * 1e3)

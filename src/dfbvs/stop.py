@@ -23,6 +23,10 @@ No rule declares convergence on a lock its correspondences do not pin down: the 
 singular: ~100-250 for a framed object's spread keypoints, ~1000 for a cluster of 30 px standard deviation at
 320x240, ~20000 along a line). Such cycles keep the run going (:attr:`StopMonitor.unpinned_cycles` counts
 them, :attr:`StopMonitor.unpinned_reason` says why).
+
+A usable cycle without an error measurement (NaN ``mean_error_px``: the tracking servo's coarse phase driving on a
+detection's pose carried forward between detections, a whole-image method) neither counts towards nor breaks the
+converged and settled runs of cycles: only measured cycles do.
 """
 
 from __future__ import annotations
@@ -117,14 +121,14 @@ class StopMonitor:
             self._lost = 0
             err = step.mean_error_px  # NaN for methods without correspondences (photometric)
             self.best_error_px = min(self.best_error_px, err) if np.isfinite(err) else self.best_error_px
-            within_px = bool(err < c.converged_px)
-            self._below = self._below + 1 if within_px and self._pose_within(step) else 0
-            self._settled = self._settled + 1 if err < c.settled_px else 0
-            if err < c.settled_px:
-                T = step.T_current_target
-                self._settle_window.append((float(err), None if T is None else np.asarray(T, dtype=np.float64)))
-            else:
-                self._settle_window.clear()
+            if np.isfinite(err):  # a cycle with no error measurement leaves the runs of cycles as they are
+                self._below = self._below + 1 if err < c.converged_px and self._pose_within(step) else 0
+                self._settled = self._settled + 1 if err < c.settled_px else 0
+                if err < c.settled_px:
+                    T = step.T_current_target
+                    self._settle_window.append((float(err), None if T is None else np.asarray(T, dtype=np.float64)))
+                else:
+                    self._settle_window.clear()
             slow = (c.converged_twist_m_s > 0 and np.linalg.norm(step.v_camera[:3]) < c.converged_twist_m_s
                     and np.linalg.norm(step.v_camera[3:]) < c.converged_twist_rad_s)
             self._slow = self._slow + 1 if slow else 0

@@ -270,6 +270,7 @@ class TrackingServo:
         self._coarse: Optional[Detection] = None  # the detection whose twist drives the coarse phase
         self._previous: Optional[Detection] = None  # the last detection with a pose, to confirm the next one
         self._probing = False  # T_current_target is an unconfirmed detection's pose, for a tracked cycle to confirm
+        self._reported_detection_s = float("nan")  # the detection whose error a coarse step reported
         self._provisional = False  # the track was confirmed by a tracked cycle: the next detection must agree with it
         self._confirm_by_tracking = self.config.confirm_by_tracking  # off once a tracked confirmation was contradicted
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
@@ -513,7 +514,10 @@ class TrackingServo:
                         timings: dict[str, float]) -> ServoStep:
         """The coarse phase's law on a detection's pose (``T_detected``, of the frame taken at ``detected_at_s``,
         its step ``detection``) carried forward to this frame through the motion commanded since: every target point
-        projected with that pose is the current feature."""
+        projected with that pose is the current feature. The step's ``mean_error_px`` is the detection's measured
+        error on the first frame after it arrived and NaN (no new measurement) on the others, so the stop rule
+        counts each detection once: a part that tracking never locks (the sheet's 5-8 alignable keypoints) ends
+        converged after as many agreeing detections as the per-frame servo needs cycles."""
         T_pred = inverse(self.motion(detected_at_s, timestamp_s)) @ T_detected
         target = self.target
         points_now_m = transform_points(T_pred, target.points_camera_goal_m)
@@ -526,8 +530,11 @@ class TrackingServo:
         why = implausible_twist(out.v_camera, self.config.detection.lock)
         if why:
             return replace(self._hold(StepStatus.IMPLAUSIBLE, timestamp_s, timings), reason=why)
+        fresh = detected_at_s != self._reported_detection_s
+        self._reported_detection_s = detected_at_s
         return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=detection.correspondences,
-                         all_matches=Correspondences.empty(), mean_error_px=float("nan"), tracking_mode=False,
+                         all_matches=Correspondences.empty(),
+                         mean_error_px=detection.mean_error_px if fresh else float("nan"), tracking_mode=False,
                          timings_ms=timings, timestamp_s=timestamp_s, T_current_target=T_pred,
                          source=CorrespondenceSource.DETECTION, gain=out.gain, condition_number=out.condition_number)
 
