@@ -25,8 +25,10 @@ singular: ~100-250 for a framed object's spread keypoints, ~1000 for a cluster o
 them, :attr:`StopMonitor.unpinned_reason` says why).
 
 A usable cycle without an error measurement (NaN ``mean_error_px``: the tracking servo's coarse phase driving on a
-detection's pose carried forward between detections, a whole-image method) neither counts towards nor breaks the
-converged and settled runs of cycles: only measured cycles do.
+detection's pose carried forward between detections, a whole-image method) cannot start a converged run of
+cycles; it continues one while its pose estimate stays within the pose tolerance, and the run converges only
+with at least ``converged_min_measured`` measured cycles in it (every cycle of the per-frame and tracked loops is
+measured, so for them this changes nothing). The settled rule counts measured cycles only.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class StopConfig:
     max_iterations: int = 300
     converged_min_inliers: int = 15  # a converged cycle's lock must be pinned down by this many inliers ...
     converged_max_condition: float = 3000.0  # ... and cond(L) at most this (inf: off)
+    # a converged run of cycles holds at least this many measured ones (at most converged_cycles): a part the
+    # tracking servo never tracks (the sheet) is measured only by its detections, one per 30-60 frames
+    converged_min_measured: int = 3
 
 
 class StopMonitor:
@@ -101,6 +106,7 @@ class StopMonitor:
         self._recent_errors_px: deque[float] = deque(maxlen=config.diverged_cycles)
         self._reference_px = np.inf  # best error before the window (the first error until one leaves it)
         self._below = 0
+        self._measured = 0  # measured cycles in the current converged run
         self._slow = 0
         self._lost = 0
         self.best_error_px = np.inf
@@ -114,26 +120,32 @@ class StopMonitor:
             return EpisodeStatus.TIMEOUT if self.iterations >= c.max_iterations else EpisodeStatus.RUNNING
         if not step.ok:
             self._lost += 1
-            self._below = 0
+            self._below = self._measured = 0
             if self._lost >= c.lost_cycles:
                 return EpisodeStatus.DIVERGED if self._diverging() else EpisodeStatus.LOST
         else:
             self._lost = 0
             err = step.mean_error_px  # NaN for methods without correspondences (photometric)
             self.best_error_px = min(self.best_error_px, err) if np.isfinite(err) else self.best_error_px
-            if np.isfinite(err):  # a cycle with no error measurement leaves the runs of cycles as they are
-                self._below = self._below + 1 if err < c.converged_px and self._pose_within(step) else 0
+            if np.isfinite(err):  # a measured cycle
+                within = err < c.converged_px and self._pose_within(step)
+                self._below, self._measured = (self._below + 1, self._measured + 1) if within else (0, 0)
                 self._settled = self._settled + 1 if err < c.settled_px else 0
                 if err < c.settled_px:
                     T = step.T_current_target
                     self._settle_window.append((float(err), None if T is None else np.asarray(T, dtype=np.float64)))
                 else:
                     self._settle_window.clear()
+            elif self._below and self._pose_within(step):  # no new measurement: the run goes on on the pose estimate
+                self._below += 1
+            else:
+                self._below = self._measured = 0
             slow = (c.converged_twist_m_s > 0 and np.linalg.norm(step.v_camera[:3]) < c.converged_twist_m_s
                     and np.linalg.norm(step.v_camera[3:]) < c.converged_twist_rad_s)
             self._slow = self._slow + 1 if slow else 0
             image_rule = "pose" if c.converged_pose_translation_ratio > 0 else "image"  # which condition held
-            for rule, count, needed in ((image_rule, self._below, c.converged_cycles),
+            enough = self._measured >= min(c.converged_min_measured, c.converged_cycles)
+            for rule, count, needed in ((image_rule, self._below if enough else 0, c.converged_cycles),
                                         ("settled", self._settled if self._plateau() else 0,
                                          c.converged_settled_cycles),
                                         ("twist", self._slow, c.converged_cycles)):
