@@ -516,8 +516,9 @@ class TrackingServo:
         its step ``detection``) carried forward to this frame through the motion commanded since: every target point
         projected with that pose is the current feature. The step's ``mean_error_px`` is the detection's measured
         error on the first frame after it arrived and NaN (no new measurement) on the others, so the stop rule
-        counts each detection once: a part that tracking never locks (the sheet's 5-8 alignable keypoints) ends
-        converged after as many agreeing detections as the per-frame servo needs cycles."""
+        counts each detection once (:mod:`dfbvs.stop`: the frames between continue a converged run on the pose
+        estimate, ``stop.converged_min_measured`` detections within end it): a part that tracking never locks (the
+        sheet's 5-8 alignable keypoints) ends converged."""
         T_pred = inverse(self.motion(detected_at_s, timestamp_s)) @ T_detected
         target = self.target
         points_now_m = transform_points(T_pred, target.points_camera_goal_m)
