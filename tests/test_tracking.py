@@ -34,9 +34,11 @@ def test_tracking_at_30fps_with_latency_converges_with_few_detections():
     assert np.isfinite(r.time_to_goal_s) and r.time_to_goal_s < stamps[-1], r.summary()
 
 
-def test_a_detection_that_disagrees_replaces_a_drifted_pose():
-    """Tracking that drifted onto a wrong pose is caught by the next detection and corrected, the correction
-    carried forward through the motion tracked since the detection's frame; an agreeing detection is not."""
+def test_a_detection_that_disagrees_holds_still_until_a_second_one_decides():
+    """Tracking that drifted onto a wrong pose is caught by the next detection: the servo is not sure of its lock
+    and holds still (zero twist) until a second detection agrees with the first, whose pose then replaces the
+    tracked one, carried forward through the motion tracked since its frame; a second detection that agrees with
+    the track instead ends the dispute and tracking goes on. ``hold_on_dispute=false``: corrected at once."""
     from dfbvs.camera import Camera
     from dfbvs.geometry import inverse, make_pose, se3_exp, transform_points
     from dfbvs.render.objects import load_builtin
@@ -44,27 +46,54 @@ def test_a_detection_that_disagrees_replaces_a_drifted_pose():
     from dfbvs.sim.episode import GoalConfig
     from dfbvs.tracking import Detection, TrackingServo
 
-    config = tracking_config().servo
-    servo = TrackingServo(config, render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480),
-                                                GoalConfig().T_object_camera()))
-    target = servo.target
+    render = render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480), GoalConfig().T_object_camera())
     T_true_then = make_pose(t=[0.004, -0.002, 0.01])  # T_current_target at the detection's frame, t = 1.0 s
     motion = se3_exp([0.001, 0.0, 0.0, 0.0, 0.0, 0.002])  # what tracking measured between then and now
     T_drifted_then = se3_exp([0.003, 0.0, 0.0, 0.0, 0.02, 0.0]) @ T_true_then  # 3 mm and 1.1 deg off
-    points = target.points_camera_goal_m[:40]
-    seen = target.camera.project(transform_points(T_true_then, points))  # where the detector saw them
 
-    servo.T_current_target = motion @ T_drifted_then
-    servo._established = True
-    servo._history = {1.0: T_drifted_then}
+    def drifted(*overrides):
+        servo = TrackingServo(apply_overrides(tracking_config().servo, overrides), render)
+        servo.T_current_target = motion @ T_drifted_then
+        servo._established = True
+        servo._history = {1.0: T_drifted_then, 1.5: T_drifted_then}
+        return servo
+
+    servo = drifted("hold_on_dispute=false")
+    points = servo.target.points_camera_goal_m[:40]
+    seen = servo.target.camera.project(transform_points(T_true_then, points))  # where the detector saw them
     servo._use_detection(Detection(1.0, T_true_then, seen, points, 0.25))
     assert servo.stats["corrections"] == 1
     np.testing.assert_allclose(servo.T_current_target, motion @ T_true_then, atol=1e-9)  # carried forward
-
     servo._history = {2.0: T_true_then}  # tracking agrees with the detection: kept as it is
     servo.T_current_target = motion @ T_true_then
     servo._use_detection(Detection(2.0, inverse(motion) @ T_true_then, seen, points, 0.25))
     assert servo.stats["corrections"] == 1 and np.allclose(servo.T_current_target, motion @ T_true_then)
+    servo.close()
+
+    servo = drifted()  # the default: one detection against the track is a dispute, not a correction
+    servo._use_detection(Detection(1.0, T_true_then, seen, points, 0.25))
+    assert servo.stats["corrections"] == 0 and servo.stats["disputes"] == 1 and servo._disputed is not None
+    np.testing.assert_allclose(servo.T_current_target, motion @ T_drifted_then)  # untouched
+    servo.T_current_target, servo._pose_time_s = se3_exp([0.0005, 0, 0, 0, 0.001, 0]), 1.2  # near the goal render
+    step = servo._track(render.rgb, 1.2, {})
+    assert step is not None and step.status is StepStatus.NOT_LOCKED and not np.any(step.v_camera), step
+    assert "disagrees" in step.reason
+    servo.T_current_target = motion @ T_drifted_then
+    servo._use_detection(Detection(1.5, T_true_then, seen, points, 0.25))  # a second detection agrees with the first
+    assert servo.stats["corrections"] == 1 and servo._disputed is None
+    np.testing.assert_allclose(servo.T_current_target, motion @ T_true_then, atol=1e-9)
+    servo.close()
+
+    servo = drifted()  # a dispute that the next detection settles in the track's favour
+    servo._use_detection(Detection(1.0, T_true_then, seen, points, 0.25))
+    track_seen = servo.target.camera.project(transform_points(T_drifted_then, points))
+    servo._use_detection(Detection(1.5, T_drifted_then, track_seen, points, 0.25))
+    assert servo._disputed is None and servo.stats["corrections"] == 0
+    np.testing.assert_allclose(servo.T_current_target, motion @ T_drifted_then)
+    servo._use_detection(Detection(1.0, make_pose(t=[0.05, 0.0, 0.0]), seen, points, 0.25))  # two wrong ones that
+    servo._use_detection(Detection(1.5, make_pose(t=[-0.05, 0.0, 0.0]), seen, points, 0.25))  # disagree: hold on
+    assert servo._disputed is not None and servo.stats["corrections"] == 0 and servo.stats["disputes"] == 3
+    servo.close()
 
 
 def test_acquisition_waits_for_two_detections_that_agree():

@@ -73,8 +73,14 @@ class TrackerConfig:
       tracked cycles = not sure of the lock (something covers part of the object): zero twist, the pose
       kept as predicted, until the count recovers or falls below ``min_inliers``.
     - ``verify_px``: when the tracked pose, at the frame a detection was computed on, puts the detection's
-      matched target points further than this (median) from where the detection saw them, the detection's
-      pose replaces the tracked one.
+      matched target points further than this (median) from where the detection saw them, the two disagree.
+      With ``hold_on_dispute`` the servo is then not sure of its lock: zero twist (status ``not_locked``, tracking
+      goes on measuring) until the next detection decides: if it agrees with the track, the track goes on; if it
+      agrees with the disputing detection (the same tolerances as ``confirm_detections``), its pose replaces the
+      tracked one, carried forward; otherwise the hold goes on. On the smooth housing single wrong detections
+      "corrected" a track 3-14 times an episode and drove the camera from 39 to 58-72 mm (docs/parts.md); on
+      textured parts no detection ever disagreed. ``hold_on_dispute=False``: the disputing detection's pose
+      replaces the tracked one at once (bench flag ``-trustcorrection``).
     - ``detection_latency_s``: declared time a detection takes (deterministic tests); None = as it takes.
     - ``detector_threads``: torch threads of the background detection (the per-frame loop keeps a core).
     - ``search_levels`` / ``search_max_shift_px``: the patch alignment searches from the predicted position
@@ -133,6 +139,7 @@ class TrackerConfig:
     confirm_rotation_deg: float = 3.0
     confirm_by_tracking: bool = True
     provisional_tracked_confirmation: bool = True
+    hold_on_dispute: bool = True
     coarse_from_prediction: bool = True
 
     def __post_init__(self) -> None:
@@ -271,6 +278,7 @@ class TrackingServo:
         self._previous: Optional[Detection] = None  # the last detection with a pose, to confirm the next one
         self._probing = False  # T_current_target is an unconfirmed detection's pose, for a tracked cycle to confirm
         self._reported_detection_s = float("nan")  # the detection whose error a coarse step reported
+        self._disputed: Optional[Detection] = None  # a detection that disagreed with the track, awaiting a second
         self._provisional = False  # the track was confirmed by a tracked cycle: the next detection must agree with it
         self._confirm_by_tracking = self.config.confirm_by_tracking  # off once a tracked confirmation was contradicted
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
@@ -280,7 +288,8 @@ class TrackingServo:
         self._tracked_ms: list[float] = []  # compute time of every tracked cycle
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
                       "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0,
-                      "confirmed_by_tracking": 0, "provisional_dropped": 0}
+                      "confirmed_by_tracking": 0, "provisional_dropped": 0,
+                      "disputes": 0}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
@@ -391,9 +400,18 @@ class TrackingServo:
         if tracked_then is None or det.T_current_target is None or self.T_current_target is None:
             return
         gap = median_reprojection_px(tracked_then, det.points_target_m, det.uv_current_px, self.target.camera)
-        if gap > self.config.verify_px:  # carry the correction forward through the motion tracked since then
-            self.T_current_target = self.T_current_target @ inverse(tracked_then) @ det.T_current_target
-            self.stats["corrections"] += 1
+        disputed, self._disputed = self._disputed, None
+        if not gap > self.config.verify_px:
+            return  # the detection agrees with the track (and settles a dispute in its favour)
+        if self.config.hold_on_dispute and (disputed is None or disputed.T_current_target is None or not self._agree(
+                inverse(self.motion(disputed.timestamp_s, det.timestamp_s)) @ disputed.T_current_target,
+                det.T_current_target)):
+            self._disputed = det  # one measurement against the track: not sure of the lock until the next one
+            self.stats["disputes"] += 1
+            return
+        # carry the correction forward through the motion tracked since then
+        self.T_current_target = self.T_current_target @ inverse(tracked_then) @ det.T_current_target
+        self.stats["corrections"] += 1
 
     # --- the per-frame path ---------------------------------------------------------------------------------
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
@@ -439,6 +457,7 @@ class TrackingServo:
             self.T_current_target = None
             if self._established:  # an established track lost: hold still until a fresh detection
                 self._established, self._coarse, self._previous, self._provisional = False, None, None, False
+                self._disputed = None
                 self._unlocked_since_s = timestamp_s
                 self.stats["losses"] += 1
                 return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
@@ -477,6 +496,9 @@ class TrackingServo:
         self._history[timestamp_s] = fit.T_current_target
         if len(self._history) > 256:  # detections take well under 256 frames
             self._history.pop(next(iter(self._history)))
+        if self._disputed is not None:  # tracking goes on measuring, the camera holds still
+            return replace(self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked),
+                           reason="a detection disagrees with the tracked pose: holding still until the next decides")
         idx = tracked.index_target
         out = self.law(ControlInput(xy=target.camera.pixel_to_normalized(tracked.uv_current_px),
                                     xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],

@@ -85,6 +85,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "trusttracked": (("servo.provisional_tracked_confirmation=false",),
                      "a track confirmed by a tracked cycle is trusted at once, not provisional until the next "
                      "detection agrees with it (before issue 13's rule; docs/parts.md)"),
+    "trustcorrection": (("servo.hold_on_dispute=false",),
+                        "a detection that disagrees with the track replaces its pose at once, instead of holding still "
+                        "until the next detection decides (before issue 13's rule; docs/parts.md)"),
     "looseconfirm": (("servo.confirm_translation_ratio=0.12", "servo.confirm_rotation_deg=8"),
                      "two measurements confirm within 12 % of the depth and 8 deg, the per-frame servo's tolerances "
                      "(instead of 5 % / 3 deg; docs/realtime.md)"),
