@@ -175,7 +175,7 @@ def test_acquisition_waits_for_two_detections_that_agree():
     trusting._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
     assert trusting._track(render.rgb, 1.0, {}).ok and not trusting._provisional  # the rule before: trusted at once
     trusting._use_detection(detection(1.0, make_pose(t=[0.04, 0.0, 0.0])))
-    assert trusting._established and trusting.stats["corrections"] == 1  # a correction, not a drop
+    assert trusting._established and trusting.stats["disputes"] == 1  # a dispute (hold_on_dispute), not a drop
     trusting.close()
 
 
