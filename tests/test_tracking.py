@@ -140,7 +140,8 @@ def test_acquisition_waits_for_two_detections_that_agree():
     # a tracked cycle from the unconfirmed pose is the second measurement when confirm_by_tracking: the goal
     # frame's patches align onto the detection's (right) pose and the servo moves on; from a pose 40 mm off
     # they do not, and it holds still
-    probe = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",)), render)
+    probe = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",
+                                                   "provisional_tracked_confirmation=true")), render)
     probe._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
     assert probe._coarse is None and probe._probing and probe.stats["unconfirmed"] == 1
     step = probe._track(render.rgb, 1.0, {})
@@ -170,10 +171,10 @@ def test_acquisition_waits_for_two_detections_that_agree():
     assert not step.ok and not np.any(step.v_camera) and probe.T_current_target is None
     assert probe.stats["confirmed_by_tracking"] == 0 and not probe._established
     probe.close()
-    trusting = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",
-                                                      "provisional_tracked_confirmation=false")), render)
+    assert not tracking_config().servo.provisional_tracked_confirmation  # measured, not adopted (docs/parts.md)
+    trusting = TrackingServo(apply_overrides(config, ("confirm_by_tracking=true",)), render)
     trusting._use_detection(detection(1.0, se3_exp([0.0005, 0, 0, 0, 0.001, 0])))
-    assert trusting._track(render.rgb, 1.0, {}).ok and not trusting._provisional  # the rule before: trusted at once
+    assert trusting._track(render.rgb, 1.0, {}).ok and not trusting._provisional  # the default: trusted at once
     trusting._use_detection(detection(1.0, make_pose(t=[0.04, 0.0, 0.0])))
     assert trusting._established and trusting.stats["disputes"] == 1  # a dispute (hold_on_dispute), not a drop
     trusting.close()

@@ -82,9 +82,9 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "detconfirm": (("servo.confirm_by_tracking=false",),
                    "only a second detection confirms the first (before the tracked cycle could, the default since "
                    "the coarse phase closes the loop on the predicted pose)"),
-    "trusttracked": (("servo.provisional_tracked_confirmation=false",),
-                     "a track confirmed by a tracked cycle is trusted at once, not provisional until the next "
-                     "detection agrees with it (before issue 13's rule; docs/parts.md)"),
+    "provisional": (("servo.provisional_tracked_confirmation=true",),
+                    "a track confirmed by a tracked cycle is dropped when the next detection disagrees with its pose "
+                    "(measured for issue 13, not adopted; docs/parts.md)"),
     "trustcorrection": (("servo.hold_on_dispute=false",),
                         "a detection that disagrees with the track replaces its pose at once, instead of holding still "
                         "until the next detection decides (before issue 13's rule; docs/parts.md)"),
