@@ -370,12 +370,14 @@ class TrackingServo:
     def _confirms(self, det: Detection) -> bool:
         """Whether ``det``'s pose agrees with the previous detection's carried forward to its frame (always,
         with ``confirm_detections=1``)."""
-        prev = self._previous
-        if self.config.confirm_detections <= 1:
-            return True
-        if prev is None or prev.T_current_target is None or det.T_current_target is None:
+        return self.config.confirm_detections <= 1 or self._detections_agree(self._previous, det)
+
+    def _detections_agree(self, earlier: Optional[Detection], det: Detection) -> bool:
+        """Two detections measured the same pose: ``earlier``'s carried forward to ``det``'s frame through the
+        motion commanded since agrees with ``det``'s (False when either has none)."""
+        if earlier is None or earlier.T_current_target is None or det.T_current_target is None:
             return False
-        T_pred = inverse(self.motion(prev.timestamp_s, det.timestamp_s)) @ prev.T_current_target
+        T_pred = inverse(self.motion(earlier.timestamp_s, det.timestamp_s)) @ earlier.T_current_target
         return self._agree(T_pred, det.T_current_target)
 
     def _agree(self, T_a: np.ndarray, T_b: np.ndarray) -> bool:
@@ -407,9 +409,7 @@ class TrackingServo:
         disputed, self._disputed = self._disputed, None
         if not gap > self.config.verify_px:
             return  # the detection agrees with the track (and settles a dispute in its favour)
-        if self.config.hold_on_dispute and (disputed is None or disputed.T_current_target is None or not self._agree(
-                inverse(self.motion(disputed.timestamp_s, det.timestamp_s)) @ disputed.T_current_target,
-                det.T_current_target)):
+        if self.config.hold_on_dispute and not self._detections_agree(disputed, det):
             self._disputed = det  # one measurement against the track: not sure of the lock until the next one
             self.stats["disputes"] += 1
             return
