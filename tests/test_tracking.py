@@ -180,6 +180,74 @@ def test_acquisition_waits_for_two_detections_that_agree():
     trusting.close()
 
 
+def test_an_unverified_track_moves_only_so_far_and_disagreeing_detections_make_the_target_unreliable():
+    """A track confirmed by its own tracked cycle drives the camera at most ``unverified_motion_*`` from where it was
+    confirmed, then holds still until a detection agrees with it (on the smooth housing such a track drove ~20 mm
+    before any detection could dispute it, docs/parts.md). A target whose detections keep disagreeing with the
+    measurement before them is unreliable: zero twist for good, with a reason, and the run ends lost."""
+    from dfbvs.camera import Camera
+    from dfbvs.errors import ConfigError
+    from dfbvs.geometry import make_pose, se3_exp, transform_points
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.sim.episode import GoalConfig
+    from dfbvs.stop import StopConfig, StopMonitor
+    from dfbvs.tracking import Detection, TrackerConfig, TrackingServo
+
+    with pytest.raises(ConfigError, match="unreliable_disagreements=9"):
+        TrackerConfig(unreliable_disagreements=9)
+    with pytest.raises(ConfigError, match="-0.1"):
+        TrackerConfig(unverified_motion_ratio=-0.1)
+    render = render_target(load_builtin("bracket"), Camera.default().rescaled(640, 480), GoalConfig().T_object_camera())
+    servo = TrackingServo(tracking_config().servo, render)
+    near = se3_exp([0.0005, 0, 0, 0, 0.001, 0])
+    points = servo.target.points_camera_goal_m[:40]
+    seen = servo.target.camera.project(transform_points(near, points))
+    servo._use_detection(Detection(1.0, near, seen, points, 0.2))  # the first: a tracked cycle may confirm it
+    assert servo._probing
+    first = servo._track(render.rgb, 1.0, {})
+    assert first is not None and first.ok and servo._established and servo._unverified
+    servo._commands.append((1.0, np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.0]), 0.0))  # 5 cm/s along x for 0.5 s
+    servo.T_current_target, servo._pose_time_s = near, 1.5  # (tracking followed it: the same view at 1.5 s)
+    held = servo._track(render.rgb, 1.5, {})
+    assert held is not None and held.status is StepStatus.NOT_LOCKED and not np.any(held.v_camera), held
+    assert "25.0 mm" in held.reason and "no detection agreeing" in held.reason and servo.stats["unverified_holds"] == 1
+    servo._use_detection(Detection(1.5, near, seen, points, 0.2))  # computed on a tracked frame, agrees: verified
+    assert not servo._unverified
+    servo.T_current_target, servo._pose_time_s = near, 1.6
+    free = servo._track(render.rgb, 1.6, {})
+    assert free is not None and free.ok and np.any(free.v_camera), free
+    servo.close()
+    unlimited = TrackingServo(apply_overrides(tracking_config().servo, ("unverified_motion_ratio=0",
+                                                                         "unverified_motion_deg=0")), render)
+    unlimited._use_detection(Detection(1.0, near, seen, points, 0.2))
+    assert unlimited._track(render.rgb, 1.0, {}).ok
+    unlimited._commands.append((1.0, np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.0]), 0.0))
+    unlimited.T_current_target, unlimited._pose_time_s = near, 1.5
+    assert unlimited._track(render.rgb, 1.5, {}).ok  # the limit off: the track drives on
+    unlimited.close()
+
+    # detections that agree (a textured part: at most one disagreement an episode) leave the target trusted; four
+    # of the last eight disagreeing with the one before (the housing: 8-15 of ~20) make it unreliable
+    servo = TrackingServo(apply_overrides(tracking_config().servo, ("confirm_by_tracking=false",)), render)
+    for k, x_m in enumerate([0.0, 0.04, 0.0, 0.0005, 0.0]):  # one wrong detection among five: 2 disagreements
+        servo._use_detection(Detection(1.0 + 0.3 * k, make_pose(t=[x_m, 0.0, 0.03]), seen, points, 0.2))
+    assert not servo._unreliable and servo.stats["unreliable"] == 0 and sum(servo._disagreed) == 2
+    for k, x_m in enumerate([0.05, -0.05]):
+        servo._use_detection(Detection(3.0 + 0.3 * k, make_pose(t=[x_m, 0.0, 0.03]), seen, points, 0.2))
+    assert servo._unreliable and servo.stats["unreliable"] == 1
+    monitor = StopMonitor(StopConfig(lost_cycles=10))
+    for k in range(10):
+        step = servo.step(render.rgb, 4.0 + k / 30)
+        assert step.status is StepStatus.UNRELIABLE and not np.any(step.v_camera), step
+        assert "4 of the last 6 detections disagreed" in step.reason
+        status = monitor.update(step)
+    assert status is EpisodeStatus.LOST
+    servo.reset()
+    assert not servo._unreliable and servo.step(render.rgb, 5.0).status is not StepStatus.UNRELIABLE
+    servo.close()
+
+
 def test_the_coarse_phase_closes_the_loop_on_the_predicted_pose():
     """Far from the goal (tracking does not lock) each frame's twist comes from the latest detection's pose carried
     forward through the motion commanded since: over 2 s with no new detection the camera closes in on the goal

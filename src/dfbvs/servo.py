@@ -56,6 +56,7 @@ class StepStatus(str, enum.Enum):
     NOT_LOCKED = "not_locked"  # no pose yet (waiting for a detection): hold still
     IMPLAUSIBLE = "implausible"  # a lock that is not credible (see LockConfig; the step's reason says why)
     UNCONFIRMED = "unconfirmed"  # a credible lock whose pose the previous cycle does not confirm (LockConfig.confirm)
+    UNRELIABLE = "unreliable"  # the target's measurements keep disagreeing: no lock on it is trusted (the reason says)
 
 
 class CorrespondenceSource(str, enum.Enum):

@@ -36,7 +36,7 @@ import numpy as np
 from .control import CONTROL_LAWS, ControlInput, GainConfig, IBVSConfig, build_control_law
 from .errors import ConfigError
 from .estimation import PnPConfig
-from .geometry import inverse, poses_agree, se3_exp, transform_points
+from .geometry import inverse, pose_error, poses_agree, se3_exp, transform_points
 from .imaging import as_rgb_frame
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
@@ -122,6 +122,19 @@ class TrackerConfig:
       been driven ~20 mm in the tracked cycles before the next detection; the px test of ``hold_on_dispute``
       stops such a track as soon, without dropping the genuine ones.
 
+    - ``unverified_motion_ratio`` / ``unverified_motion_deg``: a track confirmed by a tracked cycle (not by two
+      detections) moves the camera at most this far (this fraction of the object's median depth at the goal, this
+      angle) from where it was confirmed, then holds still (status ``not_locked``) until a detection computed on one
+      of its frames agrees with it (``verify_px``); from then on it is verified and drives freely. On the smooth
+      housing such a track drove the camera ~20 mm in 23 tracked cycles, before any detection could dispute it
+      (docs/parts.md). 0 = no limit.
+    - ``unreliable_window`` / ``unreliable_disagreements``: when this many of the last ``unreliable_window``
+      detections with a pose disagreed with the measurement before them (the previous detection, carried forward,
+      or the track at their frame), the target's measurements cannot be told apart from false locks: the servo
+      holds still with status ``unreliable`` until :meth:`TrackingServo.reset` or ``retarget``, and the run ends
+      lost (:mod:`dfbvs.stop`). On housing-P2 of the parts protocol 8-15 of ~20 detections disagreed, on the
+      textured parts and accuracy18 at most one an episode (docs/parts.md). 0 = off.
+
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
     (:func:`~dfbvs.imaging.as_rgb_frame`).
@@ -145,6 +158,10 @@ class TrackerConfig:
     provisional_tracked_confirmation: bool = False
     hold_on_dispute: bool = True
     coarse_from_prediction: bool = True
+    unverified_motion_ratio: float = 0.05
+    unverified_motion_deg: float = 3.0
+    unreliable_window: int = 8
+    unreliable_disagreements: int = 4
 
     def __post_init__(self) -> None:
         if self.confirm_detections not in (1, 2):
@@ -158,6 +175,12 @@ class TrackerConfig:
             raise ConfigError(f"min_inliers={self.min_inliers!r}: must be >= 4")
         if not self.verify_px > 0:
             raise ConfigError(f"verify_px={self.verify_px!r}: must be > 0")
+        if not (self.unverified_motion_ratio >= 0 and self.unverified_motion_deg >= 0):
+            raise ConfigError(f"unverified motion limits must be >= 0 (0: no limit), got "
+                              f"{self.unverified_motion_ratio!r}, {self.unverified_motion_deg!r}")
+        if not 0 <= self.unreliable_disagreements <= self.unreliable_window:
+            raise ConfigError(f"unreliable_disagreements={self.unreliable_disagreements!r}: between 0 (off) and "
+                              f"unreliable_window={self.unreliable_window!r}")
         CONTROL_LAWS.name_of(self.control)
 
 
@@ -285,6 +308,11 @@ class TrackingServo:
         self._disputed: Optional[Detection] = None  # a detection that disagreed with the track, awaiting a second
         self._provisional = False  # the track was confirmed by a tracked cycle: the next detection must agree with it
         self._confirm_by_tracking = self.config.confirm_by_tracking  # off once a tracked confirmation was contradicted
+        self._unverified = False  # the track was confirmed by a tracked cycle and no detection has agreed with it yet
+        self._established_s = float("nan")  # the frame time the track was established at
+        # per detection with a pose: whether it disagreed with the measurement before it (unreliable_window)
+        self._disagreed: deque[bool] = deque(maxlen=max(1, self.config.unreliable_window))
+        self._unreliable = ""  # why the target's measurements are not trusted ("" = they are)
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
         self._commands: deque[tuple[float, np.ndarray, float]] = deque(maxlen=600)
         self._history: dict[float, np.ndarray] = {}  # frame time -> tracked T_current_target
@@ -293,7 +321,7 @@ class TrackingServo:
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
                       "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0,
                       "confirmed_by_tracking": 0, "provisional_dropped": 0,
-                      "disputes": 0}
+                      "disputes": 0, "unverified_holds": 0, "unreliable": 0}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
@@ -351,6 +379,9 @@ class TrackingServo:
             self._failed = det.step.status if det.step is not None else StepStatus.TOO_FEW_MATCHES
             return
         confirmed = self._confirms(det)
+        if self._previous is not None and self._previous.T_current_target is not None:
+            self._record_agreement(confirmed if self.config.confirm_detections > 1
+                                   else self._detections_agree(self._previous, det))
         self._previous = det
         self._probing = False
         if not confirmed:  # hold still until a second measurement (detection or tracked cycle) agrees
@@ -366,6 +397,16 @@ class TrackingServo:
         self._coarse = det
         if self.stats["acquisitions"] == 0:
             self.stats["acquisitions"] = 1
+
+    def _record_agreement(self, agreed: bool) -> None:
+        """One detection agreed (or not) with the measurement before it; too many disagreements in the window make
+        the target unreliable (``unreliable_disagreements``)."""
+        self._disagreed.append(not agreed)
+        n, c = sum(self._disagreed), self.config
+        if c.unreliable_disagreements and n >= c.unreliable_disagreements and not self._unreliable:
+            self._unreliable = (f"{n} of the last {len(self._disagreed)} detections disagreed with the measurement "
+                                f"before them: no lock on this target is trusted (holding still)")
+            self.stats["unreliable"] = 1
 
     def _confirms(self, det: Detection) -> bool:
         """Whether ``det``'s pose agrees with the previous detection's carried forward to its frame (always,
@@ -392,8 +433,10 @@ class TrackingServo:
         tracked_then = self._history.get(det.timestamp_s)
         if tracked_then is None or det.T_current_target is None:
             return  # computed on a frame from before the track, or no pose: the next detection decides
-        if self._agree(tracked_then, det.T_current_target):
-            self._provisional = False
+        agreed = self._agree(tracked_then, det.T_current_target)
+        self._record_agreement(agreed)
+        if agreed:
+            self._provisional = self._unverified = False
             return
         self.stats["provisional_dropped"] += 1
         self._established = self._provisional = self._confirm_by_tracking = False
@@ -407,7 +450,9 @@ class TrackingServo:
             return
         gap = median_reprojection_px(tracked_then, det.points_target_m, det.uv_current_px, self.target.camera)
         disputed, self._disputed = self._disputed, None
+        self._record_agreement(not gap > self.config.verify_px)
         if not gap > self.config.verify_px:
+            self._unverified = False
             return  # the detection agrees with the track (and settles a dispute in its favour)
         if self.config.hold_on_dispute and not self._detections_agree(disputed, det):
             self._disputed = det  # one measurement against the track: not sure of the lock until the next one
@@ -415,15 +460,20 @@ class TrackingServo:
             return
         # carry the correction forward through the motion tracked since then
         self.T_current_target = self.T_current_target @ inverse(tracked_then) @ det.T_current_target
+        self._unverified = False  # two detections agreed on this pose
         self.stats["corrections"] += 1
 
     # --- the per-frame path ---------------------------------------------------------------------------------
     def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)  # before the detector thread sees it
-        det = self.detector.poll(timestamp_s)
+        det = self.detector.poll(timestamp_s) if not self._unreliable else None
         if det is not None:
             self._use_detection(det)
+        if self._unreliable:  # for good (until reset or retarget): no more detections, zero twist
+            held = replace(self._hold(StepStatus.UNRELIABLE, timestamp_s, {}), reason=self._unreliable)
+            self._commands.append((timestamp_s, held.v_camera, 0.0))
+            return held
         if not self.detector.busy:
             self.detector.submit(image, timestamp_s)
         timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
@@ -461,7 +511,7 @@ class TrackingServo:
             self.T_current_target = None
             if self._established:  # an established track lost: hold still until a fresh detection
                 self._established, self._coarse, self._previous, self._provisional = False, None, None, False
-                self._disputed = None
+                self._disputed, self._unverified = None, False
                 self._unlocked_since_s = timestamp_s
                 self.stats["losses"] += 1
                 return self._hold(StepStatus.TOO_FEW_INLIERS, timestamp_s, timings, tracked)
@@ -473,6 +523,7 @@ class TrackingServo:
                 return self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked)
             self.stats["confirmed_by_tracking"] += 1
             self._provisional = self.config.provisional_tracked_confirmation
+            self._unverified, self._established_s = True, timestamp_s
             self.stats["acquisitions"] = max(self.stats["acquisitions"], 1)
         typical = np.median(self._recent_counts) if self._recent_counts else 0.0
         if len(tracked) < self.config.min_inlier_fraction * typical:  # part of the object hidden: not sure
@@ -503,6 +554,10 @@ class TrackingServo:
         if self._disputed is not None:  # tracking goes on measuring, the camera holds still
             return replace(self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked),
                            reason="a detection disagrees with the tracked pose: holding still until the next decides")
+        moved = self._unverified_moved_too_far(timestamp_s)
+        if moved:
+            self.stats["unverified_holds"] += 1
+            return replace(self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked), reason=moved)
         idx = tracked.index_target
         out = self.law(ControlInput(xy=target.camera.pixel_to_normalized(tracked.uv_current_px),
                                     xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],
@@ -519,6 +574,22 @@ class TrackingServo:
                          timestamp_s=timestamp_s, T_current_target=T_fit,
                          source=CorrespondenceSource.TRACKING, gain=out.gain,
                          condition_number=out.condition_number, n_edges=n_edges)
+
+    def _unverified_moved_too_far(self, timestamp_s: float) -> str:
+        """Why an unverified track must hold still (it has moved the camera past ``unverified_motion_*`` since it
+        was confirmed), or ""."""
+        c = self.config
+        if not self._unverified or not (c.unverified_motion_ratio > 0 or c.unverified_motion_deg > 0):
+            return ""
+        t_m, r_rad = pose_error(np.eye(4), self.motion(self._established_s, timestamp_s))
+        r_deg = float(np.rad2deg(r_rad))
+        limit_m = c.unverified_motion_ratio * float(np.median(self.target.Z_star_m))
+        if (c.unverified_motion_ratio > 0 and t_m > limit_m) or (c.unverified_motion_deg > 0 and
+                                                                  r_deg > c.unverified_motion_deg):
+            return (f"the track confirmed by a tracked cycle has moved the camera {t_m * 1e3:.1f} mm / {r_deg:.1f} deg "
+                    f"(limits {limit_m * 1e3:.1f} mm / {c.unverified_motion_deg:g} deg) with no detection agreeing "
+                    f"yet: holding still until one does")
+        return ""
 
     def _coarse_step(self, timestamp_s: float, timings: dict[str, float]) -> ServoStep:
         """The latest detection's step, its twist held until the next detection; zero twist without one."""

@@ -88,6 +88,12 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "trustcorrection": (("servo.hold_on_dispute=false",),
                         "a detection that disagrees with the track replaces its pose at once, instead of holding still "
                         "until the next detection decides (before issue 13's rule; docs/parts.md)"),
+    "freetrack": (("servo.unverified_motion_ratio=0", "servo.unverified_motion_deg=0"),
+                  "a track confirmed by a tracked cycle drives freely before any detection has agreed with it "
+                  "(before issue 13's limit; docs/parts.md)"),
+    "nounreliable": (("servo.unreliable_disagreements=0",),
+                     "a target whose detections keep disagreeing with each other is not declared unreliable "
+                     "(before issue 13's rule; docs/parts.md)"),
     "looseconfirm": (("servo.confirm_translation_ratio=0.12", "servo.confirm_rotation_deg=8"),
                      "two measurements confirm within 12 % of the depth and 8 deg, the per-frame servo's tolerances "
                      "(instead of 5 % / 3 deg; docs/realtime.md)"),
