@@ -42,9 +42,9 @@ from dfbvs.target import prepare_target
 from servo_variant import episode_config  # same directory
 
 
-def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First-order settled camera offset ``-pinv(L*) r`` (6,) caused by the measurement error ``r`` of one
-    cycle's inliers, and |r| (working px) of each inlier."""
+    cycle's inliers, |r| (working px) of each inlier, and ``r`` itself (N, 2, working px)."""
     target, c = servo.target, step.correspondences
     idx = c.index_target
     p_goal = target.points_camera_goal_m[idx]
@@ -52,7 +52,7 @@ def settle_offset(step, servo, T_camera_goal: np.ndarray) -> tuple[np.ndarray, n
     r_px = c.uv_current_px - uv_true
     r = (target.camera.pixel_to_normalized(c.uv_current_px) - target.camera.pixel_to_normalized(uv_true))
     L = interaction_matrix_normalized(target.xy_star[idx], target.Z_star_m[idx])
-    return -np.linalg.pinv(L) @ r.reshape(-1), np.linalg.norm(r_px, axis=1)
+    return -np.linalg.pinv(L) @ r.reshape(-1), np.linalg.norm(r_px, axis=1), r_px
 
 
 def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg: float, extractors: dict,
@@ -103,6 +103,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     scene = build_scene(mesh, config.scene, seed=seed)
     rng = np.random.default_rng(seed)
     offsets, px, n = [], [], []
+    per_point: dict[int, list[np.ndarray]] = {}  # target keypoint -> its error vector on each frame (working px)
     for k in range(frames):
         if same_pose and k > 0:  # every frame at the first pose: only the sensor noise changes
             rng = np.random.default_rng(seed)
@@ -116,7 +117,9 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         step = servo.step(frame.rgb)
         if step.status is not StepStatus.OK:
             continue
-        d, r_px = settle_offset(step, servo, inverse(T_object_camera) @ T_goal)
+        d, r_px, r_vec = settle_offset(step, servo, inverse(T_object_camera) @ T_goal)
+        for i, r_i in zip(step.correspondences.index_target, r_vec):
+            per_point.setdefault(int(i), []).append(r_i)
         offsets.append(d)
         px.append(r_px)
         n.append(step.n_inliers)
@@ -127,10 +130,15 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     per_frame_deg = np.rad2deg(np.linalg.norm(d[:, 3:], axis=1))
     mean = d.mean(axis=0)
     r_all = np.concatenate(px)  # |r| of every inlier of every frame
+    # each point's mean error over the frames it was measured on (its bias): their mean is the shift every patch
+    # shares, their spread what differs from patch to patch
+    point_bias = np.array([np.mean(v, axis=0) for v in per_point.values() if len(v) >= max(1, len(d) // 2)])
     return {"variant": name, "frames": len(d), "inliers": float(np.mean(n)),
             "measurement_err_px_mean": float(np.mean(r_all)), "measurement_err_px_p90": float(np.percentile(r_all, 90)),
             "frame_mm_median": float(np.median(per_frame_mm)), "frame_deg_median": float(np.median(per_frame_deg)),
-            "bias_mm": float(np.linalg.norm(mean[:3]) * 1e3), "bias_deg": float(np.rad2deg(np.linalg.norm(mean[3:])))}
+            "bias_mm": float(np.linalg.norm(mean[:3]) * 1e3), "bias_deg": float(np.rad2deg(np.linalg.norm(mean[3:]))),
+            "point_bias_mean_px": point_bias.mean(axis=0).round(3).tolist() if len(point_bias) else None,
+            "point_bias_spread_px": point_bias.std(axis=0).round(3).tolist() if len(point_bias) else None}
 
 
 def main() -> None:
