@@ -183,8 +183,8 @@ def test_acquisition_waits_for_two_detections_that_agree():
 def test_an_unverified_track_moves_only_so_far_and_disagreeing_detections_make_the_target_unreliable():
     """A track confirmed by its own tracked cycle drives the camera at most ``unverified_motion_*`` from where it was
     confirmed, then holds still until a detection agrees with it (on the smooth housing such a track drove ~20 mm
-    before any detection could dispute it, docs/parts.md). A target whose detections keep disagreeing with the
-    measurement before them is unreliable: zero twist for good, with a reason, and the run ends lost."""
+    before any detection could dispute it, docs/parts.md). A target whose detections keep disagreeing with its
+    established tracks is unreliable: zero twist for good, with a reason, and the run ends lost."""
     from dfbvs.camera import Camera
     from dfbvs.errors import ConfigError
     from dfbvs.geometry import make_pose, se3_exp, transform_points
@@ -227,20 +227,28 @@ def test_an_unverified_track_moves_only_so_far_and_disagreeing_detections_make_t
     assert unlimited._track(render.rgb, 1.5, {}).ok  # the limit off: the track drives on
     unlimited.close()
 
-    # detections that agree (a textured part: at most one disagreement an episode) leave the target trusted; four
-    # of the last eight disagreeing with the one before (the housing: 8-15 of ~20) make it unreliable
+    # detections before a track do not count (a small part's far detections disagree with each other); four of the
+    # last eight detections checked against an established track disagreeing with it (the housing: 4-15 disputes an
+    # episode, textured parts none) make the target unreliable
     servo = TrackingServo(apply_overrides(tracking_config().servo, ("confirm_by_tracking=false",)), render)
-    for k, x_m in enumerate([0.0, 0.04, 0.0, 0.0005, 0.0]):  # one wrong detection among five: 2 disagreements
+    for k, x_m in enumerate([0.0, 0.04, 0.0, 0.05, -0.05, 0.05]):  # five disagreeing in a row, before any track
         servo._use_detection(Detection(1.0 + 0.3 * k, make_pose(t=[x_m, 0.0, 0.03]), seen, points, 0.2))
-    assert not servo._unreliable and servo.stats["unreliable"] == 0 and sum(servo._disagreed) == 2
-    for k, x_m in enumerate([0.05, -0.05]):
-        servo._use_detection(Detection(3.0 + 0.3 * k, make_pose(t=[x_m, 0.0, 0.03]), seen, points, 0.2))
-    assert servo._unreliable and servo.stats["unreliable"] == 1
+    assert not servo._unreliable and len(servo._disagreed) == 0
+    T_track = make_pose(t=[0.0, 0.0, 0.03])
+    servo._established, servo.T_current_target, servo._pose_time_s = True, T_track, 3.0
+    servo._history = {3.0 + 0.1 * k: T_track for k in range(8)}
+    on_track = servo.target.camera.project(transform_points(T_track, points))
+    off_track = servo.target.camera.project(transform_points(make_pose(t=[0.01, 0.0, 0.03]), points))  # ~20 px off
+    for k, uv in enumerate([on_track, off_track, off_track, on_track, off_track]):
+        servo._use_detection(Detection(3.0 + 0.1 * k, T_track, uv, points, 0.2))
+        assert not servo._unreliable, k
+    servo._use_detection(Detection(3.5, T_track, off_track, points, 0.2))
+    assert servo._unreliable and servo.stats["unreliable"] == 1 and servo.stats["disputes"] >= 1
     monitor = StopMonitor(StopConfig(lost_cycles=10))
     for k in range(10):
         step = servo.step(render.rgb, 4.0 + k / 30)
         assert step.status is StepStatus.UNRELIABLE and not np.any(step.v_camera), step
-        assert "4 of the last 6 detections disagreed" in step.reason
+        assert "4 of the last 6 detections checked against the track disagreed" in step.reason
         status = monitor.update(step)
     assert status is EpisodeStatus.LOST
     servo.reset()

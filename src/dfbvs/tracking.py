@@ -129,11 +129,12 @@ class TrackerConfig:
       housing such a track drove the camera ~20 mm in 23 tracked cycles, before any detection could dispute it
       (docs/parts.md). 0 = no limit.
     - ``unreliable_window`` / ``unreliable_disagreements``: when this many of the last ``unreliable_window``
-      detections with a pose disagreed with the measurement before them (the previous detection, carried forward,
-      or the track at their frame), the target's measurements cannot be told apart from false locks: the servo
-      holds still with status ``unreliable`` until :meth:`TrackingServo.reset` or ``retarget``, and the run ends
-      lost (:mod:`dfbvs.stop`). On housing-P2 of the parts protocol 8-15 of ~20 detections disagreed, on the
-      textured parts and accuracy18 at most one an episode (docs/parts.md). 0 = off.
+      detections checked against an established track (``verify_px``, or the provisional check) disagreed with it,
+      the target's tracks cannot be told apart from false locks: the servo holds still with status ``unreliable``
+      until :meth:`TrackingServo.reset` or ``retarget``, and the run ends lost (:mod:`dfbvs.stop`). On housing-P2
+      of the parts protocol 4-15 detections disputed its tracks an episode; on the textured parts and accuracy18
+      none ever has. Detections before a track are not counted: far from the goal a small part's genuine
+      detections disagree with each other (5 of 8 on accuracy18's connector-G2-T3, docs/parts.md). 0 = off.
 
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
@@ -379,9 +380,6 @@ class TrackingServo:
             self._failed = det.step.status if det.step is not None else StepStatus.TOO_FEW_MATCHES
             return
         confirmed = self._confirms(det)
-        if self._previous is not None and self._previous.T_current_target is not None:
-            self._record_agreement(confirmed if self.config.confirm_detections > 1
-                                   else self._detections_agree(self._previous, det))
         self._previous = det
         self._probing = False
         if not confirmed:  # hold still until a second measurement (detection or tracked cycle) agrees
@@ -399,13 +397,13 @@ class TrackingServo:
             self.stats["acquisitions"] = 1
 
     def _record_agreement(self, agreed: bool) -> None:
-        """One detection agreed (or not) with the measurement before it; too many disagreements in the window make
-        the target unreliable (``unreliable_disagreements``)."""
+        """A detection agreed (or not) with the established track at its frame; too many disagreements in the
+        window make the target unreliable (``unreliable_disagreements``)."""
         self._disagreed.append(not agreed)
         n, c = sum(self._disagreed), self.config
         if c.unreliable_disagreements and n >= c.unreliable_disagreements and not self._unreliable:
-            self._unreliable = (f"{n} of the last {len(self._disagreed)} detections disagreed with the measurement "
-                                f"before them: no lock on this target is trusted (holding still)")
+            self._unreliable = (f"{n} of the last {len(self._disagreed)} detections checked against the track "
+                                f"disagreed with it: no lock on this target is trusted (holding still)")
             self.stats["unreliable"] = 1
 
     def _confirms(self, det: Detection) -> bool:
