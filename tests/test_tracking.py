@@ -34,6 +34,14 @@ def test_tracking_at_30fps_with_latency_converges_with_few_detections():
     assert np.isfinite(r.time_to_goal_s) and r.time_to_goal_s < stamps[-1], r.summary()
 
 
+def test_a_run_that_does_not_converge_reports_its_last_step_status():
+    """Three frames, the first detection still running (0.3 s): a timeout whose result says the servo was waiting
+    for a lock (``dfbvs sim`` prints it), not only "timeout"."""
+    r = run_episode(tracking_config("stop.max_iterations=3"))
+    assert r.status is EpisodeStatus.TIMEOUT and r.final_step_status == "not_locked", r.summary()
+    assert "no detection confirmed" in r.summary()["final_reason"]
+
+
 def test_a_detection_that_disagrees_holds_still_until_a_second_one_decides():
     """Tracking that drifted onto a wrong pose is caught by the next detection: the servo is not sure of its lock
     and holds still (zero twist) until a second detection agrees with the first, whose pose then replaces the

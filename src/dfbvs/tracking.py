@@ -594,7 +594,9 @@ class TrackingServo:
         coarse = self._coarse.step if self._coarse is not None else None
         if coarse is None or not coarse.ok:
             failed, self._failed = self._failed, None  # one failed measurement per failed detection
-            return self._hold(failed or StepStatus.NOT_LOCKED, timestamp_s, timings)
+            why = (f"the last detection found no pose ({failed.value})" if failed else
+                   "no detection confirmed by a second measurement yet: holding still")
+            return replace(self._hold(failed or StepStatus.NOT_LOCKED, timestamp_s, timings), reason=why)
         self.stats["coarse_cycles"] += 1
         det = self._coarse
         if self.config.coarse_from_prediction and det is not None and det.T_current_target is not None:

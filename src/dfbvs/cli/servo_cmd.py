@@ -44,6 +44,8 @@ def _run_and_report(config, out: Path, live_view: Optional[str] = None) -> None:
         f"{s['initial_rotation_deg']:.1f} deg from the goal, final {s['final_translation_error_mm']:.3f} mm / "
         f"{s['final_rotation_error_deg']:.3f} deg, mean correspondence error {s['final_mean_px_error']:.3f} px "
         f"({s['final_n_inliers']} inliers), median cycle {s['median_cycle_ms']:.0f} ms")
+    if not result.converged and s["final_step_status"] and s["final_step_status"] != "ok":
+        typer.echo(f"last step: {s['final_step_status']}" + (f": {s['final_reason']}" if s["final_reason"] else ""))
     if s.get("symmetry_order", 1) > 1 or s.get("lock") == "false lock":  # docs/symmetry.md
         typer.echo(f"modulo the object's symmetry ({s['symmetry_order']} equivalent goals): "
                    f"{s['final_translation_error_mm_sym']:.3f} mm / {s['final_rotation_error_deg_sym']:.3f} deg from "

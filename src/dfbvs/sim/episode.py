@@ -160,6 +160,10 @@ class EpisodeResult:
     symmetric_equivalent: int = 0
     symmetry_order: int = 1
     lock: str | None = None
+    # the last cycle's step status and the servo's reason for it ("" when it gave none): why a run that did not
+    # converge stopped moving (e.g. ``unreliable``: "4 of the last 6 detections ... disagreed")
+    final_step_status: str = ""
+    final_reason: str = ""
 
     @property
     def converged(self) -> bool:
@@ -471,6 +475,8 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by,
         unpinned_cycles=monitor.unpinned_cycles, unpinned_reason=monitor.unpinned_reason,
         occlusion_drift_mm=occlusion_drift_mm(times, errors, occluder),
+        final_step_status=last_step.status.value if last_step is not None else "",
+        final_reason=last_step.reason if last_step is not None else "",
         **symmetric_error_fields(symmetry, T_object_goal, T_final, outcome.status is EpisodeStatus.CONVERGED,
                                  config.lock_tolerance_mm, config.lock_tolerance_deg))
     if recorder is not None:
