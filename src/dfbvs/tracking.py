@@ -311,7 +311,7 @@ class TrackingServo:
         self._confirm_by_tracking = self.config.confirm_by_tracking  # off once a tracked confirmation was contradicted
         self._unverified = False  # the track was confirmed by a tracked cycle and no detection has agreed with it yet
         self._established_s = float("nan")  # the frame time the track was established at
-        # per detection with a pose: whether it disagreed with the measurement before it (unreliable_window)
+        # per detection checked against an established track: whether it disagreed with it (unreliable_window)
         self._disagreed: deque[bool] = deque(maxlen=max(1, self.config.unreliable_window))
         self._unreliable = ""  # why the target's measurements are not trusted ("" = they are)
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
