@@ -33,7 +33,7 @@ from dfbvs.camera import Camera
 from dfbvs.control import interaction_matrix_normalized
 from dfbvs.features import build_extractor
 from dfbvs.geometry import inverse, se3_exp, transform_points
-from dfbvs.relight import basis_directions
+from dfbvs.relight import basis_directions, basis_renderer
 from dfbvs.render.objects import load_builtin
 from dfbvs.render.scene import build_scene, render_scene
 from dfbvs.render.target import render_target
@@ -93,7 +93,8 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     # each cycle is a measurement, not a step of the loop: no cycle waits for the next to confirm its lock
     servo_cfg = replace(servo_cfg, lock=replace(servo_cfg.lock, confirm=False))
     target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"],
-                                  shading_basis_directions=basis_directions(servo_cfg))
+                                  shading_basis_directions=basis_directions(servo_cfg),
+                                  basis_renderer=basis_renderer(servo_cfg))
     key = servo_cfg.features
     if key not in extractors:
         extractors[key] = build_extractor(servo_cfg.features)

@@ -102,6 +102,34 @@ def test_a_block_casts_a_shadow_on_the_table(blender):
     assert shadow < 0.6 * lit, (shadow, lit)
 
 
+def test_a_path_traced_relighting_basis_has_the_targets_self_shadows():
+    """``relight.basis_renderer``: the target's shading basis drawn by Cycles in linear light has the ambient term
+    (with its occlusion) and one image per light direction, like the rasteriser's, and where the rasteriser lights
+    every face turned to a light, the path tracer leaves the faces the part hides from it in shadow."""
+    from dfbvs.relight import RelightConfig, basis_renderer
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import render_target
+    from dfbvs.servo import ServoConfig
+    from dfbvs.sim.episode import GoalConfig
+
+    with pytest.raises(ConfigError, match="basis_renderer"):
+        RelightConfig(basis_renderer=" ")
+    spec = "blender:samples=2,denoise=false,transfer=linear,threads=2"
+    config = ServoConfig(relight=RelightConfig(basis_renderer=spec))
+    assert basis_renderer(config) == spec and basis_renderer(ServoConfig()) == "moderngl"
+    mesh, T = load_builtin("connector"), GoalConfig().T_object_camera()
+    traced = render_target(mesh, CAM, T, supersample=1, shading_basis_directions=4, basis_renderer=spec)
+    raster = render_target(mesh, CAM, T, supersample=1, shading_basis_directions=4)
+    assert traced.shading_basis.shape == raster.shading_basis.shape == (5, CAM.height_px, CAM.width_px)
+    on = traced.mask
+    assert np.all(np.isfinite(traced.shading_basis)) and traced.shading_basis[0][on].mean() > 0.05  # ambient
+    # for each light direction: object pixels the rasteriser lights (> 10 % of its brightest) that Cycles leaves
+    # dark (< 2 %): cast shadows; the rasteriser has none by construction
+    shadowed = [np.mean((r[on] > 0.1 * r[on].max()) & (t[on] < 0.02 * max(t[on].max(), 1e-6)))
+                for r, t in zip(raster.shading_basis[1:], traced.shading_basis[1:])]
+    assert max(shadowed) > 0.01, shadowed
+
+
 def test_missing_interpreter_says_how_to_install(monkeypatch):
     monkeypatch.setenv("DFBVS_BLENDER_PYTHON", "/nonexistent/python")
     with pytest.raises(ConfigError, match="make blender"):

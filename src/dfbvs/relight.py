@@ -55,6 +55,11 @@ class RelightConfig:
     - ``image_gain``: fit the image's own smooth gain over the object (vignetting) apart from the lights; without
       it, the default scene's 25 % vignetting was taken for lighting and the relit bracket settled 0.22 mm from
       the goal instead of 0.14 mm (``benchmarks/goal_bias.py``, docs/convergence.md).
+    - ``basis_renderer``: what draws the basis (a renderer spec, :func:`~dfbvs.render.backend.parse_renderer`): the
+      ``moderngl`` rasteriser (~0.1 s a direction, no shadows), or a path tracer in linear light, e.g.
+      ``blender:transfer=linear,samples=8`` (~3 s a direction here, once per target: cast shadows and
+      interreflection in the basis; on path-traced frames it halved the connector's measurement error near the
+      goal, docs/photoreal.md).
     """
 
     enabled: bool = True
@@ -69,8 +74,11 @@ class RelightConfig:
     min_pixels: int = 500
     stride_px: int = 1
     image_gain: bool = True
+    basis_renderer: str = "moderngl"
 
     def __post_init__(self) -> None:
+        if not self.basis_renderer.strip():
+            raise ConfigError("relight.basis_renderer is empty: a renderer, e.g. moderngl")
         if self.directions < 1:
             raise ConfigError(f"relight.directions={self.directions!r}: must be >= 1")
         if self.keypoint_weight < 0:
@@ -197,10 +205,22 @@ def relit_rgb(render: TargetRender, fit: LightingFit) -> np.ndarray:
     return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
+def _relight_of(servo_config: object) -> RelightConfig | None:
+    """A servo config's relighting when it is on (the tracking servo's: its ``detection.relight``), else None."""
+    deep = servo_config if hasattr(servo_config, "relight") else getattr(servo_config, "detection", None)
+    relight = getattr(deep, "relight", None)
+    return relight if isinstance(relight, RelightConfig) and relight.enabled else None
+
+
 def basis_directions(servo_config: object) -> int:
     """How many light directions the target's shading basis needs for a servo's config (``render_target``'s
     ``shading_basis_directions``): its ``relight.directions`` when relighting is on, the tracking servo's
     ``detection.relight``'s likewise, else 0 (no basis)."""
-    deep = servo_config if hasattr(servo_config, "relight") else getattr(servo_config, "detection", None)
-    relight = getattr(deep, "relight", None)
-    return int(relight.directions) if isinstance(relight, RelightConfig) and relight.enabled else 0
+    relight = _relight_of(servo_config)
+    return int(relight.directions) if relight is not None else 0
+
+
+def basis_renderer(servo_config: object) -> str:
+    """What draws the shading basis for a servo's config (``render_target``'s ``basis_renderer``)."""
+    relight = _relight_of(servo_config)
+    return relight.basis_renderer if relight is not None else "moderngl"

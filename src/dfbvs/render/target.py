@@ -194,7 +194,8 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
                   material: Material = Material(),
                   background_rgb: tuple[float, float, float] = TARGET_BACKGROUND_RGB,
                   renderer: str = "moderngl", antialias: bool = True,
-                  supersample: int = TARGET_SUPERSAMPLE, shading_basis_directions: int = 0) -> TargetRender:
+                  supersample: int = TARGET_SUPERSAMPLE, shading_basis_directions: int = 0,
+                  basis_renderer: str = "moderngl") -> TargetRender:
     """Render ``mesh`` (object frame) alone, seen from ``T_object_camera``, on a uniform background.
 
     The target is rendered once, so it is supersampled by default (``supersample``, see
@@ -204,8 +205,9 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
     Lights are fixed in the object frame (the default :class:`Lighting`: a key light from above and a side
     fill), so a scene rendered with the same lighting shows the object exactly as the target does.
     ``shading_basis_directions`` > 0 also renders the shading basis (:attr:`TargetRender.shading_basis`) with
-    that many light directions (always by the ``moderngl`` rasteriser), which :mod:`dfbvs.relight` fits to the
-    live image's lighting.
+    that many light directions (by ``basis_renderer``, the ``moderngl`` rasteriser by default: its shading adds up
+    over lights; a path tracer's adds up in linear light, e.g. ``blender:transfer=linear``, drawn without
+    supersampling), which :mod:`dfbvs.relight` fits to the live image's lighting.
     """
     T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
@@ -219,11 +221,11 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
         lightings = [Lighting(ambient=1.0, lights=())] + [
             Lighting(ambient=0.0, lights=(DirectionalLight((float(x), float(y), float(z)), BASIS_LIGHT_INTENSITY),))
             for x, y, z in light_directions(shading_basis_directions)]
-        # by the rasteriser whatever drew the target: its shading adds up over lights, and 51 path-traced frames
-        # would take minutes
-        raster = backend if renderer == "moderngl" else get_renderer("moderngl")
-        basis = np.stack([grey_float32(raster.render(items, camera, T, lit, background_rgb, antialias,
-                                                     supersample).rgb) for lit in lightings])
+        # by the rasteriser whatever drew the target unless asked: 51 path-traced frames take minutes
+        drawer = get_renderer(basis_renderer)
+        basis_ss = supersample if basis_renderer == "moderngl" else 1
+        basis = np.stack([grey_float32(drawer.render(items, camera, T, lit, background_rgb, antialias,
+                                                     basis_ss).rgb) for lit in lightings])
     return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis)
 
 
