@@ -44,6 +44,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "photoreal": (PRESETS["photoreal"],
                   "the photoreal preset: the outline fitted with the keypoints near the goal, the target relit without "
                   "the image's gain field (docs/photoreal.md)"),
+    "pathbasis": (("servo.relight.basis_renderer=blender:transfer=linear,samples=8", "servo.relight.directions=20"),
+                  "the target relit with a shading basis of 20 light directions drawn by Cycles in linear light (cast "
+                  "shadows, interreflection) instead of the rasteriser's 50 (docs/photoreal.md)"),
     "nogain": (("servo.relight.image_gain=false",),
                "the target relit by its shading basis alone, without the smooth gain field over the image"),
     "zoom": (("servo.acquisition.zoom_max=2",),
