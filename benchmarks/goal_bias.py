@@ -6,7 +6,8 @@ pipeline (bias plus noise). IBVS drives ``pinv(L*) e`` to zero, so to first orde
 makes the loop settle at the camera displacement ``dp = -pinv(L*) r`` (metres, radians) from the goal. This
 script renders the episode's scene at ``--frames`` poses a small random offset (``--offset-mm``,
 ``--offset-deg``) from the goal (fresh sensor noise each), runs one servo cycle on each and prints, per
-variant, the settled-pose offset of single frames (noise) and of their mean (bias), side by side in one run.
+variant, the settled-pose offset of single frames (noise) and of their mean (bias), side by side in one run, and
+(with relighting) the robust scale of the lighting fit's residual (grey levels, median over the frames).
 Seconds per variant instead of minutes per episode.
 
     .venv/bin/python benchmarks/goal_bias.py --frames 6 \
@@ -103,7 +104,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     servo = DFBVSServo(target, servo_cfg, extractors[key])
     scene = build_scene(mesh, config.scene, seed=seed)
     rng = np.random.default_rng(seed)
-    offsets, px, n = [], [], []
+    offsets, px, n, residuals = [], [], [], []
     per_point: dict[int, list[np.ndarray]] = {}  # target keypoint -> its error vector on each frame (working px)
     for k in range(frames):
         if same_pose and k > 0:  # every frame at the first pose: only the sensor noise changes
@@ -122,6 +123,8 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         for i, r_i in zip(step.correspondences.index_target, r_vec):
             per_point.setdefault(int(i), []).append(r_i)
         offsets.append(d)
+        if servo.lighting is not None:
+            residuals.append(servo.lighting.residual_levels)
         px.append(r_px)
         n.append(step.n_inliers)
     if not offsets:
@@ -138,6 +141,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
             "measurement_err_px_mean": float(np.mean(r_all)), "measurement_err_px_p90": float(np.percentile(r_all, 90)),
             "frame_mm_median": float(np.median(per_frame_mm)), "frame_deg_median": float(np.median(per_frame_deg)),
             "bias_mm": float(np.linalg.norm(mean[:3]) * 1e3), "bias_deg": float(np.rad2deg(np.linalg.norm(mean[3:]))),
+            "relight_residual_levels": float(np.median(residuals)) if residuals else None,
             "point_bias_mean_px": point_bias.mean(axis=0).round(3).tolist() if len(point_bias) else None,
             "point_bias_spread_px": point_bias.std(axis=0).round(3).tolist() if len(point_bias) else None}
 
