@@ -34,7 +34,7 @@ from dfbvs.camera import Camera
 from dfbvs.control import interaction_matrix_normalized
 from dfbvs.features import build_extractor
 from dfbvs.geometry import inverse, se3_exp, transform_points
-from dfbvs.relight import basis_directions, basis_renderer
+from dfbvs.relight import basis_directions, basis_renderer, second_basis
 from dfbvs.render.objects import load_builtin
 from dfbvs.render.scene import build_scene, render_scene
 from dfbvs.render.target import render_target
@@ -95,7 +95,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     servo_cfg = replace(servo_cfg, lock=replace(servo_cfg.lock, confirm=False))
     target_render = render_target(mesh, camera, T_goal, supersample=target_ss, renderer=own["target_renderer"],
                                   shading_basis_directions=basis_directions(servo_cfg),
-                                  basis_renderer=basis_renderer(servo_cfg))
+                                  basis_renderer=basis_renderer(servo_cfg), second_basis=second_basis(servo_cfg))
     key = servo_cfg.features
     if key not in extractors:
         extractors[key] = build_extractor(servo_cfg.features)
@@ -104,7 +104,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
     servo = DFBVSServo(target, servo_cfg, extractors[key])
     scene = build_scene(mesh, config.scene, seed=seed)
     rng = np.random.default_rng(seed)
-    offsets, px, n, residuals = [], [], [], []
+    offsets, px, n, residuals, bases = [], [], [], [], []
     per_point: dict[int, list[np.ndarray]] = {}  # target keypoint -> its error vector on each frame (working px)
     for k in range(frames):
         if same_pose and k > 0:  # every frame at the first pose: only the sensor noise changes
@@ -125,6 +125,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
         offsets.append(d)
         if servo.lighting is not None:
             residuals.append(servo.lighting.residual_levels)
+            bases.append(servo.lighting.basis)
         px.append(r_px)
         n.append(step.n_inliers)
     if not offsets:
@@ -142,6 +143,7 @@ def run_variant(name: str, spec: str, frames: int, offset_mm: float, offset_deg:
             "frame_mm_median": float(np.median(per_frame_mm)), "frame_deg_median": float(np.median(per_frame_deg)),
             "bias_mm": float(np.linalg.norm(mean[:3]) * 1e3), "bias_deg": float(np.rad2deg(np.linalg.norm(mean[3:]))),
             "relight_residual_levels": float(np.median(residuals)) if residuals else None,
+            "relight_second_basis_share": float(np.mean(bases)) if bases else None,
             "point_bias_mean_px": point_bias.mean(axis=0).round(3).tolist() if len(point_bias) else None,
             "point_bias_spread_px": point_bias.std(axis=0).round(3).tolist() if len(point_bias) else None}
 

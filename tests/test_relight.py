@@ -128,3 +128,44 @@ def test_a_saved_target_keeps_its_basis(bracket_with_basis, tmp_path):
     assert loaded.shading_basis is not None and np.array_equal(loaded.shading_basis, target.shading_basis)
     plain = TargetRender.load(replace(target, shading_basis=None).save(tmp_path / "plain"))
     assert plain.shading_basis is None
+
+
+def test_a_second_basis_is_used_only_where_it_fits_clearly_better(bracket_with_basis, tmp_path):
+    """``relight.second_basis_renderer``: the target carries two bases; each is fitted alone and the second is
+    kept only when its residual scale is at most ``second_basis_margin`` times the first's. A 4-direction basis
+    beside the 26-direction one: as the second it loses, as the first it gives way, and the relit target is the
+    chosen basis's own; a folder keeps both."""
+    from dfbvs.render.target import TargetRender
+
+    mesh, camera, T_goal, target = bracket_with_basis
+    base = Lighting()
+    turned = se3_exp([0, 0, 0, 0.0, np.deg2rad(35.0), 0.0])[:3, :3] @ base.lights[0].unit_direction
+    seen = render_target(mesh, camera, T_goal, lighting=Lighting(
+        ambient=0.35, lights=(DirectionalLight(tuple(turned), 0.5), base.lights[1]))).rgb
+    coarse = render_target(mesh, camera, T_goal, shading_basis_directions=4)
+    both = render_target(mesh, camera, T_goal, shading_basis_directions=DIRECTIONS, second_basis=("moderngl", 4))
+    assert both.shading_basis is not None and both.shading_basis_split == DIRECTIONS + 1
+    assert np.array_equal(both.shading_basis[both.shading_basis_split:], coarse.shading_basis)
+    config = RelightConfig(directions=DIRECTIONS)
+
+    def fit(render, margin=0.8):
+        c = replace(config, second_basis_margin=margin)
+        samples = shading_samples(render, np.zeros((0, 2)), c)
+        assert samples is not None
+        return fit_lighting(samples, camera, seen, np.eye(4), c, render.shading_basis_split)
+
+    fine_alone = fit(target)
+    kept = fit(both)  # the 4 directions explain the turned light worse: the first basis stays
+    assert kept is not None and kept.basis == 0 and not kept.weights[both.shading_basis_split:].any()
+    assert np.array_equal(relit_rgb(both, kept), relit_rgb(target, fine_alone))
+    swapped = replace(both, shading_basis=np.concatenate([coarse.shading_basis, target.shading_basis]),
+                      shading_basis_split=5)
+    better = fit(swapped)  # the 26 directions as the second basis fit clearly better: they are used
+    assert better is not None and better.basis == 1 and not better.weights[:5].any()
+    assert better.residual_levels <= 0.8 * fit(coarse).residual_levels
+    assert np.array_equal(relit_rgb(swapped, better), relit_rgb(target, fine_alone))
+    assert fit(swapped, margin=better.residual_levels / fit(coarse).residual_levels * 0.99).basis == 0
+    loaded = TargetRender.load(both.save(tmp_path / "two"))
+    assert loaded.shading_basis_split == both.shading_basis_split
+    with pytest.raises(ConfigError, match="second_basis_margin=1.5"):
+        RelightConfig(second_basis_margin=1.5)

@@ -60,6 +60,12 @@ class RelightConfig:
       ``blender:transfer=linear,samples=8`` (~3 s a direction here, once per target: cast shadows and
       interreflection in the basis; on path-traced frames it halved the connector's measurement error near the
       goal, docs/photoreal.md).
+    - ``second_basis_renderer`` (off when empty) / ``second_basis_directions``: a second basis drawn by another
+      renderer (e.g. the path tracer, 20 directions), fitted beside the first at every refit; the relit target
+      comes from the second only where its fit's residual scale is at most ``second_basis_margin`` times the
+      first's, i.e. where it explains the object's shading clearly better (on path-traced frames the path
+      tracer's basis helped the connector's cavities and hurt the bracket, whose residual it barely lowered; on
+      rasterised frames the rasteriser's basis is exact: docs/photoreal.md).
     """
 
     enabled: bool = True
@@ -75,10 +81,16 @@ class RelightConfig:
     stride_px: int = 1
     image_gain: bool = True
     basis_renderer: str = "moderngl"
+    second_basis_renderer: str = ""
+    second_basis_directions: int = 20
+    second_basis_margin: float = 0.8
 
     def __post_init__(self) -> None:
         if not self.basis_renderer.strip():
             raise ConfigError("relight.basis_renderer is empty: a renderer, e.g. moderngl")
+        if self.second_basis_directions < 1 or not 0 < self.second_basis_margin <= 1:
+            raise ConfigError(f"relight.second_basis_directions={self.second_basis_directions!r} must be >= 1 and "
+                              f"relight.second_basis_margin={self.second_basis_margin!r} in (0, 1]")
         if self.directions < 1:
             raise ConfigError(f"relight.directions={self.directions!r}: must be >= 1")
         if self.keypoint_weight < 0:
@@ -93,12 +105,14 @@ class RelightConfig:
 
 @dataclass(frozen=True)
 class LightingFit:
-    """Non-negative weights (K,) of the shading basis images, the residuals' robust scale (grey levels) and
-    the number of object pixels fitted."""
+    """Non-negative weights (K,) of the shading basis images, the residuals' robust scale (grey levels), the
+    number of object pixels fitted, and which basis of a target with two (``TargetRender.shading_basis_split``)
+    the weights use (0: the first, 1: the second; the other's weights are 0)."""
 
     weights: np.ndarray
     residual_levels: float
     n_pixels: int
+    basis: int = 0
 
 
 def _bilinear(grey: np.ndarray, uv_px: np.ndarray) -> np.ndarray:
@@ -160,10 +174,28 @@ def shading_samples(render: TargetRender, keypoints_px: np.ndarray, config: Reli
 
 
 def fit_lighting(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_current_target: np.ndarray,
-                 config: RelightConfig) -> LightingFit | None:
+                 config: RelightConfig, split: int = 0) -> LightingFit | None:
     """The lighting (weights of the target's shading basis) that explains the object's grey levels in ``image``
     (the camera's RGB image, seen by ``camera``, the target render's) where the pose ``T_current_target`` puts
-    the ``samples``; None when fewer than ``config.min_pixels`` of them are seen unclipped."""
+    the ``samples``; None when fewer than ``config.min_pixels`` of them are seen unclipped. With two bases
+    (``split`` > 0: columns ``[:split]`` the first, ``[split:]`` the second), each is fitted alone and the second
+    kept only when its residual scale is at most ``config.second_basis_margin`` times the first's."""
+    if split > 0:
+        fits = [_fit_columns(samples, camera, image, T_current_target, config, columns)
+                for columns in (slice(0, split), slice(split, None))]
+        if fits[0] is None or fits[1] is None:
+            return None
+        second = fits[1].residual_levels <= config.second_basis_margin * fits[0].residual_levels
+        chosen, columns = (fits[1], slice(split, None)) if second else (fits[0], slice(0, split))
+        weights = np.zeros(samples.basis.shape[1])
+        weights[columns] = chosen.weights
+        return LightingFit(weights, chosen.residual_levels, chosen.n_pixels, int(second))
+    return _fit_columns(samples, camera, image, T_current_target, config, slice(None))
+
+
+def _fit_columns(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_current_target: np.ndarray,
+                 config: RelightConfig, columns: slice) -> LightingFit | None:
+    """:func:`fit_lighting` on the basis images ``columns`` of ``samples`` alone (weights for those)."""
     p = transform_points(T_current_target, samples.points_m)
     front = p[:, 2] > 1e-6
     live = np.full(len(p), np.nan)
@@ -173,7 +205,7 @@ def fit_lighting(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_c
     ok = np.isfinite(live) & (live < config.max_level)
     if ok.sum() < config.min_pixels:
         return None
-    A, b, prior = samples.basis[ok], live[ok], samples.prior[ok]
+    A, b, prior = samples.basis[ok][:, columns], live[ok], samples.prior[ok]
     # the image's own smooth gain over the object (vignetting, an exposure gradient) is not the lights': the
     # image is modelled as the shading times 1 + a x + b y + c (x^2 + y^2) (x, y from the image centre over its
     # larger side), fitted in turn with the lights; the relit target is the shading alone
@@ -224,3 +256,12 @@ def basis_renderer(servo_config: object) -> str:
     """What draws the shading basis for a servo's config (``render_target``'s ``basis_renderer``)."""
     relight = _relight_of(servo_config)
     return relight.basis_renderer if relight is not None else "moderngl"
+
+
+def second_basis(servo_config: object) -> tuple[str, int]:
+    """The second shading basis a servo's config asks for (``render_target``'s ``second_basis``): its renderer
+    and directions, ``("", 0)`` for none."""
+    relight = _relight_of(servo_config)
+    if relight is None or not relight.second_basis_renderer.strip():
+        return "", 0
+    return relight.second_basis_renderer, int(relight.second_basis_directions)

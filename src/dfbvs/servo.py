@@ -561,7 +561,7 @@ class DFBVSServo:
             self._shading = shading_samples(render, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
         self._relit_at = self._relight_calls
         fit = None if self._shading is None else fit_lighting(self._shading, render.camera, image, T_current_target,
-                                                              cfg)
+                                                              cfg, render.shading_basis_split)
         if fit is None:
             return None
         self.relight_fits += 1

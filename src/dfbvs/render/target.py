@@ -45,6 +45,9 @@ class TargetRender:
     # (K, H, W) float32 grey levels: the target lit by the ambient term alone, then by one directional light per
     # direction of :func:`light_directions` (ambient 0); None unless asked for (``shading_basis_directions``)
     shading_basis: np.ndarray | None = None
+    # > 0: ``shading_basis`` holds two bases drawn by two renderers, images [:split] and [split:] (each its own
+    # ambient term first), fitted apart (:func:`~dfbvs.relight.fit_lighting`)
+    shading_basis_split: int = 0
 
     def meta(self) -> dict:
         return {"camera": self.camera.to_dict(), "width_px": self.camera.width_px,
@@ -64,7 +67,8 @@ class TargetRender:
         Image.fromarray(self.mask.astype(np.uint8) * 255).save(out / "mask.png")
         (out / "meta.json").write_text(json.dumps(self.meta(), indent=2) + "\n")
         if self.shading_basis is not None:
-            np.savez_compressed(out / "shading_basis.npz", basis=self.shading_basis.astype(np.float32))
+            np.savez_compressed(out / "shading_basis.npz", basis=self.shading_basis.astype(np.float32),
+                                split=np.int64(self.shading_basis_split))
         return out
 
     @classmethod
@@ -89,14 +93,16 @@ class TargetRender:
         T = np.asarray(meta["T_object_camera"], dtype=np.float64)
         if T.shape != (4, 4):
             raise ValueError(f"{d / 'meta.json'}: T_object_camera must be 4x4, got shape {T.shape}")
-        basis = None
+        basis, split = None, 0
         if (d / "shading_basis.npz").is_file():
             with np.load(d / "shading_basis.npz") as stored:
                 basis = np.asarray(stored["basis"], dtype=np.float32)
-            if basis.ndim != 3 or basis.shape[1:] != shape:
-                raise ValueError(f"{d / 'shading_basis.npz'}: shape {basis.shape} is not (K, {shape[0]}, {shape[1]})")
+                split = int(stored["split"]) if "split" in stored.files else 0
+            if basis.ndim != 3 or basis.shape[1:] != shape or not 0 <= split < len(basis):
+                raise ValueError(f"{d / 'shading_basis.npz'}: shape {basis.shape} (split {split}) is not "
+                                 f"(K, {shape[0]}, {shape[1]}) with 0 <= split < K")
         return cls(rgb, depth, mask, camera, T, meta.get("renderer", "unknown"),
-                   float(meta.get("time_per_frame_ms", float("nan"))), basis)
+                   float(meta.get("time_per_frame_ms", float("nan"))), basis, split)
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
                   background_rgb: tuple[float, float, float] = TARGET_BACKGROUND_RGB,
                   renderer: str = "moderngl", antialias: bool = True,
                   supersample: int = TARGET_SUPERSAMPLE, shading_basis_directions: int = 0,
-                  basis_renderer: str = "moderngl") -> TargetRender:
+                  basis_renderer: str = "moderngl", second_basis: tuple[str, int] = ("", 0)) -> TargetRender:
     """Render ``mesh`` (object frame) alone, seen from ``T_object_camera``, on a uniform background.
 
     The target is rendered once, so it is supersampled by default (``supersample``, see
@@ -207,7 +213,8 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
     ``shading_basis_directions`` > 0 also renders the shading basis (:attr:`TargetRender.shading_basis`) with
     that many light directions (by ``basis_renderer``, the ``moderngl`` rasteriser by default: its shading adds up
     over lights; a path tracer's adds up in linear light, e.g. ``blender:transfer=linear``, drawn without
-    supersampling), which :mod:`dfbvs.relight` fits to the live image's lighting.
+    supersampling), which :mod:`dfbvs.relight` fits to the live image's lighting. ``second_basis`` (a renderer
+    and a number of directions) appends a second basis (:attr:`TargetRender.shading_basis_split`).
     """
     T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
@@ -216,17 +223,24 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
         supersample = max(1, min(int(supersample), max_side // max(camera.width_px, camera.height_px)))
     items = target_items(mesh, material)
     out = backend.render(items, camera, T, lighting, background_rgb, antialias, supersample)
-    basis = None
-    if shading_basis_directions > 0:
+    basis, split = None, 0
+
+    def draw_basis(spec: str, directions: int) -> np.ndarray:
         lightings = [Lighting(ambient=1.0, lights=())] + [
             Lighting(ambient=0.0, lights=(DirectionalLight((float(x), float(y), float(z)), BASIS_LIGHT_INTENSITY),))
-            for x, y, z in light_directions(shading_basis_directions)]
+            for x, y, z in light_directions(directions)]
         # by the rasteriser whatever drew the target unless asked: 51 path-traced frames take minutes
-        drawer = get_renderer(basis_renderer)
-        basis_ss = supersample if basis_renderer == "moderngl" else 1
-        basis = np.stack([grey_float32(drawer.render(items, camera, T, lit, background_rgb, antialias,
-                                                     basis_ss).rgb) for lit in lightings])
-    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis)
+        drawer = get_renderer(spec)
+        basis_ss = supersample if spec == "moderngl" else 1
+        return np.stack([grey_float32(drawer.render(items, camera, T, lit, background_rgb, antialias,
+                                                    basis_ss).rgb) for lit in lightings])
+
+    if shading_basis_directions > 0:
+        basis = draw_basis(basis_renderer, shading_basis_directions)
+        if second_basis[0].strip() and second_basis[1] > 0:
+            split = len(basis)
+            basis = np.concatenate([basis, draw_basis(*second_basis)])
+    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis, split)
 
 
 #: a basis light's intensity: half of full scale, so that albedo times it (plus its highlight) stays below 255

@@ -23,7 +23,7 @@ from ..goal import CenterKind, GoalSpec
 from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
 from ..recorder import RecorderGroup, RunRecorder
-from ..relight import basis_directions, basis_renderer
+from ..relight import basis_directions, basis_renderer, second_basis
 from ..render import load_builtin, load_mesh
 from ..render.mesh import Mesh, reframed
 from ..render.scene import Scene, SceneConfig, build_scene, render_scene
@@ -274,18 +274,19 @@ def _target(mesh: Mesh, camera: Camera, T_object_goal: np.ndarray, config: Episo
     target's arrays are read-only, so a servo that wrote into them would fail rather than change the next
     episode's target."""
     directions, drawer = basis_directions(config.servo), basis_renderer(config.servo)
+    second = second_basis(config.servo)
     key = None
     if target_cache is not None:
         digest = hashlib.sha256()
         for a in (mesh.vertices_m, mesh.faces, mesh.vertex_normals, mesh.vertex_colors, mesh.uv, mesh.texture,
                   np.asarray(T_object_goal, dtype=np.float64)):
             digest.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
-        digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions, drawer)).encode())
+        digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions, drawer, second)).encode())
         key = ("target", digest.hexdigest())
         if key in target_cache:
             return target_cache[key]
     render = render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
-                           shading_basis_directions=directions, basis_renderer=drawer)
+                           shading_basis_directions=directions, basis_renderer=drawer, second_basis=second)
     if target_cache is not None:
         for a in (render.rgb, render.depth_m, render.mask, render.shading_basis):
             if a is not None:
