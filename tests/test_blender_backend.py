@@ -102,6 +102,19 @@ def test_a_block_casts_a_shadow_on_the_table(blender):
     assert shadow < 0.6 * lit, (shadow, lit)
 
 
+def test_a_frames_noise_does_not_depend_on_what_was_drawn_before(blender):
+    """The sampler's seed follows the frame's content, not a frame counter: a frame drawn again after another
+    one is the same image (a bench episode renders alike in any order), and two poses get their own noise."""
+    mesh, T = tilted_quad(0.5, 0.06, np.deg2rad(35.0))
+    lighting = Lighting(ambient=0.3, lights=(DirectionalLight((0.3, 0.2, 1.0), 0.8),))
+    first = blender.render([DrawItem(mesh, T)], CAM, np.eye(4), lighting).rgb
+    other = blender.render([DrawItem(mesh, T)], CAM, make_pose(so3_exp([0.0, 0.0, 0.01]), [0.001, 0.0, 0.0]),
+                           lighting).rgb
+    again = blender.render([DrawItem(mesh, T)], CAM, np.eye(4), lighting).rgb
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
 def test_a_path_traced_relighting_basis_has_the_targets_self_shadows():
     """``relight.basis_renderer``: the target's shading basis drawn by Cycles in linear light has the ambient term
     (with its occlusion) and one image per light direction, like the rasteriser's, and where the rasteriser lights

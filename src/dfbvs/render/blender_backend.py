@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,9 @@ class BlenderConfig:
     Gaussian of this width otherwise (Cycles' box filter has no width); ``threads`` (0 = all cores);
     ``exposure_stops`` brightens (+) or darkens (-) the image before the ``transfer`` curve: ``srgb`` (a
     camera's usual output) or ``linear`` (8-bit values proportional to light); ``sun_scale`` and
-    ``ambient_scale`` convert :class:`Lighting` to radiometric units; ``seed`` of the sampler (advances each
-    frame).
+    ``ambient_scale`` convert :class:`Lighting` to radiometric units; ``seed`` of the sampler, mixed with a hash of
+    the frame's content (camera, its pose, the items' poses and looks, the lights), so a frame's path-tracing noise
+    does not depend on what the worker drew before it (a bench episode renders the same in any order).
     """
 
     python: str = ""
@@ -275,6 +277,8 @@ class BlenderRenderer:
             lights = [{"direction_world": list(map(float, light.unit_direction)),
                        "strength": float(light.intensity * c.sun_scale), "rgb": list(map(float, light.rgb)),
                        "angle_deg": float(light.angle_deg)} for light in lighting.lights]
+            content = json.dumps([T_world_camera.tolist(), camera.to_dict(), lights, lighting.ambient,
+                                  [(i["T_world_item"], i["object_id"], i["look"]) for i in scene_items]])
             header = {
                 "op": "render", "items": scene_items, "lights": lights,
                 "ambient_rgb": [float(lighting.ambient * c.ambient_scale)] * 3,
@@ -284,7 +288,8 @@ class BlenderRenderer:
                 "T_world_camera": T_world_camera.tolist(),
                 "options": {"samples": c.samples, "denoise": c.denoise, "denoising_quality": c.denoising_quality,
                             "max_bounces": c.max_bounces,
-                            "filter_width_px": c.filter_width_px, "threads": c.threads, "seed": c.seed},
+                            "filter_width_px": c.filter_width_px, "threads": c.threads,
+                            "seed": (c.seed + zlib.crc32(content.encode())) % (1 << 31)},
             }
             reply, out = self._request(header)
         self.last_timing_ms = dict(reply.get("timing_ms", {}))

@@ -89,7 +89,6 @@ class BlenderScene:
         self.materials: dict[str, Any] = {}
         self.objects: list = []
         self.lights: list = []
-        self.frame = 0
         self.tmpdir = tempfile.mkdtemp(prefix="dfbvs-blender-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         cam_data = bpy.data.cameras.new("camera")
         self.camera = bpy.data.objects.new("camera", cam_data)
@@ -326,7 +325,6 @@ class BlenderScene:
         s.render.threads_mode = "FIXED" if int(opts["threads"]) > 0 else "AUTO"
         if int(opts["threads"]) > 0:
             s.render.threads = int(opts["threads"])
-        self.frame += 1
         t0 = time.perf_counter()
         # the colour image: path traced, a 1-pixel box filter (the sensor pixel), denoised
         view_layer = bpy_view_layer(self.bpy)
@@ -342,7 +340,7 @@ class BlenderScene:
         s.cycles.diffuse_bounces = min(int(opts["max_bounces"]), 2)
         s.cycles.glossy_bounces = min(int(opts["max_bounces"]), 2)
         s.cycles.transparent_max_bounces = 2
-        s.cycles.seed = int(opts["seed"]) + self.frame
+        s.cycles.seed = int(opts["seed"])  # the backend mixes in the frame's content
         s.cycles.blur_glossy = 1.0
         s.cycles.sample_clamp_indirect = 10.0
         rgba = self._render_exr("rgb")
