@@ -180,22 +180,7 @@ def fit_lighting(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_c
     the ``samples``; None when fewer than ``config.min_pixels`` of them are seen unclipped. With two bases
     (``split`` > 0: columns ``[:split]`` the first, ``[split:]`` the second), each is fitted alone and the second
     kept only when its residual scale is at most ``config.second_basis_margin`` times the first's."""
-    if split > 0:
-        fits = [_fit_columns(samples, camera, image, T_current_target, config, columns)
-                for columns in (slice(0, split), slice(split, None))]
-        if fits[0] is None or fits[1] is None:
-            return None
-        second = fits[1].residual_levels <= config.second_basis_margin * fits[0].residual_levels
-        chosen, columns = (fits[1], slice(split, None)) if second else (fits[0], slice(0, split))
-        weights = np.zeros(samples.basis.shape[1])
-        weights[columns] = chosen.weights
-        return LightingFit(weights, chosen.residual_levels, chosen.n_pixels, int(second))
-    return _fit_columns(samples, camera, image, T_current_target, config, slice(None))
-
-
-def _fit_columns(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_current_target: np.ndarray,
-                 config: RelightConfig, columns: slice) -> LightingFit | None:
-    """:func:`fit_lighting` on the basis images ``columns`` of ``samples`` alone (weights for those)."""
+    # the camera's grey levels where the pose puts the samples: looked up once, whichever bases are fitted
     p = transform_points(T_current_target, samples.points_m)
     front = p[:, 2] > 1e-6
     live = np.full(len(p), np.nan)
@@ -205,12 +190,27 @@ def _fit_columns(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_c
     ok = np.isfinite(live) & (live < config.max_level)
     if ok.sum() < config.min_pixels:
         return None
-    A, b, prior = samples.basis[ok][:, columns], live[ok], samples.prior[ok]
+    basis, b, prior = samples.basis[ok], live[ok], samples.prior[ok]
     # the image's own smooth gain over the object (vignetting, an exposure gradient) is not the lights': the
     # image is modelled as the shading times 1 + a x + b y + c (x^2 + y^2) (x, y from the image centre over its
     # larger side), fitted in turn with the lights; the relit target is the shading alone
     xy = (uv[ok] - [camera.cx, camera.cy]) / max(camera.width_px, camera.height_px)
     field = np.stack([np.ones(len(b)), xy[:, 0], xy[:, 1], (xy ** 2).sum(axis=1)], axis=1)
+    if split > 0:
+        first, other = (_fit_columns(basis[:, columns], b, prior, field, config)
+                        for columns in (slice(0, split), slice(split, None)))
+        second = other.residual_levels <= config.second_basis_margin * first.residual_levels
+        chosen, columns = (other, slice(split, None)) if second else (first, slice(0, split))
+        weights = np.zeros(basis.shape[1])
+        weights[columns] = chosen.weights
+        return LightingFit(weights, chosen.residual_levels, chosen.n_pixels, int(second))
+    return _fit_columns(basis, b, prior, field, config)
+
+
+def _fit_columns(A: np.ndarray, b: np.ndarray, prior: np.ndarray, field: np.ndarray,
+                 config: RelightConfig) -> LightingFit:
+    """:func:`fit_lighting`'s fit of the live grey levels ``b`` (N,) by the basis images ``A`` (N, K) with prior
+    weights ``prior`` (N,) and the image gain field's terms ``field`` (N, 4)."""
     gain = np.ones(len(b))
     robust = np.ones(len(b))
     scale = float("inf")
@@ -225,7 +225,7 @@ def _fit_columns(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_c
         r = b - shading * gain
         scale = float(1.4826 * np.median(np.abs(r))) + 1e-6
         robust = np.minimum(1.0, 2.0 * scale / np.maximum(np.abs(r), 1e-12))
-    return LightingFit(weights, scale, int(ok.sum()))
+    return LightingFit(weights, scale, len(b))
 
 
 def relit_rgb(render: TargetRender, fit: LightingFit) -> np.ndarray:
