@@ -44,8 +44,11 @@ PRESETS: dict[str, tuple[str, ...]] = {
              "servo.control.far_rotation_deg=15", "servo.control.far_translation_ratio=0.25"),
     # for images with real light (path-traced scenes, a real camera; docs/photoreal.md): the per-frame servo with the
     # object's outline fitted with the keypoints near the goal, and the target relit by its shading basis alone,
-    # without the smooth gain field over the image that helped on rasterised scenes but absorbs shadows here
-    "photoreal": ("servo.edges.enabled=true", "servo.relight.image_gain=false"),
+    # without the smooth gain field over the image that helped on rasterised scenes but absorbs shadows here; beside
+    # the rasteriser's shading basis a second one drawn by the path tracer (cast shadows, interreflection; needs
+    # `make blender`, ~1 min once per target), used where it fits the object's shading clearly better
+    "photoreal": ("servo.edges.enabled=true", "servo.relight.image_gain=false",
+                  "servo.relight.second_basis_renderer=blender:transfer=linear,samples=8"),
     # the camera on a simulated UR5e (RTDE code path, safety layer), ideal calibration; and with the errors of a
     # real cell: hand-eye off by 2 mm / 0.2 deg, intrinsics by up to 1 %, one frame of command latency
     "ur5e": ("robot.kind=ur5e",),
