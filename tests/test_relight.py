@@ -169,3 +169,35 @@ def test_a_second_basis_is_used_only_where_it_fits_clearly_better(bracket_with_b
     assert loaded.shading_basis_split == both.shading_basis_split
     with pytest.raises(ConfigError, match="second_basis_margin=1.5"):
         RelightConfig(second_basis_margin=1.5)
+
+
+def test_verified_choice_keeps_the_basis_on_which_more_points_verify(bracket_with_basis):
+    """``relight.second_basis_choice=verified``: at a refit the target is relit with each basis's fit and the
+    cycle's points refined on each; the basis with more verified points is kept, whatever the residuals say. A
+    first basis that is flat on the object (its relit target has no texture to align) beside the real one: with
+    a margin the second can never meet (residual rule) the flat one is kept; chosen by verified points, the real
+    one, on which many more points verify."""
+    from dfbvs.config import apply_overrides
+    from dfbvs.render.scene import build_scene, render_scene
+    from dfbvs.servo import DFBVSServo
+
+    mesh, camera, T_goal, target = bracket_with_basis
+    flat = np.where(target.mask, 128.0, 0.0).astype(target.shading_basis.dtype)[None]
+    two = replace(target, shading_basis=np.concatenate([flat, target.shading_basis]), shading_basis_split=1)
+    config = apply_overrides(EpisodeConfig(), [f"servo.relight.directions={DIRECTIONS}",
+                                               "servo.relight.second_basis_margin=0.01"])
+    scene = build_scene(mesh, config.scene, seed=config.seed)
+    far = render_scene(scene, camera, T_goal @ se3_exp([0.03, 0.0, 0.0, 0.0, 0.0, 0.0])).rgb
+    near = render_scene(scene, camera, T_goal @ se3_exp([0.001, -0.001, 0.0, 0.002, 0.0, 0.0])).rgb
+    chosen = {}
+    for choice in ("residual", "verified"):
+        servo = DFBVSServo.from_render(two, apply_overrides(
+            config, [f"servo.relight.second_basis_choice={choice}"]).servo)
+        locked_step(servo, far)
+        assert servo.step(near).ok and servo.lighting is not None
+        chosen[choice] = (servo.lighting.basis, servo.basis_verified_points)
+    assert chosen["residual"] == (0, ())  # (the margin keeps the first basis)
+    basis, (on_flat, on_real) = chosen["verified"]
+    assert basis == 1 and on_real > on_flat + 10, (on_flat, on_real)
+    with pytest.raises(ConfigError, match="second_basis_choice='best'"):
+        RelightConfig(second_basis_choice="best")

@@ -33,6 +33,9 @@ from .geometry import transform_points
 from .imaging import grey_float32
 from .render.target import TargetRender
 
+#: How :class:`RelightConfig` chooses between two shading bases (``second_basis_choice``).
+SECOND_BASIS_CHOICES = ("residual", "verified")
+
 
 @dataclass(frozen=True)
 class RelightConfig:
@@ -66,6 +69,11 @@ class RelightConfig:
       first's, i.e. where it explains the object's shading clearly better (on path-traced frames the path
       tracer's basis helped the connector's cavities and hurt the bracket, whose residual it barely lowered; on
       rasterised frames the rasteriser's basis is exact: docs/photoreal.md).
+    - ``second_basis_choice``: how the basis is chosen at each refit when there are two: ``residual`` (the margin
+      rule above) or ``verified`` (the target is relit with each basis's fit and the cycle's points refined on
+      each; the one with more verified refined points is kept, the first on a tie; the margin is then unused).
+      On path-traced frames the better basis had the more verified points on all four goals measured, while the
+      residuals told them apart by 6 % on one (docs/photoreal.md).
     """
 
     enabled: bool = True
@@ -84,8 +92,12 @@ class RelightConfig:
     second_basis_renderer: str = ""
     second_basis_directions: int = 20
     second_basis_margin: float = 0.8
+    second_basis_choice: str = "residual"
 
     def __post_init__(self) -> None:
+        if self.second_basis_choice not in SECOND_BASIS_CHOICES:
+            raise ConfigError(f"relight.second_basis_choice={self.second_basis_choice!r}: one of "
+                              f"{', '.join(SECOND_BASIS_CHOICES)}")
         if not self.basis_renderer.strip():
             raise ConfigError("relight.basis_renderer is empty: a renderer, e.g. moderngl")
         if self.second_basis_directions < 1 or not 0 < self.second_basis_margin <= 1:
@@ -178,8 +190,26 @@ def fit_lighting(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_c
     """The lighting (weights of the target's shading basis) that explains the object's grey levels in ``image``
     (the camera's RGB image, seen by ``camera``, the target render's) where the pose ``T_current_target`` puts
     the ``samples``; None when fewer than ``config.min_pixels`` of them are seen unclipped. With two bases
-    (``split`` > 0: columns ``[:split]`` the first, ``[split:]`` the second), each is fitted alone and the second
-    kept only when its residual scale is at most ``config.second_basis_margin`` times the first's."""
+    (``split`` > 0: columns ``[:split]`` the first, ``[split:]`` the second), each is fitted alone
+    (:func:`fit_each_basis`) and the second kept only when its residual scale is at most
+    ``config.second_basis_margin`` times the first's."""
+    fits = fit_each_basis(samples, camera, image, T_current_target, config, split)
+    return least_residual(fits, config) if fits else None
+
+
+def least_residual(fits: tuple[LightingFit, ...], config: RelightConfig) -> LightingFit:
+    """Of :func:`fit_each_basis`'s fits (one or two), the first, or the second when its residual scale is at most
+    ``config.second_basis_margin`` times the first's (``second_basis_choice=residual``)."""
+    first, *other = fits
+    return other[0] if other and other[0].residual_levels <= config.second_basis_margin * first.residual_levels \
+        else first
+
+
+def fit_each_basis(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_current_target: np.ndarray,
+                   config: RelightConfig, split: int = 0) -> tuple[LightingFit, ...]:
+    """:func:`fit_lighting`'s fit of each basis alone: one fit (the whole basis) when ``split`` is 0, else the
+    first basis's and the second's (each with the other's weights 0); empty when fewer than
+    ``config.min_pixels`` samples are seen unclipped."""
     # the camera's grey levels where the pose puts the samples: looked up once, whichever bases are fitted
     p = transform_points(T_current_target, samples.points_m)
     front = p[:, 2] > 1e-6
@@ -189,22 +219,22 @@ def fit_lighting(samples: ShadingSamples, camera: Camera, image: np.ndarray, T_c
     live[front] = _bilinear(grey_float32(np.asarray(image)[..., :3]), uv[front])
     ok = np.isfinite(live) & (live < config.max_level)
     if ok.sum() < config.min_pixels:
-        return None
+        return ()
     basis, b, prior = samples.basis[ok], live[ok], samples.prior[ok]
     # the image's own smooth gain over the object (vignetting, an exposure gradient) is not the lights': the
     # image is modelled as the shading times 1 + a x + b y + c (x^2 + y^2) (x, y from the image centre over its
     # larger side), fitted in turn with the lights; the relit target is the shading alone
     xy = (uv[ok] - [camera.cx, camera.cy]) / max(camera.width_px, camera.height_px)
     field = np.stack([np.ones(len(b)), xy[:, 0], xy[:, 1], (xy ** 2).sum(axis=1)], axis=1)
-    if split > 0:
-        first, other = (_fit_columns(basis[:, columns], b, prior, field, config)
-                        for columns in (slice(0, split), slice(split, None)))
-        second = other.residual_levels <= config.second_basis_margin * first.residual_levels
-        chosen, columns = (other, slice(split, None)) if second else (first, slice(0, split))
+    if split <= 0:
+        return (_fit_columns(basis, b, prior, field, config),)
+    fits = []
+    for index, columns in enumerate((slice(0, split), slice(split, None))):
+        fit = _fit_columns(basis[:, columns], b, prior, field, config)
         weights = np.zeros(basis.shape[1])
-        weights[columns] = chosen.weights
-        return LightingFit(weights, chosen.residual_levels, chosen.n_pixels, int(second))
-    return _fit_columns(basis, b, prior, field, config)
+        weights[columns] = fit.weights
+        fits.append(LightingFit(weights, fit.residual_levels, fit.n_pixels, index))
+    return tuple(fits)
 
 
 def _fit_columns(A: np.ndarray, b: np.ndarray, prior: np.ndarray, field: np.ndarray,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
@@ -35,9 +36,17 @@ from .geometry import (
 )
 from .imaging import as_rgb_frame, grey_float32, resize_area, zoom_window_px
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
-from .refine import RefineConfig, aligned_representation, refine_correspondences
+from .refine import RefineConfig, RefinementTarget, aligned_representation, refine_correspondences
 from .registry import Registry
-from .relight import LightingFit, RelightConfig, ShadingSamples, fit_lighting, relit_rgb, shading_samples
+from .relight import (
+    LightingFit,
+    RelightConfig,
+    ShadingSamples,
+    fit_each_basis,
+    least_residual,
+    relit_rgb,
+    shading_samples,
+)
 from .render.target import TargetCheckConfig, TargetRender
 from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
 from .target import AcquisitionConfig, PreparedTarget, alignable_keypoints, nearest_view, prepare_target_views
@@ -371,6 +380,7 @@ class DFBVSServo:
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
         self.relight_fits = 0  # lightings fitted (and the target relit with) so far
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
+        self.basis_verified_points: tuple[int, ...] = ()  # ... and, chosen by them, each basis's verified points
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
 
     def _live_extractor(self, k: int) -> Extractor:
@@ -540,12 +550,15 @@ class DFBVSServo:
                                       target.camera, cfg,
                                       cfg.refined_keypoint_sigma_px if refined else cfg.keypoint_sigma_px)
 
-    def relight(self, image: np.ndarray, T_current_target: np.ndarray) -> LightingFit | None:
+    def relight(self, image: np.ndarray, T_current_target: np.ndarray,
+                verified_points: Callable[[PreparedTarget], int] | None = None) -> LightingFit | None:
         """Near the goal, every ``relight.refit_cycles`` calls (one per cycle whose points refinement verified):
         fit the lighting of ``image`` (the camera's own) at the pose ``T_current_target`` and align the patches on
         the target relit with it from then on (:mod:`dfbvs.relight`); the fit, or None when nothing was done (off,
-        no shading basis, not near the goal, not due). The tracking servo's detections relight in the background
-        thread; its tracked cycles align on the relit target they find (the fit takes longer than a frame)."""
+        no shading basis, not near the goal, not due). With two bases and ``relight.second_basis_choice=verified``,
+        ``verified_points`` (the cycle's points refined and verified on a target: how many) chooses between the
+        target relit with each. The tracking servo's detections relight in the background thread; its tracked
+        cycles align on the relit target they find (the fit takes longer than a frame)."""
         cfg, target = self.config.relight, self.target
         render, refinement = target.render, target.refinement
         if not cfg.enabled or render.shading_basis is None or refinement is None:
@@ -560,12 +573,23 @@ class DFBVSServo:
             scale = render.camera.fx / target.camera.fx  # working px -> the render's
             self._shading = shading_samples(render, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
         self._relit_at = self._relight_calls
-        fit = None if self._shading is None else fit_lighting(self._shading, render.camera, image, T_current_target,
-                                                              cfg, render.shading_basis_split)
-        if fit is None:
+        fits = () if self._shading is None else fit_each_basis(self._shading, render.camera, image, T_current_target,
+                                                                cfg, render.shading_basis_split)
+        if not fits:
             return None
+
+        def relit_with(fit: LightingFit) -> RefinementTarget:
+            return replace(refinement, normalised=aligned_representation(relit_rgb(render, fit), refinement.config))
+
+        if len(fits) > 1 and cfg.second_basis_choice == "verified" and verified_points is not None:
+            options = [(fit, relit_with(fit)) for fit in fits]
+            counts = [verified_points(replace(self.view, refinement=relit)) for _, relit in options]
+            fit, relit = options[int(np.argmax(counts))]  # (the first on a tie)
+            self.basis_verified_points = tuple(counts)
+        else:
+            fit = least_residual(fits, cfg)
+            relit = relit_with(fit)
         self.relight_fits += 1
-        relit = replace(refinement, normalised=aligned_representation(relit_rgb(render, fit), refinement.config))
         index = next(i for i, v in enumerate(self.views) if v is self.view)
         self.views = tuple(replace(v, refinement=relit) for v in self.views)
         self.target, self.view, self.lighting = self.views[0], self.views[index], fit
@@ -626,8 +650,16 @@ class DFBVSServo:
         upright = target.inplane_rad == 0.0 and (len(self.views) == 1 or abs(planar_rotation_rad(
             inliers.uv_target_px, inliers.uv_current_px)) < np.deg2rad(MAX_REFINE_ROLL_DEG))
         refined_used = False  # the inliers are sub-pixel refined and verified
+        descriptor_inliers, T_descriptor = inliers, T_current_target
+        candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
+
+        def verified_points(on: PreparedTarget) -> int:
+            """How many of this cycle's points refine and verify on the target ``on`` (0: too few to verify)."""
+            refined, T_refined = refine_correspondences(descriptor_inliers, image, rgb, on, T_descriptor, candidates,
+                                                        self._recheck_pnp, cfg.min_inliers)
+            return 0 if T_refined is None else len(refined)
+
         if target.refinement is not None and upright:
-            candidates = tracked_idx if tracked_idx is not None else np.arange(len(target.features))
             refined, T_refined = refine_correspondences(inliers, image, rgb, target, T_current_target, candidates,
                                                         self._recheck_pnp, cfg.min_inliers)
             if len(refined) >= cfg.lock.min_inliers or len(inliers) < cfg.lock.strong_match_inliers:
@@ -682,7 +714,7 @@ class DFBVSServo:
         # the next cycles align on the target relit to this image's lighting (near the goal, when due)
         if refined_used and cfg.relight.enabled and T_current_target is not None:
             t4 = time.perf_counter()
-            if self.relight(image, T_current_target) is not None:
+            if self.relight(image, T_current_target, verified_points) is not None:
                 timings["relight_ms"] = (time.perf_counter() - t4) * 1e3
         mean_err = float(np.mean(np.linalg.norm(inliers.uv_current_px - inliers.uv_target_px, axis=1)))
         timings["control_ms"] = (time.perf_counter() - t3) * 1e3

@@ -51,6 +51,9 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "twobasis": (("servo.relight.second_basis_renderer=blender:transfer=linear,samples=8",),
                  "beside the rasteriser's shading basis, one of 20 directions drawn by Cycles in linear light, used "
                  "where it fits the object's shading clearly better (docs/photoreal.md; part of -photoreal since)"),
+    "verified": (("servo.relight.second_basis_choice=verified",),
+                 "with two shading bases, the one on which more of the cycle's points refine and verify is kept at "
+                 "each refit (instead of the second only where its residual is clearly lower; docs/photoreal.md)"),
     "nogain": (("servo.relight.image_gain=false",),
                "the target relit by its shading basis alone, without the smooth gain field over the image"),
     "zoom": (("servo.acquisition.zoom_max=2",),
