@@ -141,7 +141,7 @@ def test_overrides_parse_by_field_type_and_swap_backends():
     assert set(PRESETS) >= {"default", "paper", "photometric", "photoreal"}
     real = apply_preset(EpisodeConfig(), "photoreal").servo
     assert real.edges.enabled and not real.relight.image_gain and real.relight.enabled
-    assert real.relight.second_basis_renderer.startswith("blender")
+    assert real.relight.second_basis_renderer.startswith("blender") and real.relight.second_basis_choice == "verified"
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -43,8 +43,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
              "centroid PBVS beyond 15 deg or 25 % of the goal distance, IBVS between, PBVS at the goal"),
     "photoreal": (PRESETS["photoreal"],
                   "the photoreal preset: the outline fitted with the keypoints near the goal, the target relit without "
-                  "the image's gain field, from the path tracer's shading basis where it fits clearly better "
-                  "(docs/photoreal.md)"),
+                  "the image's gain field, from the rasteriser's or the path tracer's shading basis, whichever more of "
+                  "the cycle's points verify on (docs/photoreal.md)"),
     "pathbasis": (("servo.relight.basis_renderer=blender:transfer=linear,samples=8", "servo.relight.directions=20"),
                   "the target relit with a shading basis of 20 light directions drawn by Cycles in linear light (cast "
                   "shadows, interreflection) instead of the rasteriser's 50 (docs/photoreal.md)"),
@@ -53,7 +53,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                  "where it fits the object's shading clearly better (docs/photoreal.md; part of -photoreal since)"),
     "verified": (("servo.relight.second_basis_choice=verified",),
                  "with two shading bases, the one on which more of the cycle's points refine and verify is kept at "
-                 "each refit (instead of the second only where its residual is clearly lower; docs/photoreal.md)"),
+                 "each refit (instead of the second only where its residual is clearly lower; docs/photoreal.md; part "
+                 "of -photoreal since)"),
     "nogain": (("servo.relight.image_gain=false",),
                "the target relit by its shading basis alone, without the smooth gain field over the image"),
     "zoom": (("servo.acquisition.zoom_max=2",),
