@@ -380,8 +380,9 @@ class DFBVSServo:
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
         self.relight_fits = 0  # lightings fitted (and the target relit with) so far
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
-        self.basis_verified_points: tuple[int, ...] = ()  # ... and, chosen by them, each basis's verified points
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
+        # with two bases chosen by verified points (relight.second_basis_choice): each one's count at the last refit
+        self.basis_verified_points: tuple[int, ...] = ()
 
     def _live_extractor(self, k: int) -> Extractor:
         """The extractor of the live image's top ``k`` keypoints (0: the target's), built once."""
