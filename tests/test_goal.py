@@ -161,11 +161,47 @@ def test_target_command_reports_the_precision_a_textured_part_allows(tmp_path):
     near = json.loads((tmp_path / "near" / "framing.json").read_text())
     assert near["precision"]["translation_mm"] < 0.5 and near["precision"]["rotation_deg"] < 0.1
     assert not near["warnings"] and near["precision"]["n_points"] >= 30
+    # its keypoints are texture and edges: most hold when the light turns
+    light = near["light_stability"]
+    assert light["n_points"] == near["precision"]["n_points"] and light["n_stable"] >= 0.45 * light["n_points"]
     r = runner.invoke(app, ["target", "--object", "connector", "--distance", "0.6", "--need-deg", "0.2",
                             "--out", str(tmp_path / "far")])
     far = json.loads((tmp_path / "far" / "framing.json").read_text())
     assert far["precision"]["translation_mm"] > 5 * near["precision"]["translation_mm"]
     assert any("beyond the 1.0 mm / 0.2 deg needed" in w for w in far["warnings"]), far["warnings"]
+
+
+def test_target_command_warns_when_a_goal_views_keypoints_are_its_shading(tmp_path):
+    """The smooth housing: 124 alignable keypoints (a precision well within 1 mm / 0.1 deg), but on its rounded
+    faces they are shading; with the key light turned 20 deg fewer than a quarter of them align where they were
+    (10 measured; 54 of 92 on the connector), which the command says, since such a view settles off its goal
+    under another light (docs/parts.md)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dfbvs.cli import _register, app
+
+    _register()
+    r = CliRunner().invoke(app, ["target", "--object", "housing", "--out", str(tmp_path / "housing")])
+    assert r.exit_code == 0, r.output
+    framing = json.loads((tmp_path / "housing" / "framing.json").read_text())
+    light = framing["light_stability"]
+    assert light["n_points"] >= 60 and light["n_stable"] < 0.25 * light["n_points"], light
+    assert not framing["precision"]["translation_mm"] > 1.0  # the keypoint count alone would not warn
+    assert any("hold when the light turns 20 deg" in w and "shading" in w for w in framing["warnings"]), r.output
+
+
+def test_turning_the_key_light_turns_only_it_by_the_angle():
+    from dfbvs.render.backend import Lighting
+
+    base = Lighting()
+    turned = base.key_light_turned(20.0, np.random.default_rng(3))
+    cos = float(turned.lights[0].unit_direction @ base.lights[0].unit_direction)
+    assert np.rad2deg(np.arccos(np.clip(cos, -1, 1))) == pytest.approx(20.0, abs=1e-9)
+    assert turned.lights[1:] == base.lights[1:] and turned.ambient == base.ambient
+    assert turned.lights[0].intensity == base.lights[0].intensity
+    assert base.key_light_turned(0.0, np.random.default_rng(3)) is base
 
 
 @pytest.mark.slow

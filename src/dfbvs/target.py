@@ -16,8 +16,10 @@ from .estimation import target_points_m
 from .features import Extractor, Features
 from .goal import PosePrecision, pose_precision
 from .imaging import apply_affine_px, invert_affine_px, resize_area, resize_nearest, rotated_canvas
-from .refine import RefineConfig, RefinementTarget, refinement_target
-from .render.target import TargetCheckConfig, TargetRender, check_target_render, target_hints
+from .matching import Correspondences
+from .refine import RefineConfig, RefinementTarget, refine_subpixel, refinement_target
+from .render.mesh import Mesh
+from .render.target import TargetCheckConfig, TargetRender, check_target_render, key_light_turned_renders, target_hints
 
 
 @dataclass(frozen=True)
@@ -182,3 +184,70 @@ def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION
     :func:`alignable_keypoints`, at ``noise_working_px`` per coordinate."""
     keep = alignable_keypoints(target)
     return pose_precision(target.camera, target.features.keypoints_px[keep], target.Z_star_m[keep], noise_working_px)
+
+
+#: the light-stability check (:func:`light_stability`): how far the key light turns (deg; the default scene's and
+#: the parts protocol's gap, ``SceneConfig.light_rotation_deg``), in how many random directions, and the largest
+#: move of an aligned patch (px of the camera's image) that still counts as holding
+LIGHT_TURN_DEG = 20.0
+LIGHT_TURNS = 6
+LIGHT_STABLE_PX = 0.3
+#: below this fraction of holding keypoints a goal view is the part's shading (``dfbvs target`` warns): the housing
+#: and the shaft 3-8 %, the parts the servo brings within 1 mm / 0.1 deg 45-82 % (docs/parts.md)
+LIGHT_STABLE_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class LightStability:
+    """Whether a goal view's alignable keypoints (:func:`alignable_keypoints`) are features of the part or of its
+    lighting: of ``n_points``, ``n_stable`` aligned within ``stable_px`` (px of the camera's image) on the target
+    rendered with its key light turned by ``turn_deg`` in each of ``n_turns`` directions. ``median_shift_px`` is
+    the median over the points of their largest move (inf for a point whose patch did not align on some turn).
+    Texture and sharp geometry hold (the textured parts' patches move 0.1-0.3 px); the shading of a smooth,
+    rounded part moves with the light or stops aligning (docs/parts.md)."""
+
+    n_points: int
+    n_stable: int
+    median_shift_px: float
+    turn_deg: float
+    n_turns: int
+    stable_px: float
+
+    @property
+    def stable_fraction(self) -> float:
+        return self.n_stable / self.n_points if self.n_points else 0.0
+
+
+def light_stability(target: PreparedTarget, turned_rgbs: list[np.ndarray], turn_deg: float = LIGHT_TURN_DEG,
+                    stable_px: float = LIGHT_STABLE_PX) -> LightStability:
+    """How the alignable keypoints of ``target`` hold on ``turned_rgbs``: the target render drawn again (same
+    camera, pose and size) with its key light turned by ``turn_deg`` (:meth:`~dfbvs.render.backend.Lighting.
+    key_light_turned`). Each point's patch is aligned from the target onto each image, as refinement aligns it on a
+    live frame (:func:`~dfbvs.refine.refine_subpixel`, started where it is); its move is how far the light alone
+    shifts it. Needs refinement on (``target.refinement``)."""
+    if target.refinement is None:
+        raise ConfigError("light_stability: the target was prepared with refinement off; nothing is aligned")
+    fine = target.refinement.camera or target.camera
+    uv = fine.pixels_from(target.camera, target.features.keypoints_px[alignable_keypoints(target)])
+    idx = np.arange(len(uv), dtype=np.int64)
+    worst = np.zeros(len(uv))
+    for rgb in turned_rgbs:
+        if rgb.shape[:2] != target.render.rgb.shape[:2]:
+            raise ConfigError(f"light_stability: a turned render of {rgb.shape[1]}x{rgb.shape[0]} px for a target "
+                              f"of {target.render.rgb.shape[1]}x{target.render.rgb.shape[0]} px")
+        if rgb.shape[:2] != (fine.height_px, fine.width_px):  # refinement at the working resolution
+            rgb = resize_area(rgb, fine.width_px, fine.height_px)
+        aligned = refine_subpixel(Correspondences(uv.copy(), uv, idx, idx, np.ones(len(uv))), rgb,
+                                  target.refinement)
+        moved = np.full(len(uv), np.inf)
+        moved[aligned.index_target] = np.linalg.norm(aligned.uv_current_px - aligned.uv_target_px, axis=1)
+        worst = np.maximum(worst, moved)
+    return LightStability(len(uv), int(np.sum(worst <= stable_px)),
+                          float(np.median(worst)) if len(uv) else float("nan"), turn_deg, len(turned_rgbs),
+                          stable_px)
+
+
+def goal_light_stability(target: PreparedTarget, mesh: Mesh) -> LightStability:
+    """:func:`light_stability` of ``target`` (rendered from ``mesh``) with the check's defaults: the key light
+    turned :data:`LIGHT_TURN_DEG` in :data:`LIGHT_TURNS` seeded directions (``dfbvs target``, the benchmarks)."""
+    return light_stability(target, key_light_turned_renders(mesh, target.render, LIGHT_TURN_DEG, LIGHT_TURNS))

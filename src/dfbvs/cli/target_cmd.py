@@ -58,7 +58,13 @@ def register(app: typer.Typer) -> None:
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp
         from ..servo import ServoConfig
-        from ..target import PRECISION_NOISE_WORKING_PX, prepare_target, target_precision
+        from ..target import (
+            LIGHT_STABLE_FRACTION,
+            PRECISION_NOISE_WORKING_PX,
+            goal_light_stability,
+            prepare_target,
+            target_precision,
+        )
 
         check_object_or_mesh(object_name, mesh)
         if sum(x is not None for x in (goal_camera, grasp)) > 1:
@@ -103,15 +109,23 @@ def register(app: typer.Typer) -> None:
             feats = extractor(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
             keypoints = cam.pixels_from(work_cam, feats.keypoints_px)
         report = check_framing(render.mask, render.depth_m, keypoints)
-        precision = None
+        precision = light = None
         if extractor is not None and keypoints is not None:
             try:  # the points the servo's last cycles align, as a servo prepares them
-                precision = target_precision(prepare_target(render, extractor,
-                                                            work.working_width_px, work.working_height_px,
-                                                            work.refine))
+                prepared = prepare_target(render, extractor, work.working_width_px, work.working_height_px,
+                                          work.refine)
+                precision = target_precision(prepared)
+                light = goal_light_stability(prepared, obj)
             except DfbvsError as exc:
                 typer.echo(f"warning: {exc}")
         warnings = list(report.warnings)
+        if light is not None and light.n_points and light.stable_fraction < LIGHT_STABLE_FRACTION:
+            warnings.append(f"only {light.n_stable} of {light.n_points} alignable keypoints hold when the light "
+                            f"turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < {LIGHT_STABLE_FRACTION:.0%}):"
+                            " this view's features are the part's shading, not its texture or edges, and move "
+                            "under any light unlike the render's (a smooth, rounded part); expect the loop to "
+                            "settle off the goal: light the scene as the target is lit, or choose a view with "
+                            "texture, holes or sharp edges")
         if precision is not None and precision.exceeds(need_mm, need_deg):
             poor = work.feature_poor.max_alignable_keypoints
             plain = (f"; only {precision.n_points} keypoints can be aligned (< servo.feature_poor."
@@ -127,7 +141,8 @@ def register(app: typer.Typer) -> None:
             "coverage": report.coverage, "keypoints_on_object": report.keypoints_on_object,
             "keypoints_total": report.keypoints_total, "depth_min_m": report.depth_min_m,
             "depth_max_m": report.depth_max_m, "warnings": warnings, "center_m": centre,
-            "T_object_camera": T_goal, "precision": None if precision is None else asdict(precision)})
+            "T_object_camera": T_goal, "precision": None if precision is None else asdict(precision),
+            "light_stability": None if light is None else asdict(light)})
         typer.echo(f"goal view: {out / 'rgb.png'}  (object centre {np.round(centre, 4).tolist()} m, camera "
                    f"{np.linalg.norm(T_goal[:3, 3] - centre):.3f} m from it)")
         typer.echo(f"object covers {report.coverage:.1%} of the image; {report.keypoints_on_object} of "
@@ -138,6 +153,11 @@ def register(app: typer.Typer) -> None:
                        f"{precision.rotation_deg:.3f} deg RMS ({precision.n_points} alignable keypoints at "
                        f"{PRECISION_NOISE_WORKING_PX} working px; worst axis {precision.worst_translation_mm:.2f} mm / "
                        f"{precision.worst_rotation_deg:.3f} deg)")
+        if light is not None:
+            typer.echo(f"keypoints that hold when the light turns {light.turn_deg:g} deg: {light.n_stable} of "
+                       f"{light.n_points} within {light.stable_px:g} px (median move "
+                       + (f"{light.median_shift_px:.2f} px)" if np.isfinite(light.median_shift_px)
+                          else "beyond alignment: most patches no longer align)"))
         for warning in warnings:
             typer.echo(f"warning: {warning}")
         if not render.mask.any():

@@ -14,6 +14,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..camera import Camera
+from ..geometry import so3_exp
 from ..registry import Registry
 from .mesh import Mesh
 
@@ -113,6 +114,19 @@ class Lighting:
             raise ValueError(f"at most {MAX_LIGHTS} directional lights, got {len(self.lights)}")
         if not (np.isfinite(self.ambient) and self.ambient >= 0):
             raise ValueError(f"ambient must be >= 0, got {self.ambient!r}")
+
+    def key_light_turned(self, angle_deg: float, rng: np.random.Generator) -> Lighting:
+        """This lighting with its first (key) light's direction turned by ``angle_deg`` about a random axis
+        perpendicular to it (drawn from ``rng``); the other lights and the ambient as they are."""
+        if angle_deg <= 0 or not self.lights:
+            return self
+        d = self.lights[0].unit_direction
+        axis = np.cross(d, rng.normal(size=3))
+        axis /= np.linalg.norm(axis)
+        turned = so3_exp(axis * np.deg2rad(angle_deg)) @ d
+        key = DirectionalLight(tuple(float(x) for x in turned), self.lights[0].intensity,  # type: ignore[arg-type]
+                               self.lights[0].rgb, self.lights[0].angle_deg)
+        return Lighting(self.ambient, (key, *self.lights[1:]))
 
 
 MAX_LIGHTS = 4

@@ -329,13 +329,7 @@ def _gap_lighting(config: SceneConfig, rng: np.random.Generator) -> Lighting:
     base = Lighting()
     if config.light_count > 0:
         return Lighting(ambient=base.ambient * config.ambient_gain, lights=_drawn_lights(config, rng))
-    lights = list(base.lights)
-    if config.light_rotation_deg > 0 and lights:
-        d = lights[0].unit_direction
-        axis = np.cross(d, rng.normal(size=3))
-        axis /= np.linalg.norm(axis)
-        d = so3_exp(axis * np.deg2rad(config.light_rotation_deg)) @ d
-        lights[0] = replace(lights[0], direction_world=tuple(d))
+    lights = list(base.key_light_turned(config.light_rotation_deg, rng).lights)
     lights = [replace(l, intensity=l.intensity * config.light_intensity_gain) for l in lights]
     return Lighting(ambient=base.ambient * config.ambient_gain, lights=tuple(lights))
 
