@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         from ..imaging import resize_area
         from ..recorder import write_json
         from ..render import load_builtin, load_mesh
+        from ..render.backend import Lighting
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp
         from ..servo import ServoConfig
@@ -120,11 +121,13 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"warning: {exc}")
         warnings = list(report.warnings)
         if light is not None and light.n_points and light.stable_fraction < LIGHT_STABLE_FRACTION:
+            key_light = tuple(round(float(x), 2) for x in Lighting().lights[0].unit_direction)
             warnings.append(f"only {light.n_stable} of {light.n_points} alignable keypoints hold when the light "
                             f"turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < {LIGHT_STABLE_FRACTION:.0%}):"
                             " this view's features are the part's shading, not its texture or edges, and move "
                             "under any light unlike the render's (a smooth, rounded part); expect the loop to "
-                            "settle off the goal: light the scene as the target is lit, or choose a view with "
+                            f"settle off the goal: light the scene as the target is lit (its key light shines along "
+                            f"{key_light} in the object's frame, a fill light from the side), or choose a view with "
                             "texture, holes or sharp edges")
         if precision is not None and precision.exceeds(need_mm, need_deg):
             poor = work.feature_poor.max_alignable_keypoints
