@@ -164,6 +164,8 @@ def test_target_command_reports_the_precision_a_textured_part_allows(tmp_path):
     # its keypoints are texture and edges: most hold when the light turns
     light = near["light_stability"]
     assert light["n_points"] == near["precision"]["n_points"] and light["n_stable"] >= 0.45 * light["n_points"]
+    held = near["precision_light_stable"]  # and those alone still pin the pose within 1 mm / 0.1 deg
+    assert held["n_points"] == light["n_stable"] and held["translation_mm"] < 0.5 and held["rotation_deg"] < 0.1
     r = runner.invoke(app, ["target", "--object", "connector", "--distance", "0.6", "--need-deg", "0.2",
                             "--out", str(tmp_path / "far")])
     far = json.loads((tmp_path / "far" / "framing.json").read_text())
@@ -190,6 +192,8 @@ def test_target_command_warns_when_a_goal_views_keypoints_are_its_shading(tmp_pa
     assert light["n_points"] >= 60 and light["n_stable"] < 0.25 * light["n_points"], light
     assert not framing["precision"]["translation_mm"] > 1.0  # the keypoint count alone would not warn
     assert any("hold when the light turns 20 deg" in w and "shading" in w for w in framing["warnings"]), r.output
+    held = framing["precision_light_stable"]  # the few that hold do not pin it
+    assert held["n_points"] == light["n_stable"] and held["rotation_deg"] > 0.1
 
 
 def test_turning_the_key_light_turns_only_it_by_the_angle():

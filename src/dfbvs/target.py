@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -179,10 +179,14 @@ def alignable_keypoints(target: PreparedTarget) -> np.ndarray:
     return keep
 
 
-def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION_NOISE_WORKING_PX) -> PosePrecision:
+def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION_NOISE_WORKING_PX,
+                     only: np.ndarray | None = None) -> PosePrecision:
     """How precisely the goal view ``target`` pins the camera pose (:func:`~dfbvs.goal.pose_precision`) over its
-    :func:`alignable_keypoints`, at ``noise_working_px`` per coordinate."""
+    :func:`alignable_keypoints` (and, with ``only``, a mask over its keypoints, over those of them it keeps, e.g.
+    :attr:`LightStability.stable`), at ``noise_working_px`` per coordinate."""
     keep = alignable_keypoints(target)
+    if only is not None:
+        keep &= np.asarray(only, dtype=bool)
     return pose_precision(target.camera, target.features.keypoints_px[keep], target.Z_star_m[keep], noise_working_px)
 
 
@@ -202,7 +206,8 @@ class LightStability:
     """Whether a goal view's alignable keypoints (:func:`alignable_keypoints`) are features of the part or of its
     lighting: of ``n_points``, ``n_stable`` aligned within ``stable_px`` (px of the camera's image) on the target
     rendered with its key light turned by ``turn_deg`` in each of ``n_turns`` directions. ``median_shift_px`` is
-    the median over the points of their largest move (inf for a point whose patch did not align on some turn).
+    the median over the points of their largest move (inf for a point whose patch did not align on some turn);
+    ``stable`` marks the holding ones among all of ``target.features`` (False where not alignable).
     Texture and sharp geometry hold (the textured parts' patches move 0.1-0.3 px); the shading of a smooth,
     rounded part moves with the light or stops aligning (docs/parts.md)."""
 
@@ -212,6 +217,11 @@ class LightStability:
     turn_deg: float
     n_turns: int
     stable_px: float
+    stable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)  # (N,) over the keypoints
+
+    def summary(self) -> dict:
+        """The figures without the per-keypoint mask (for a report)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stable"}
 
     @property
     def stable_fraction(self) -> float:
@@ -228,7 +238,8 @@ def light_stability(target: PreparedTarget, turned_rgbs: list[np.ndarray], turn_
     if target.refinement is None:
         raise ConfigError("light_stability: the target was prepared with refinement off; nothing is aligned")
     fine = target.refinement.camera or target.camera
-    uv = fine.pixels_from(target.camera, target.features.keypoints_px[alignable_keypoints(target)])
+    alignable = np.flatnonzero(alignable_keypoints(target))
+    uv = fine.pixels_from(target.camera, target.features.keypoints_px[alignable])
     idx = np.arange(len(uv), dtype=np.int64)
     worst = np.zeros(len(uv))
     for rgb in turned_rgbs:
@@ -242,9 +253,11 @@ def light_stability(target: PreparedTarget, turned_rgbs: list[np.ndarray], turn_
         moved = np.full(len(uv), np.inf)
         moved[aligned.index_target] = np.linalg.norm(aligned.uv_current_px - aligned.uv_target_px, axis=1)
         worst = np.maximum(worst, moved)
+    stable = np.zeros(len(target.features), dtype=bool)
+    stable[alignable[worst <= stable_px]] = True
     return LightStability(len(uv), int(np.sum(worst <= stable_px)),
                           float(np.median(worst)) if len(uv) else float("nan"), turn_deg, len(turned_rgbs),
-                          stable_px)
+                          stable_px, stable)
 
 
 def goal_light_stability(target: PreparedTarget, mesh: Mesh) -> LightStability:

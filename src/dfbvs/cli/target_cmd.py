@@ -110,17 +110,18 @@ def register(app: typer.Typer) -> None:
             feats = extractor(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
             keypoints = cam.pixels_from(work_cam, feats.keypoints_px)
         report = check_framing(render.mask, render.depth_m, keypoints)
-        precision = light = None
+        precision = light = held = None
         if extractor is not None and keypoints is not None:
             try:  # the points the servo's last cycles align, as a servo prepares them
                 prepared = prepare_target(render, extractor, work.working_width_px, work.working_height_px,
                                           work.refine)
                 precision = target_precision(prepared)
                 light = goal_light_stability(prepared, obj)
+                held = target_precision(prepared, only=light.stable)  # what the view allows under another light
             except DfbvsError as exc:
                 typer.echo(f"warning: {exc}")
         warnings = list(report.warnings)
-        if light is not None and light.n_points and light.stable_fraction < LIGHT_STABLE_FRACTION:
+        if light is not None and held is not None and light.n_points and light.stable_fraction < LIGHT_STABLE_FRACTION:
             key_light = tuple(round(float(x), 2) for x in Lighting().lights[0].unit_direction)
             warnings.append(f"only {light.n_stable} of {light.n_points} alignable keypoints hold when the light "
                             f"turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < {LIGHT_STABLE_FRACTION:.0%}):"
@@ -128,7 +129,8 @@ def register(app: typer.Typer) -> None:
                             "under any light unlike the render's (a smooth, rounded part); expect the loop to "
                             f"settle off the goal: light the scene as the target is lit (its key light shines along "
                             f"{key_light} in the object's frame, a fill light from the side), or choose a view with "
-                            "texture, holes or sharp edges")
+                            f"texture, holes or sharp edges; the {light.n_stable} that hold pin the pose to "
+                            f"{held.translation_mm:.2f} mm / {held.rotation_deg:.3f} deg RMS")
         if precision is not None and precision.exceeds(need_mm, need_deg):
             poor = work.feature_poor.max_alignable_keypoints
             plain = (f"; only {precision.n_points} keypoints can be aligned (< servo.feature_poor."
@@ -145,7 +147,8 @@ def register(app: typer.Typer) -> None:
             "keypoints_total": report.keypoints_total, "depth_min_m": report.depth_min_m,
             "depth_max_m": report.depth_max_m, "warnings": warnings, "center_m": centre,
             "T_object_camera": T_goal, "precision": None if precision is None else asdict(precision),
-            "light_stability": None if light is None else asdict(light)})
+            "light_stability": None if light is None else light.summary(),
+            "precision_light_stable": None if held is None else asdict(held)})
         typer.echo(f"goal view: {out / 'rgb.png'}  (object centre {np.round(centre, 4).tolist()} m, camera "
                    f"{np.linalg.norm(T_goal[:3, 3] - centre):.3f} m from it)")
         typer.echo(f"object covers {report.coverage:.1%} of the image; {report.keypoints_on_object} of "
