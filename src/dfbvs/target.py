@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -205,23 +205,27 @@ LIGHT_STABLE_FRACTION = 0.25
 class LightStability:
     """Whether a goal view's alignable keypoints (:func:`alignable_keypoints`) are features of the part or of its
     lighting: of ``n_points``, ``n_stable`` aligned within ``stable_px`` (px of the camera's image) on the target
-    rendered with its key light turned by ``turn_deg`` in each of ``n_turns`` directions. ``median_shift_px`` is
-    the median over the points of their largest move (inf for a point whose patch did not align on some turn);
-    ``stable`` marks the holding ones among all of ``target.features`` (False where not alignable).
+    rendered with its key light turned by ``turn_deg`` in each of ``n_turns`` directions; ``stable`` marks them
+    among all of ``target.features`` (False where not alignable). ``median_shift_px`` is the median over the
+    points of their largest move (inf for a point whose patch did not align on some turn).
     Texture and sharp geometry hold (the textured parts' patches move 0.1-0.3 px); the shading of a smooth,
     rounded part moves with the light or stops aligning (docs/parts.md)."""
 
     n_points: int
-    n_stable: int
     median_shift_px: float
     turn_deg: float
     n_turns: int
     stable_px: float
-    stable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)  # (N,) over the keypoints
+    stable: np.ndarray = field(repr=False)  # (N,) bool over target.features
 
     def summary(self) -> dict:
         """The figures without the per-keypoint mask (for a report)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stable"}
+        return {"n_points": self.n_points, "n_stable": self.n_stable, "median_shift_px": self.median_shift_px,
+                "turn_deg": self.turn_deg, "n_turns": self.n_turns, "stable_px": self.stable_px}
+
+    @property
+    def n_stable(self) -> int:
+        return int(np.count_nonzero(self.stable))
 
     @property
     def stable_fraction(self) -> float:
@@ -255,9 +259,8 @@ def light_stability(target: PreparedTarget, turned_rgbs: list[np.ndarray], turn_
         worst = np.maximum(worst, moved)
     stable = np.zeros(len(target.features), dtype=bool)
     stable[alignable[worst <= stable_px]] = True
-    return LightStability(len(uv), int(np.sum(worst <= stable_px)),
-                          float(np.median(worst)) if len(uv) else float("nan"), turn_deg, len(turned_rgbs),
-                          stable_px, stable)
+    return LightStability(len(uv), float(np.median(worst)) if len(uv) else float("nan"), turn_deg,
+                          len(turned_rgbs), stable_px, stable)
 
 
 def goal_light_stability(target: PreparedTarget, mesh: Mesh) -> LightStability:

@@ -123,9 +123,8 @@ class Lighting:
         d = self.lights[0].unit_direction
         axis = np.cross(d, rng.normal(size=3))
         axis /= np.linalg.norm(axis)
-        turned = so3_exp(axis * np.deg2rad(angle_deg)) @ d
-        key = DirectionalLight(tuple(float(x) for x in turned), self.lights[0].intensity,  # type: ignore[arg-type]
-                               self.lights[0].rgb, self.lights[0].angle_deg)
+        x, y, z = (float(c) for c in so3_exp(axis * np.deg2rad(angle_deg)) @ d)
+        key = DirectionalLight((x, y, z), self.lights[0].intensity, self.lights[0].rgb, self.lights[0].angle_deg)
         return Lighting(self.ambient, (key, *self.lights[1:]))
 
 
