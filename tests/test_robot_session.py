@@ -124,3 +124,15 @@ def test_live_view_writes_a_rerun_recording(tmp_path):
     live.close()
     data = (tmp_path / "run.rrd").read_bytes()
     assert len(data) > 1000 and b"curves/mean_error_px" in data and b"world/trajectory" in data
+
+
+def test_the_goal_preview_warns_before_a_robot_moves_when_the_views_features_are_its_shading(tmp_path):
+    """The smooth housing's goal view: the preview a user confirms before the arm moves says what ``dfbvs target``
+    says (its keypoints are shading and move when the light turns), not only the framing."""
+    r = dfbvs("servo", "--robot", "ur5e-sim", "--object", "housing", "--dry-run", "--yes",
+              "--set", "stop.max_iterations=1", "--out", str(tmp_path / "out"))
+    assert "goal preview:" in r.stdout, r.stdout + r.stderr
+    assert "hold when the light turns 20 deg" in r.stdout and "shading" in r.stdout, r.stdout
+    r = dfbvs("servo", "--robot", "ur5e-sim", "--object", "connector", "--dry-run", "--yes",
+              "--set", "stop.max_iterations=1", "--out", str(tmp_path / "out2"))
+    assert "goal preview:" in r.stdout and "hold when the light turns" not in r.stdout, r.stdout + r.stderr

@@ -14,7 +14,7 @@ from .camera import Camera
 from .errors import CalibrationError, ConfigError, TargetError
 from .estimation import target_points_m
 from .features import Extractor, Features
-from .goal import PosePrecision, pose_precision
+from .goal import FramingReport, PosePrecision, pose_precision
 from .imaging import apply_affine_px, invert_affine_px, resize_area, resize_nearest, rotated_canvas
 from .matching import Correspondences
 from .refine import RefineConfig, RefinementTarget, refine_subpixel, refinement_target
@@ -267,3 +267,69 @@ def goal_light_stability(target: PreparedTarget, mesh: Mesh) -> LightStability:
     """:func:`light_stability` of ``target`` (rendered from ``mesh``) with the check's defaults: the key light
     turned :data:`LIGHT_TURN_DEG` in :data:`LIGHT_TURNS` seeded directions (``dfbvs target``, the benchmarks)."""
     return light_stability(target, key_light_turned_renders(mesh, target.render, LIGHT_TURN_DEG, LIGHT_TURNS))
+
+
+@dataclass(frozen=True)
+class GoalViewCheck:
+    """What a user must check on a goal view before servoing to it (``dfbvs target``, the goal preview of
+    ``dfbvs servo``): its ``framing`` (coverage, target keypoints on the object, depth range), the pose
+    ``precision`` its alignable keypoints allow, whether they hold when the light turns (``light``) and the
+    precision of those that hold (``precision_light_stable``); the last three are None when the view could not be
+    prepared (``warnings`` says why). ``warnings`` holds every warning, framing's first."""
+
+    framing: FramingReport
+    precision: PosePrecision | None
+    light: LightStability | None
+    precision_light_stable: PosePrecision | None
+    warnings: tuple[str, ...]
+
+
+def check_goal_view(render: TargetRender, mesh: Mesh, extractor: Extractor, working_width_px: int,
+                    working_height_px: int, refine: RefineConfig = RefineConfig(), need_mm: float = 1.0,
+                    need_deg: float = 0.1, feature_poor_keypoints: int = 30) -> GoalViewCheck:
+    """Judge the goal view ``render`` of ``mesh`` as a servo with ``extractor`` at ``working_width_px`` x
+    ``working_height_px`` and ``refine`` would prepare it: :func:`~dfbvs.goal.check_framing`,
+    :func:`target_precision` against the accuracy needed (``need_mm`` / ``need_deg``; a view with fewer than
+    ``feature_poor_keypoints`` alignable keypoints is served by its outline, the warning says so) and
+    :func:`goal_light_stability` (a warning below :data:`LIGHT_STABLE_FRACTION`: the view's features are the part's
+    shading)."""
+    from .errors import DfbvsError
+    from .goal import check_framing
+    from .render.backend import Lighting
+
+    keypoints = None
+    if render.mask.any():
+        work = working_camera(render.camera, working_width_px, working_height_px)
+        keypoints = render.camera.pixels_from(work, extractor(resize_area(render.rgb, work.width_px,
+                                                                          work.height_px)).keypoints_px)
+    framing = check_framing(render.mask, render.depth_m, keypoints)
+    warnings = list(framing.warnings)
+    if keypoints is None:
+        return GoalViewCheck(framing, None, None, None, tuple(warnings))
+    try:  # the points the servo's last cycles align, as a servo prepares them
+        prepared = prepare_target(render, extractor, working_width_px, working_height_px, refine)
+        precision = target_precision(prepared)
+        light = goal_light_stability(prepared, mesh)
+    except DfbvsError as exc:
+        return GoalViewCheck(framing, None, None, None, tuple(warnings + [str(exc)]))
+    held = target_precision(prepared, only=light.stable)  # what the view allows under another light
+    if light.n_points and light.stable_fraction < LIGHT_STABLE_FRACTION:
+        key_light = tuple(round(float(x), 2) for x in Lighting().lights[0].unit_direction)
+        warnings.append(f"only {light.n_stable} of {light.n_points} alignable keypoints hold when the light "
+                        f"turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < {LIGHT_STABLE_FRACTION:.0%}): "
+                        "this view's features are the part's shading, not its texture or edges, and move under "
+                        "any light unlike the render's (a smooth, rounded part); expect the loop to settle off the "
+                        f"goal: light the scene as the target is lit (its key light shines along {key_light} in "
+                        "the object's frame, a fill light from the side), or choose a view with texture, holes or "
+                        f"sharp edges; the {light.n_stable} that hold pin the pose to {held.translation_mm:.2f} mm / "
+                        f"{held.rotation_deg:.3f} deg RMS")
+    if precision.exceeds(need_mm, need_deg):
+        plain = "" if precision.n_points >= feature_poor_keypoints else (
+            f"; only {precision.n_points} keypoints can be aligned (< servo.feature_poor.max_alignable_keypoints="
+            f"{feature_poor_keypoints}): the servo adds the part's outline and more live keypoints, a plain part is "
+            "pinned by its outline")
+        warnings.append(f"this goal view pins the pose to {precision.translation_mm:.2f} mm / "
+                        f"{precision.rotation_deg:.3f} deg RMS at {PRECISION_NOISE_WORKING_PX} px per point, beyond "
+                        f"the {need_mm} mm / {need_deg} deg needed: frame the part larger (--fill-ratio, a closer "
+                        f"--distance) or view it where it has more texture{plain}")
+    return GoalViewCheck(framing, precision, light, held, tuple(warnings))

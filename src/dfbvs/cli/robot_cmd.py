@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         from ..robot.grasp import camera_goal_from_grasp, grasp_from_camera_goal
         from ..robot.session import run_session, session_config
         from ..runtime import FrameSource
+        from ..servo import ServoConfig
 
         if robot not in ("ur", "ur5e-sim"):
             raise typer.BadParameter(f"--robot {robot!r}: expected 'ur' or 'ur5e-sim'")
@@ -128,10 +129,24 @@ def register(app: typer.Typer) -> None:
         preview_dir = record if record is not None else out
         preview_dir.mkdir(parents=True, exist_ok=True)
         target.save(preview_dir / "goal_preview")
-        framing = check_framing(target.mask, target.depth_m)
+        if isinstance(config.servo, ServoConfig):  # the view as this servo will prepare it, its light check too
+            from ..features import build_extractor
+            from ..target import check_goal_view
+
+            try:
+                check = check_goal_view(target, obj, build_extractor(config.servo.features),
+                                        config.servo.working_width_px, config.servo.working_height_px,
+                                        config.servo.refine,
+                                        feature_poor_keypoints=config.servo.feature_poor.max_alignable_keypoints)
+            except DfbvsError as exc:
+                raise _fail(str(exc)) from None
+            framing, warnings = check.framing, check.warnings
+        else:  # the photometric baseline has no keypoints to judge
+            framing = check_framing(target.mask, target.depth_m)
+            warnings = framing.warnings
         typer.echo(f"goal preview: {preview_dir / 'goal_preview' / 'rgb.png'}  object covers {framing.coverage:.1%} "
                    f"of the image, depth {framing.depth_min_m:.3f}-{framing.depth_max_m:.3f} m")
-        for warning in framing.warnings:
+        for warning in warnings:
             typer.echo(f"warning: {warning}")
         if not target.mask.any():
             raise _fail("the object is not in view of the goal camera: check the mesh unit and the goal")

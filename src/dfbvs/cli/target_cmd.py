@@ -51,21 +51,13 @@ def register(app: typer.Typer) -> None:
         from ..camera import Camera
         from ..errors import DfbvsError
         from ..features import build_extractor
-        from ..goal import GoalSpec, check_framing
-        from ..imaging import resize_area
+        from ..goal import GoalSpec
         from ..recorder import write_json
         from ..render import load_builtin, load_mesh
-        from ..render.backend import Lighting
         from ..render.target import render_target
         from ..robot.grasp import camera_goal_from_grasp
         from ..servo import ServoConfig
-        from ..target import (
-            LIGHT_STABLE_FRACTION,
-            PRECISION_NOISE_WORKING_PX,
-            goal_light_stability,
-            prepare_target,
-            target_precision,
-        )
+        from ..target import PRECISION_NOISE_WORKING_PX, check_goal_view
 
         check_object_or_mesh(object_name, mesh)
         if sum(x is not None for x in (goal_camera, grasp)) > 1:
@@ -103,43 +95,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
         work = ServoConfig()
-        keypoints = None
-        extractor = build_extractor(work.features) if render.mask.any() else None
-        if extractor is not None:
-            work_cam = cam.rescaled(work.working_width_px, work.working_height_px)
-            feats = extractor(resize_area(render.rgb, work_cam.width_px, work_cam.height_px))
-            keypoints = cam.pixels_from(work_cam, feats.keypoints_px)
-        report = check_framing(render.mask, render.depth_m, keypoints)
-        precision = light = held = None
-        if extractor is not None and keypoints is not None:
-            try:  # the points the servo's last cycles align, as a servo prepares them
-                prepared = prepare_target(render, extractor, work.working_width_px, work.working_height_px,
-                                          work.refine)
-                precision = target_precision(prepared)
-                light = goal_light_stability(prepared, obj)
-                held = target_precision(prepared, only=light.stable)  # what the view allows under another light
-            except DfbvsError as exc:
-                typer.echo(f"warning: {exc}")
-        warnings = list(report.warnings)
-        if light is not None and held is not None and light.n_points and light.stable_fraction < LIGHT_STABLE_FRACTION:
-            key_light = tuple(round(float(x), 2) for x in Lighting().lights[0].unit_direction)
-            warnings.append(f"only {light.n_stable} of {light.n_points} alignable keypoints hold when the light "
-                            f"turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < {LIGHT_STABLE_FRACTION:.0%}):"
-                            " this view's features are the part's shading, not its texture or edges, and move "
-                            "under any light unlike the render's (a smooth, rounded part); expect the loop to "
-                            f"settle off the goal: light the scene as the target is lit (its key light shines along "
-                            f"{key_light} in the object's frame, a fill light from the side), or choose a view with "
-                            f"texture, holes or sharp edges; the {light.n_stable} that hold pin the pose to "
-                            f"{held.translation_mm:.2f} mm / {held.rotation_deg:.3f} deg RMS")
-        if precision is not None and precision.exceeds(need_mm, need_deg):
-            poor = work.feature_poor.max_alignable_keypoints
-            plain = (f"; only {precision.n_points} keypoints can be aligned (< servo.feature_poor."
-                     f"max_alignable_keypoints={poor}): the servo adds the part's outline and more live keypoints, "
-                     "a plain part is pinned by its outline") if precision.n_points < poor else ""
-            warnings.append(f"this goal view pins the pose to {precision.translation_mm:.2f} mm / "
-                            f"{precision.rotation_deg:.3f} deg RMS at {PRECISION_NOISE_WORKING_PX} px per point, "
-                            f"beyond the {need_mm} mm / {need_deg} deg needed: frame the part larger (--fill-ratio, "
-                            f"a closer --distance) or view it where it has more texture{plain}")
+        check = check_goal_view(render, obj, build_extractor(work.features), work.working_width_px,
+                                work.working_height_px, work.refine, need_mm, need_deg,
+                                work.feature_poor.max_alignable_keypoints)
+        report, precision, light, held, warnings = (check.framing, check.precision, check.light,
+                                                    check.precision_light_stable, check.warnings)
         render.save(out)
         centre = spec.look_at_point_m(obj)
         write_json(out / "framing.json", {
