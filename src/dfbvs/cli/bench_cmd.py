@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         target_renderer: Optional[str] = target_renderer_option(),
         seed: int = typer.Option(0, help="Protocol seed."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Config override PATH=VALUE for every "
-                                                 "episode, applied after the method's (see `dfbvs config show`)."),
+                                                 "episode, applied after the method's (see `dfbvs config`)."),
         out: Path = typer.Option(..., callback=out_dir_callback,
                                  help="Output folder. It belongs to one protocol and option set (run.json): "
                                       "re-running with the same options resumes, with others is refused."),

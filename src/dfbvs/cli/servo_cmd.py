@@ -68,7 +68,7 @@ def _run_and_report(config, out: Path, live_view: Optional[str] = None) -> None:
 
 
 SET_HELP = ("Config override PATH=VALUE, repeatable, applied after the options above, e.g. "
-            "--set servo.refine.window_px=15 --set servo.features=disk (see `dfbvs config show`).")
+            "--set servo.refine.window_px=15 --set servo.features=disk (see `dfbvs config`).")
 
 
 def preset_help() -> str:
