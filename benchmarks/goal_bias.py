@@ -16,7 +16,7 @@ Seconds per variant instead of minutes per episode.
         --variant default ''
 
 A variant is a space-separated list of ``PATH=VALUE`` overrides of the episode config (the ``--set`` syntax,
-``dfbvs config show``), plus three keys of this script: ``camera_scale`` (render camera = Camera.default()
+``dfbvs config``), plus three keys of this script: ``camera_scale`` (render camera = Camera.default()
 times this; default 2 = 640x480), ``target_supersample``, ``target_renderer`` (e.g. ``blender:samples=64``),
 ``object``, and ``episode`` (``PROTOCOL:EPISODE_ID``, e.g. ``accuracy18:connector-G2-T2``: that bench episode's
 object, scene, camera and goal in place of the default episode's).

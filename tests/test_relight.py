@@ -77,6 +77,36 @@ def test_the_fit_relights_the_target_as_the_camera_sees_it(bracket_with_basis):
     assert fit_lighting(samples, camera, seen, se3_exp([1.0, 0, 0, 0, 0, 0]), config) is None
 
 
+def test_the_relit_outline_mixes_the_background_as_a_render_under_that_light_does(bracket_with_basis):
+    """The outline's pixels, partly object and partly background: each basis image mixes its own background into
+    them, so the weighted sum alone mixes it in by the weights' total; with the render's coverage the relit target
+    matches the render under the camera's light there too (the edge fit reads those pixels, docs/parts.md)."""
+    from dfbvs.relight import relit_grey
+
+    mesh, camera, T_goal, target = bracket_with_basis
+    assert target.shading_coverage is not None and target.shading_coverage.shape == (480, 640)
+    inner = target.shading_coverage >= 1.0
+    assert 0.9 < inner.sum() / target.mask.sum() <= 1.0 and target.shading_coverage.min() == 0.0
+    base = Lighting()
+    turned = se3_exp([0, 0, 0, 0.0, np.deg2rad(25.0), 0.0])[:3, :3] @ base.lights[0].unit_direction
+    other = Lighting(ambient=0.3, lights=(DirectionalLight(tuple(turned), 0.8), base.lights[1]))
+    seen = grey_float32(render_target(mesh, camera, T_goal, lighting=other).rgb).astype(np.float64)
+    config = RelightConfig(enabled=True, directions=DIRECTIONS)
+    fit = fit_lighting(shading_samples(target, np.zeros((0, 2)), config), camera, seen[..., None].repeat(3, 2)
+                       .astype(np.uint8), np.eye(4), config)
+    assert fit is not None and fit.weights.sum() > 1.5  # the sum alone would mix the background in 1.5x or more
+    outline = (target.shading_coverage > 0.05) & (target.shading_coverage < 0.95)  # partly the object
+    error = np.abs(relit_grey(target, fit)[outline] - seen[outline])
+    plain = np.tensordot(fit.weights, target.shading_basis, axes=1)  # type: ignore[arg-type]
+    error_plain = np.abs(np.where(target.mask, plain, grey_float32(target.rgb))[outline] - seen[outline])
+    # measured: 0.6 grey levels against 13 (the weights sum to 3.0)
+    assert np.median(error) < 2.0 and np.median(error) < 0.2 * np.median(error_plain), (np.median(error),
+                                                                                      np.median(error_plain))
+    # a target without a coverage (a folder saved before it existed) composites by the mask, as before
+    older = relit_grey(replace(target, shading_coverage=None), fit)
+    assert np.array_equal(older[~target.mask], grey_float32(target.rgb)[~target.mask])
+
+
 def test_the_servo_relights_near_the_goal_only(bracket_with_basis):
     """With ``servo.relight.enabled`` a cycle near the goal fits the lighting and aligns on the relit target from
     then on; a pose far from the goal fits nothing."""
@@ -126,6 +156,7 @@ def test_a_saved_target_keeps_its_basis(bracket_with_basis, tmp_path):
     target = bracket_with_basis[3]
     loaded = TargetRender.load(target.save(tmp_path / "target"))
     assert loaded.shading_basis is not None and np.array_equal(loaded.shading_basis, target.shading_basis)
+    assert loaded.shading_coverage is not None and np.array_equal(loaded.shading_coverage, target.shading_coverage)
     plain = TargetRender.load(replace(target, shading_basis=None).save(tmp_path / "plain"))
     assert plain.shading_basis is None
 

@@ -60,6 +60,16 @@ class EdgeConfig:
       edge, the cycle is not a credible lock (zero twist). Off (0) by default: wrong descriptor locks on the
       smooth housing and the shaft fitted 0.22-0.30, but so did genuine locks before clutter far from the goal
       (0.35 lost bracket-G1-T1 and -T3 of accuracy18, docs/parts.md).
+    - ``depth_jump_ratio``: the object's own depth edges are contour points too: where its surface steps back by
+      more than this share of its depth (the rim of the housing's slot, 2 mm at 0.2 m); 0 = the outline alone.
+      Measured on the housing under a light turned 20 deg, fitted from 1 mm / 0.3 deg off: the outline alone
+      0.73 mm / 0.21 deg, with the slot's rim 0.31 mm / 0.097 deg (docs/parts.md).
+    - ``relit_reference``: once the servo has relit the target to the camera image's lighting
+      (``ServoConfig.relight``), read the edges' reference offsets on the relit target
+      (:meth:`ModelEdges.with_reference`): at a smooth part's rounded outline the step the detector finds moves
+      with the shading. Off by default: on the housing under a light turned 20 deg, relit at the true pose it
+      halved the fit's error, but relit at the pose being fitted (1 mm / 0.3 deg off) the fits ranged
+      0.11-0.96 mm / 0.03-0.31 deg, no better than the target's own reference in the median (docs/parts.md).
     """
 
     enabled: bool = False
@@ -77,6 +87,8 @@ class EdgeConfig:
     near_goal_rotation_deg: float = 3.0
     near_goal_translation_ratio: float = 0.05
     veto_fraction: float = 0.0
+    relit_reference: bool = False
+    depth_jump_ratio: float = 0.01
 
     def __post_init__(self) -> None:
         if not (self.spacing_px >= 1 and self.search_px >= 1 and self.max_points >= 4 and self.rounds >= 1):
@@ -89,6 +101,8 @@ class EdgeConfig:
             raise ConfigError(f"edges: keypoint_gate_px={self.keypoint_gate_px!r}, near_goal_rotation_deg="
                               f"{self.near_goal_rotation_deg!r} and near_goal_translation_ratio="
                               f"{self.near_goal_translation_ratio!r} must be > 0")
+        if not self.depth_jump_ratio >= 0:
+            raise ConfigError(f"edges: depth_jump_ratio={self.depth_jump_ratio!r} must be >= 0 (0: the outline alone)")
         sigmas_px = min(self.keypoint_sigma_px, self.refined_keypoint_sigma_px)
         if not (self.min_step > 0 and self.huber_px > 0 and sigmas_px > 0 and self.min_edges >= 6):
             raise ConfigError(f"edges: min_step={self.min_step!r}, huber_px={self.huber_px!r}, keypoint_sigma_px="
@@ -112,36 +126,77 @@ class ModelEdges:
     def __len__(self) -> int:
         return len(self.points_goal_m)
 
+    def with_reference(self, grey: np.ndarray, config: EdgeConfig) -> ModelEdges:
+        """These contour points with their reference offsets read on ``grey`` (H, W, the target image
+        drawn otherwise, e.g. relit: :func:`~dfbvs.relight.relit_grey`) by the same detector; a point whose edge
+        it does not find there keeps its offset."""
+        offsets, found = edge_offsets(grey, self.uv_target_px, self.normals_target, config.search_px,
+                                      config.min_step)
+        return replace(self, offset_target_px=np.where(found, offsets, self.offset_target_px))
+
 
 def model_edges(rgb: np.ndarray, depth_m: np.ndarray, mask: np.ndarray, camera: Camera,
                 config: EdgeConfig = EdgeConfig()) -> ModelEdges:
     """The contour points of a target render (its ``rgb``, ``depth_m``, ``mask`` seen by ``camera``): pixels
-    of the object next to a pixel off it, one per ``config.spacing_px`` cell, with a depth, and whose edge the
-    detector finds in the render itself."""
+    of the object next to a pixel off it (the outline, outward normals), and with ``config.depth_jump_ratio`` > 0
+    pixels of the object next to one of it that is deeper by more than that share of their depth (the rim of a
+    slot or a step: the object's own depth edges, normals toward the deeper side), one per
+    ``config.spacing_px`` cell of each kind, with a depth, and whose edge the detector finds in the render
+    itself."""
+    m = np.asarray(mask, bool)
+    z_m = np.asarray(depth_m, np.float64)
+    outline = _contour_pixels(m, m.astype(np.float32), m & ~_eroded(m), z_m, config)
+    kinds = [outline]
+    if config.depth_jump_ratio > 0:
+        z_on = np.where(m & np.isfinite(z_m), z_m, np.inf)
+        rim = np.zeros_like(m)
+        for axis in (0, 1):
+            for shift in (1, -1):
+                neighbour = np.roll(z_on, shift, axis=axis)
+                both = np.isfinite(z_on) & np.isfinite(neighbour)
+                rim[both] |= neighbour[both] - z_on[both] > config.depth_jump_ratio * z_on[both]
+        # the depth falls off across a rim: the "mask" whose boundary it is, is the near side (nearer is 1)
+        z_fill = np.where(np.isfinite(z_on), z_on, float(np.max(z_m[np.isfinite(z_m)], initial=1.0)))
+        kinds.append(_contour_pixels(m, (-z_fill).astype(np.float32), rim, z_m, config))
+    uv = np.concatenate([k[0] for k in kinds])
+    normals = np.concatenate([k[1] for k in kinds])
+    z = np.concatenate([k[2] for k in kinds])
+    if len(uv) > config.max_points:
+        keep = np.linspace(0, len(uv) - 1, config.max_points).round().astype(int)
+        uv, normals, z = uv[keep], normals[keep], z[keep]
+    points = camera.unproject(uv, z)
+    grey = grey_float32(np.asarray(rgb)[..., :3])
+    offsets, found = edge_offsets(grey, uv, normals, config.search_px, config.min_step)
+    return ModelEdges(points[found], uv[found], normals[found], offsets[found], camera)
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
     import cv2
 
-    m = np.asarray(mask, bool)
-    boundary = m & ~cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    v, u = np.nonzero(boundary)
-    z = np.asarray(depth_m, np.float64)[v, u]
+    return cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def _contour_pixels(mask: np.ndarray, field: np.ndarray, candidates: np.ndarray, depth_m: np.ndarray,
+                    config: EdgeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of the ``candidates`` (H, W bool) on ``mask`` with a depth, one per ``config.spacing_px`` cell: their
+    pixels (N, 2), unit normals (N, 2) pointing where the smoothed ``field`` (higher inside) decreases, and
+    depths (N,) (m)."""
+    import cv2
+
+    v, u = np.nonzero(candidates & mask)
+    z = depth_m[v, u]
     ok = np.isfinite(z) & (z > 0)
     u, v, z = u[ok], v[ok], z[ok]
     cell = np.floor(u / config.spacing_px).astype(np.int64) * 100003 + np.floor(v / config.spacing_px).astype(np.int64)
     _, first = np.unique(cell, return_index=True)
-    if len(first) > config.max_points:
-        first = first[np.linspace(0, len(first) - 1, config.max_points).round().astype(int)]
     u, v, z = u[first], v[first], z[first]
-    soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), 1.5)
+    soft = cv2.GaussianBlur(field, (0, 0), 1.5)
     gx = cv2.Sobel(soft, cv2.CV_32F, 1, 0, ksize=3)[v, u]
     gy = cv2.Sobel(soft, cv2.CV_32F, 0, 1, ksize=3)[v, u]
     norm = np.hypot(gx, gy)
     ok = norm > 1e-6
-    uv = np.stack([u, v], axis=1).astype(np.float64)[ok]
-    normals = -np.stack([gx, gy], axis=1)[ok] / norm[ok, None]  # outward: the mask decreases along it
-    points = camera.unproject(uv, z[ok])
-    grey = grey_float32(np.asarray(rgb)[..., :3])
-    offsets, found = edge_offsets(grey, uv, normals, config.search_px, config.min_step)
-    return ModelEdges(points[found], uv[found], normals[found], offsets[found], camera)
+    normals = -np.stack([gx, gy], axis=1)[ok] / norm[ok, None]
+    return np.stack([u, v], axis=1).astype(np.float64)[ok], normals.astype(np.float64), z[ok]
 
 
 def edge_offsets(grey: np.ndarray, uv_px: np.ndarray, normals: np.ndarray, search_px: float,

@@ -74,6 +74,10 @@ class RelightConfig:
       each; the one with more verified refined points is kept, the first on a tie; the margin is then unused).
       On path-traced frames the better basis had the more verified points on all four goals measured, while the
       residuals told them apart by 6 % on one (docs/photoreal.md).
+    - ``outline_coverage``: the relit target's outline mixes the relit object with the background by the render's
+      coverage of each pixel (:func:`relit_grey`; the target then has one more image,
+      :attr:`~dfbvs.render.target.TargetRender.shading_coverage`); off: by the weighted sum of the basis images,
+      whose backgrounds add up (the behaviour before, 13 grey levels off in the bracket's outline pixels).
     """
 
     enabled: bool = True
@@ -93,6 +97,7 @@ class RelightConfig:
     second_basis_directions: int = 20
     second_basis_margin: float = 0.8
     second_basis_choice: str = "residual"
+    outline_coverage: bool = True
 
     def __post_init__(self) -> None:
         if self.second_basis_choice not in SECOND_BASIS_CHOICES:
@@ -258,12 +263,36 @@ def _fit_columns(A: np.ndarray, b: np.ndarray, prior: np.ndarray, field: np.ndar
     return LightingFit(weights, scale, len(b))
 
 
-def relit_rgb(render: TargetRender, fit: LightingFit) -> np.ndarray:
-    """The target image (H, W, 3) uint8, grey, with its object lit as ``fit`` says (the background as
-    rendered)."""
+def relit_grey(render: TargetRender, fit: LightingFit, outline_coverage: bool = True) -> np.ndarray:
+    """The target image's grey levels (H, W) float64 with its object lit as ``fit`` says, the background as
+    rendered. Each basis image mixes the object and its own background in the outline's pixels by the object's
+    coverage ``a`` (``a o_k + (1 - a) g_k``), so their weighted sum would mix in the background ``sum w_k g_k``
+    times: with the render's coverage (:attr:`TargetRender.shading_coverage`) the outline's pixels get the
+    background ``g`` of the render instead, ``a sum w_k o_k + (1 - a) g``, as a render under the fitted light
+    draws them (the outline moves with the wrong mix: ~0.25 px on the smooth housing, docs/parts.md). Without a
+    coverage (or ``outline_coverage`` False) the pixels off the mask are the render's and the outline's keep the
+    mix."""
     assert render.shading_basis is not None  # a fit exists only with a basis
     lit = np.tensordot(fit.weights, render.shading_basis, axes=1)
-    grey = np.where(render.mask, lit, grey_float32(render.rgb))
+    rendered = grey_float32(render.rgb)
+    coverage = render.shading_coverage if outline_coverage else None
+    if coverage is None:
+        return np.where(render.mask, lit, rendered)
+    off = coverage <= 0.0
+    if not off.any():
+        return lit
+    # each basis image's own background level (the rasteriser's is the render's; a path tracer's may differ),
+    # from ~2000 pixels off the object
+    sample = np.flatnonzero(off)
+    sample = sample[::max(1, len(sample) // 2000)]
+    backgrounds = np.median(render.shading_basis.reshape(len(render.shading_basis), -1)[:, sample], axis=1)
+    background = float(np.median(rendered.reshape(-1)[sample]))
+    return np.where(off, rendered, lit + (1.0 - coverage) * (background - float(fit.weights @ backgrounds)))
+
+
+def relit_rgb(render: TargetRender, fit: LightingFit, outline_coverage: bool = True) -> np.ndarray:
+    """:func:`relit_grey` as an image (H, W, 3) uint8."""
+    grey = relit_grey(render, fit, outline_coverage)
     return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 

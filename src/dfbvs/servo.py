@@ -44,6 +44,7 @@ from .relight import (
     ShadingSamples,
     fit_each_basis,
     least_residual,
+    relit_grey,
     relit_rgb,
     shading_samples,
 )
@@ -376,6 +377,7 @@ class DFBVSServo:
         # the last credible pose (a lock's or an unconfirmed one's), its frame's time and the twist commanded on it
         self._reference: tuple[np.ndarray, float, np.ndarray] | None = None
         self._edges: ModelEdges | None = None  # the upright target's outline, prepared on first use
+        self._edge_reference: np.ndarray | None = None  # the relit target's grey, for the outline's next fit
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
         self.relight_fits = 0  # lightings fitted (and the target relit with) so far
@@ -544,6 +546,10 @@ class DFBVSServo:
             return None
         if self._edges is None:
             self._edges = model_edges(render.rgb, render.depth_m, render.mask, render.camera, cfg)
+        # the target relit since (by this thread or the tracking servo's detector): read the outline's steps there
+        reference, self._edge_reference = self._edge_reference, None
+        if reference is not None and cfg.relit_reference:
+            self._edges = self._edges.with_reference(reference, cfg)
         cam = render.camera
         native = resize_area(image, cam.width_px, cam.height_px)
         return refine_pose_with_edges(T_current_target, self._edges, grey_float32(native),
@@ -580,7 +586,8 @@ class DFBVSServo:
             return None
 
         def relit_with(fit: LightingFit) -> RefinementTarget:
-            return replace(refinement, normalised=aligned_representation(relit_rgb(render, fit), refinement.config))
+            return replace(refinement, normalised=aligned_representation(relit_rgb(render, fit, cfg.outline_coverage),
+                                                                         refinement.config))
 
         if len(fits) > 1 and cfg.second_basis_choice == "verified" and verified_points is not None:
             options = [(fit, relit_with(fit)) for fit in fits]
@@ -591,6 +598,8 @@ class DFBVSServo:
             fit = least_residual(fits, cfg)
             relit = relit_with(fit)
         self.relight_fits += 1
+        if self.config.edges.enabled:  # the outline's reference from the relit target too (at the next fit)
+            self._edge_reference = relit_grey(render, fit, cfg.outline_coverage)
         index = next(i for i, v in enumerate(self.views) if v is self.view)
         self.views = tuple(replace(v, refinement=relit) for v in self.views)
         self.target, self.view, self.lighting = self.views[0], self.views[index], fit

@@ -48,6 +48,11 @@ class TargetRender:
     # > 0: ``shading_basis`` holds two bases drawn by two renderers, images [:split] and [split:] (each its own
     # ambient term first), fitted apart (:func:`~dfbvs.relight.fit_lighting`)
     shading_basis_split: int = 0
+    # (H, W) float32 in [0, 1]: the share of each pixel the object covers (drawn with the basis, by the
+    # rasteriser at the target's supersampling), so a relit target's outline mixes the relit object with the
+    # background as the render's does (:func:`~dfbvs.relight.relit_grey`); None without a basis, or loaded from a
+    # folder written before it existed
+    shading_coverage: np.ndarray | None = None
 
     def meta(self) -> dict:
         return {"camera": self.camera.to_dict(), "width_px": self.camera.width_px,
@@ -67,8 +72,12 @@ class TargetRender:
         Image.fromarray(self.mask.astype(np.uint8) * 255).save(out / "mask.png")
         (out / "meta.json").write_text(json.dumps(self.meta(), indent=2) + "\n")
         if self.shading_basis is not None:
-            np.savez_compressed(out / "shading_basis.npz", basis=self.shading_basis.astype(np.float32),
-                                split=np.int64(self.shading_basis_split))
+            basis, split = self.shading_basis.astype(np.float32), np.int64(self.shading_basis_split)
+            if self.shading_coverage is None:
+                np.savez_compressed(out / "shading_basis.npz", basis=basis, split=split)
+            else:
+                np.savez_compressed(out / "shading_basis.npz", basis=basis, split=split,
+                                    coverage=self.shading_coverage.astype(np.float32))
         return out
 
     @classmethod
@@ -93,16 +102,20 @@ class TargetRender:
         T = np.asarray(meta["T_object_camera"], dtype=np.float64)
         if T.shape != (4, 4):
             raise ValueError(f"{d / 'meta.json'}: T_object_camera must be 4x4, got shape {T.shape}")
-        basis, split = None, 0
+        basis, split, coverage = None, 0, None
         if (d / "shading_basis.npz").is_file():
             with np.load(d / "shading_basis.npz") as stored:
                 basis = np.asarray(stored["basis"], dtype=np.float32)
                 split = int(stored["split"]) if "split" in stored.files else 0
+                if "coverage" in stored.files:
+                    coverage = np.asarray(stored["coverage"], dtype=np.float32)
             if basis.ndim != 3 or basis.shape[1:] != shape or not 0 <= split < len(basis):
                 raise ValueError(f"{d / 'shading_basis.npz'}: shape {basis.shape} (split {split}) is not "
                                  f"(K, {shape[0]}, {shape[1]}) with 0 <= split < K")
+            if coverage is not None and coverage.shape != shape:
+                raise ValueError(f"{d / 'shading_basis.npz'}: coverage of shape {coverage.shape}, not {shape}")
         return cls(rgb, depth, mask, camera, T, meta.get("renderer", "unknown"),
-                   float(meta.get("time_per_frame_ms", float("nan"))), basis, split)
+                   float(meta.get("time_per_frame_ms", float("nan"))), basis, split, coverage)
 
 
 @dataclass(frozen=True)
@@ -235,12 +248,17 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
         return np.stack([grey_float32(drawer.render(items, camera, T, lit, background_rgb, antialias,
                                                     basis_ss).rgb) for lit in lightings])
 
+    coverage = None
     if shading_basis_directions > 0:
         basis = draw_basis(basis_renderer, shading_basis_directions)
         if second_basis[0].strip() and second_basis[1] > 0:
             split = len(basis)
             basis = np.concatenate([basis, draw_basis(*second_basis)])
-    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis, split)
+        # the object white (ambient 1, no highlight) on black: its share of each pixel
+        white = target_items(mesh, Material(rgb=(1.0, 1.0, 1.0), specular=0.0))
+        coverage = grey_float32(get_renderer("moderngl").render(white, camera, T, Lighting(ambient=1.0, lights=()),
+                                                                (0.0, 0.0, 0.0), antialias, supersample).rgb) / 255.0
+    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis, split, coverage)
 
 
 def key_light_turned_renders(mesh: Mesh, render: TargetRender, turn_deg: float, n: int, seed: int = 0,

@@ -288,7 +288,7 @@ def _target(mesh: Mesh, camera: Camera, T_object_goal: np.ndarray, config: Episo
     render = render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
                            shading_basis_directions=directions, basis_renderer=drawer, second_basis=second)
     if target_cache is not None:
-        for a in (render.rgb, render.depth_m, render.mask, render.shading_basis):
+        for a in (render.rgb, render.depth_m, render.mask, render.shading_basis, render.shading_coverage):
             if a is not None:
                 a.setflags(write=False)
         while len(target_cache) >= TARGET_CACHE_SIZE:
