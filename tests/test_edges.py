@@ -150,7 +150,7 @@ def test_an_edge_fit_that_runs_behind_the_camera_returns_its_start_pose():
 def test_the_slots_rim_pins_the_housing_where_its_outline_follows_the_light():
     """The smooth housing, its key light turned 20 deg (nothing else different): the steps of its rounded outline
     move with the shading, and edges fitted from a pose 1 mm / 0.3 deg off land ~0.7 mm / 0.2 deg from the truth on
-    the outline alone; with the object's own depth edges (the slot's rim, ``edges.depth_jump_ratio``) ~0.4 mm /
+    the outline alone; with the object's own depth edges (the slot's rim, ``edges.depth_jump_ratio=0.01``) ~0.4 mm /
     0.13 deg. With ``edges.relit_reference`` the servo reads the edges' reference on the target it relit."""
     from dataclasses import replace
 
@@ -164,8 +164,8 @@ def test_the_slots_rim_pins_the_housing_where_its_outline_follows_the_light():
     mesh = episode_mesh(config)
     T_object_goal = config.goal.T_object_camera(mesh, config.camera)
     base = ServoConfig()
-    rim_config = replace(base, edges=replace(base.edges, enabled=True))
-    assert rim_config.edges.depth_jump_ratio > 0 and not rim_config.edges.relit_reference  # the defaults
+    assert base.edges.depth_jump_ratio == 0 and not base.edges.relit_reference  # the defaults: off
+    rim_config = replace(base, edges=replace(base.edges, enabled=True, depth_jump_ratio=0.01))
     target = render_target(mesh, config.camera, T_object_goal, shading_basis_directions=basis_directions(base))
     rim = DFBVSServo.from_render(target, rim_config)
     outline = DFBVSServo(rim.target, replace(rim_config, edges=replace(rim_config.edges, depth_jump_ratio=0.0)),

@@ -51,8 +51,8 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "photoreal": ("servo.edges.enabled=true", "servo.relight.image_gain=false",
                   "servo.relight.second_basis_renderer=blender:transfer=linear,samples=8",
                   "servo.relight.second_basis_choice=verified",
-                  # measured (docs/photoreal.md) before these two existed; not measured on path-traced scenes since
-                  "servo.relight.outline_coverage=false", "servo.edges.depth_jump_ratio=0"),
+                  # measured (docs/photoreal.md) before the coverage image; not measured on path-traced scenes since
+                  "servo.relight.outline_coverage=false"),
     # the camera on a simulated UR5e (RTDE code path, safety layer), ideal calibration; and with the errors of a
     # real cell: hand-eye off by 2 mm / 0.2 deg, intrinsics by up to 1 %, one frame of command latency
     "ur5e": ("robot.kind=ur5e",),

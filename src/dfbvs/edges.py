@@ -60,10 +60,12 @@ class EdgeConfig:
       edge, the cycle is not a credible lock (zero twist). Off (0) by default: wrong descriptor locks on the
       smooth housing and the shaft fitted 0.22-0.30, but so did genuine locks before clutter far from the goal
       (0.35 lost bracket-G1-T1 and -T3 of accuracy18, docs/parts.md).
-    - ``depth_jump_ratio``: the object's own depth edges are contour points too: where its surface steps back by
-      more than this share of its depth (the rim of the housing's slot, 2 mm at 0.2 m); 0 = the outline alone.
-      Measured on the housing under a light turned 20 deg, fitted from 1 mm / 0.3 deg off: the outline alone
-      0.73 mm / 0.21 deg, with the slot's rim 0.31 mm / 0.097 deg (docs/parts.md).
+    - ``depth_jump_ratio``: > 0: the object's own depth edges are contour points too, where its surface steps back
+      by more than this share of its depth (e.g. 0.01: the rim of the housing's slot, 2 mm at 0.2 m); 0 (the
+      default) = the outline alone. On the housing under a light turned 20 deg, fitted from 1 mm / 0.3 deg off:
+      the outline alone 0.72 mm / 0.21 deg, with the slot's rim 0.41 mm / 0.13 deg; on the sheet (served by its
+      outline) one run of the tracking preset ended sheet-P2 at 0.117 deg with them against 0.068 without
+      (docs/parts.md), so not the default.
     - ``relit_reference``: once the servo has relit the target to the camera image's lighting
       (``ServoConfig.relight``), read the edges' reference offsets on the relit target
       (:meth:`ModelEdges.with_reference`): at a smooth part's rounded outline the step the detector finds moves
@@ -88,7 +90,7 @@ class EdgeConfig:
     near_goal_translation_ratio: float = 0.05
     veto_fraction: float = 0.0
     relit_reference: bool = False
-    depth_jump_ratio: float = 0.01
+    depth_jump_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.spacing_px >= 1 and self.search_px >= 1 and self.max_points >= 4 and self.rounds >= 1):
@@ -196,7 +198,7 @@ def _contour_pixels(mask: np.ndarray, field: np.ndarray, candidates: np.ndarray,
     norm = np.hypot(gx, gy)
     ok = norm > 1e-6
     normals = -np.stack([gx, gy], axis=1)[ok] / norm[ok, None]
-    return np.stack([u, v], axis=1).astype(np.float64)[ok], normals.astype(np.float64), z[ok]
+    return np.stack([u, v], axis=1).astype(np.float64)[ok], normals, z[ok]
 
 
 def edge_offsets(grey: np.ndarray, uv_px: np.ndarray, normals: np.ndarray, search_px: float,

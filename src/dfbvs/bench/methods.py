@@ -65,8 +65,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "live2k": (("servo.live_max_keypoints=2000",),
                "2000 keypoints on the live image (the target keeps its 500): a feature-poor part's corners are not "
                "all outranked by a busy background's"),
-    "norim": (("servo.edges.depth_jump_ratio=0",), "the outline alone as model edges, not the object's own depth "
-              "edges (the rim of a slot or a step; docs/parts.md)"),
+    "rim": (("servo.edges.depth_jump_ratio=0.01",), "the object's own depth edges (the rim of a slot, a step) as "
+            "model edges beside its outline (docs/parts.md)"),
     "relitedges": (("servo.edges.relit_reference=true",), "the model edges' reference offsets read on the relit "
                    "target (docs/parts.md)"),
     "nocoverage": (("servo.relight.outline_coverage=false",), "the relit target's outline mixed with the background "
@@ -115,8 +115,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                      "two measurements confirm within 12 % of the depth and 8 deg, the per-frame servo's tolerances "
                      "(instead of 5 % / 3 deg; docs/realtime.md)"),
     "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
-    "norim": (("servo.detection.edges.depth_jump_ratio=0",), "the detections' model edges: the outline alone, "
-              "not the object's own depth edges"),
+    "rim": (("servo.detection.edges.depth_jump_ratio=0.01",), "the object's own depth edges (the rim of a slot, a "
+            "step) as model edges beside its outline"),
     "nocoverage": (("servo.detection.relight.outline_coverage=false",), "the relit target's outline mixed with "
                    "the background by the basis weights' sum (the behaviour before the coverage image)"),
     "edges": (("servo.detection.edges.enabled=true",),
