@@ -269,9 +269,9 @@ def relit_grey(render: TargetRender, fit: LightingFit, outline_coverage: bool = 
     coverage ``a`` (``a o_k + (1 - a) g_k``), so their weighted sum would mix in the background ``sum w_k g_k``
     times: with the render's coverage (:attr:`TargetRender.shading_coverage`) the outline's pixels get the
     background ``g`` of the render instead, ``a sum w_k o_k + (1 - a) g``, as a render under the fitted light
-    draws them (the outline moves with the wrong mix: ~0.25 px on the smooth housing, docs/parts.md). Without a
-    coverage (or ``outline_coverage`` False) the pixels off the mask are the render's and the outline's keep the
-    mix."""
+    draws them (the bracket's outline pixels relit to a turned light: 0.6 grey levels off instead of 13,
+    docs/convergence.md). Without a coverage (or ``outline_coverage`` False) the pixels off the mask are the
+    render's and the outline's keep the mix."""
     assert render.shading_basis is not None  # a fit exists only with a basis
     lit = np.tensordot(fit.weights, render.shading_basis, axes=1)
     rendered = grey_float32(render.rgb)
