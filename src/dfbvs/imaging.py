@@ -154,6 +154,11 @@ def grey_uint8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
+def rgb8_from_grey(grey: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 image whose three channels are ``grey`` (H, W, 0-255 scale) rounded and clipped."""
+    return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
 def grey_float32(rgb: np.ndarray) -> np.ndarray:
     """Luma (ITU-R BT.601) of an RGB uint8 image as float32 on the 0-255 scale, without rounding."""
     return (rgb[:, :, 0] * np.float32(0.299) + rgb[:, :, 1] * np.float32(0.587)

@@ -30,7 +30,7 @@ import numpy as np
 from .camera import Camera
 from .errors import ConfigError
 from .geometry import transform_points
-from .imaging import grey_float32
+from .imaging import grey_float32, rgb8_from_grey
 from .render.target import TargetRender
 
 #: How :class:`RelightConfig` chooses between two shading bases (``second_basis_choice``).
@@ -292,8 +292,7 @@ def relit_grey(render: TargetRender, fit: LightingFit, outline_coverage: bool = 
 
 def relit_rgb(render: TargetRender, fit: LightingFit, outline_coverage: bool = True) -> np.ndarray:
     """:func:`relit_grey` as an image (H, W, 3) uint8."""
-    grey = relit_grey(render, fit, outline_coverage)
-    return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return rgb8_from_grey(relit_grey(render, fit, outline_coverage))
 
 
 def _relight_of(servo_config: object) -> RelightConfig | None:

@@ -34,7 +34,7 @@ from .geometry import (
     se3_exp,
     transform_points,
 )
-from .imaging import as_rgb_frame, grey_float32, resize_area, zoom_window_px
+from .imaging import as_rgb_frame, grey_float32, resize_area, rgb8_from_grey, zoom_window_px
 from .matching import MATCHERS, Correspondences, MutualNNConfig, build_matcher
 from .refine import RefineConfig, RefinementTarget, aligned_representation, refine_correspondences
 from .registry import Registry
@@ -45,7 +45,6 @@ from .relight import (
     fit_each_basis,
     least_residual,
     relit_grey,
-    relit_rgb,
     shading_samples,
 )
 from .render.target import TargetCheckConfig, TargetRender
@@ -585,21 +584,22 @@ class DFBVSServo:
         if not fits:
             return None
 
-        def relit_with(fit: LightingFit) -> RefinementTarget:
-            return replace(refinement, normalised=aligned_representation(relit_rgb(render, fit, cfg.outline_coverage),
-                                                                         refinement.config))
+        def relit_with(fit: LightingFit) -> tuple[np.ndarray, RefinementTarget]:
+            grey = relit_grey(render, fit, cfg.outline_coverage)  # the relit target's grey levels, and its patches
+            return grey, replace(refinement, normalised=aligned_representation(rgb8_from_grey(grey),
+                                                                               refinement.config))
 
         if len(fits) > 1 and cfg.second_basis_choice == "verified" and verified_points is not None:
-            options = [(fit, relit_with(fit)) for fit in fits]
-            counts = [verified_points(replace(self.view, refinement=relit)) for _, relit in options]
-            fit, relit = options[int(np.argmax(counts))]  # (the first on a tie)
+            options = [(fit, *relit_with(fit)) for fit in fits]
+            counts = [verified_points(replace(self.view, refinement=relit)) for _, _, relit in options]
+            fit, grey, relit = options[int(np.argmax(counts))]  # (the first on a tie)
             self.basis_verified_points = tuple(counts)
         else:
             fit = least_residual(fits, cfg)
-            relit = relit_with(fit)
+            grey, relit = relit_with(fit)
         self.relight_fits += 1
         if self.config.edges.enabled:  # the outline's reference from the relit target too (at the next fit)
-            self._edge_reference = relit_grey(render, fit, cfg.outline_coverage)
+            self._edge_reference = grey
         index = next(i for i, v in enumerate(self.views) if v is self.view)
         self.views = tuple(replace(v, refinement=relit) for v in self.views)
         self.target, self.view, self.lighting = self.views[0], self.views[index], fit
