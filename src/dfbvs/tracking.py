@@ -39,7 +39,7 @@ from .estimation import PnPConfig
 from .geometry import inverse, pose_error, poses_agree, se3_exp, transform_points
 from .imaging import as_rgb_frame
 from .matching import Correspondences
-from .refine import guided_candidates, refine_and_verify
+from .refine import guided_candidates, refine_guided
 from .render.target import TargetRender
 from .servo import (
     CorrespondenceSource,
@@ -493,9 +493,11 @@ class TrackingServo:
         t1 = time.perf_counter()
         T_pred = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
         target = self.target
-        candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
+        every = np.arange(len(target.features))
+        candidates = guided_candidates(Correspondences.empty(), every, target, T_pred)  # (reported as the matches)
         t2 = time.perf_counter()
-        tracked, fit = refine_and_verify(candidates, image, None, target, self._pnp, self._search)
+        tracked, fit = refine_guided(Correspondences.empty(), every, image, None, target, T_pred, self._pnp,
+                                     self._search)
         t3 = time.perf_counter()
         timings.update(predict_ms=(t2 - t1) * 1e3, track_ms=(t3 - t2) * 1e3)
         lock = self.config.detection.lock
