@@ -129,11 +129,39 @@ def test_the_servo_relights_near_the_goal_only(bracket_with_basis):
     assert not np.array_equal(servo.target.refinement.normalised, before)  # aligned on the relit target now
 
 
+@pytest.mark.parametrize("refit_closer", [0.5, 0.0])
+def test_the_lighting_is_refitted_as_the_pose_nears_the_goal(bracket_with_basis, refit_closer):
+    """Between due refits (every ``refit_cycles`` calls) the lighting is fitted again once the pose is nearer the
+    goal than ``refit_closer`` of where it was last fitted (the basis is the goal view's); not with it off."""
+    from dfbvs.config import apply_overrides
+    from dfbvs.geometry import inverse
+    from dfbvs.relight import goal_nearness
+    from dfbvs.render.scene import build_scene, render_scene
+    from dfbvs.servo import DFBVSServo
+
+    mesh, camera, T_goal, target = bracket_with_basis
+    config = apply_overrides(EpisodeConfig(), [f"servo.relight.directions={DIRECTIONS}",
+                                               f"servo.relight.refit_closer={refit_closer}"])
+    servo = DFBVSServo.from_render(target, config.servo)
+    scene = build_scene(mesh, config.scene, seed=config.seed)
+    depth_m = float(np.median(servo.target.Z_star_m))
+    fits = []
+    for nearness in (0.8, 0.6, 0.3):  # offsets along the camera's x, as a share of relight's near-goal region
+        T_object_camera = T_goal @ se3_exp([nearness * 0.05 * depth_m, 0.0, 0.0, 0.0, 0.0, 0.0])
+        T_current_target = inverse(T_object_camera) @ T_goal
+        assert goal_nearness(T_current_target, depth_m, config.servo.relight) == pytest.approx(nearness)
+        servo.relight(render_scene(scene, camera, T_object_camera).rgb, T_current_target)
+        fits.append(servo.relight_fits)
+    assert fits == ([1, 1, 2] if refit_closer > 0 else [1, 1, 1])
+
+
 def test_relight_config_refuses_bad_values():
     with pytest.raises(ConfigError, match="directions=0"):
         RelightConfig(directions=0)
     with pytest.raises(ConfigError, match="refit_cycles=0"):
         RelightConfig(refit_cycles=0)
+    with pytest.raises(ConfigError, match="refit_closer=1"):
+        RelightConfig(refit_closer=1.0)
 
 
 def test_episodes_render_the_basis_their_servo_relights_with():

@@ -29,7 +29,7 @@ import numpy as np
 
 from .camera import Camera
 from .errors import ConfigError
-from .geometry import transform_points
+from .geometry import pose_error, transform_points
 from .imaging import grey_float32, rgb8_from_grey
 from .render.target import TargetRender
 
@@ -78,6 +78,12 @@ class RelightConfig:
       coverage of each pixel (:func:`relit_grey`; the target then has one more image,
       :attr:`~dfbvs.render.target.TargetRender.shading_coverage`); off: by the weighted sum of the basis images,
       whose backgrounds add up (the behaviour before, 13 grey levels off in the bracket's outline pixels).
+    - ``refit_closer``: also refit, whenever due or not, once the pose is nearer the goal than this fraction of
+      where the last fit was made (nearness: the larger of translation / (``near_goal_translation_ratio`` x depth)
+      and rotation / ``near_goal_rotation_deg``, 1 at the edge of the near-goal region; a fit made nearer than
+      0.05 of it is not refitted for this). The basis is the goal view's: a fit made 10 mm from the goal, where
+      view-dependent highlights sit elsewhere, lasted the tracking servo's whole approach (its detections count
+      the refit cycles, ~3 a second). 0: off (the behaviour before).
     """
 
     enabled: bool = True
@@ -98,6 +104,7 @@ class RelightConfig:
     second_basis_margin: float = 0.8
     second_basis_choice: str = "residual"
     outline_coverage: bool = True
+    refit_closer: float = 0.5
 
     def __post_init__(self) -> None:
         if self.second_basis_choice not in SECOND_BASIS_CHOICES:
@@ -114,6 +121,8 @@ class RelightConfig:
             raise ConfigError(f"relight.keypoint_weight={self.keypoint_weight!r}: must be >= 0")
         if self.refit_cycles < 1:
             raise ConfigError(f"relight.refit_cycles={self.refit_cycles!r}: must be >= 1")
+        if not 0 <= self.refit_closer < 1:
+            raise ConfigError(f"relight.refit_closer={self.refit_closer!r}: must be in [0, 1) (0: off)")
         if self.stride_px < 1:
             raise ConfigError(f"relight.stride_px={self.stride_px!r}: must be >= 1")
         if self.keypoint_window_px < 1:
@@ -130,6 +139,15 @@ class LightingFit:
     residual_levels: float
     n_pixels: int
     basis: int = 0
+
+
+def goal_nearness(T_current_target: np.ndarray, depth_m: float, config: RelightConfig) -> float:
+    """How near the goal (the identity) the pose ``T_current_target`` is, on the relight's near-goal scale: the
+    larger of its translation / (``near_goal_translation_ratio`` x ``depth_m``) and its rotation /
+    ``near_goal_rotation_deg``; 0 at the goal, 1 at the edge of the region where lighting is fitted."""
+    distance_m, angle_rad = pose_error(T_current_target, np.eye(4))
+    return float(max(distance_m / (config.near_goal_translation_ratio * depth_m),
+                     np.rad2deg(angle_rad) / config.near_goal_rotation_deg))
 
 
 def _bilinear(grey: np.ndarray, uv_px: np.ndarray) -> np.ndarray:

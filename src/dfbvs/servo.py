@@ -27,7 +27,6 @@ from .features.aliked import AlikedConfig
 from .geometry import (
     inverse,
     median_depth_m,
-    near_identity,
     planar_rotation_rad,
     pose_error,
     poses_agree,
@@ -43,6 +42,7 @@ from .relight import (
     RelightConfig,
     ShadingSamples,
     fit_each_basis,
+    goal_nearness,
     least_residual,
     relit_grey,
     shading_samples,
@@ -379,6 +379,7 @@ class DFBVSServo:
         self._edge_reference: np.ndarray | None = None  # the relit target's grey, for the outline's next fit
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
+        self._relit_nearness = 0.0  # relight.goal_nearness of the pose it was relit at
         self.relight_fits = 0  # lightings fitted (and the target relit with) so far
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
@@ -570,15 +571,16 @@ class DFBVSServo:
         if not cfg.enabled or render.shading_basis is None or refinement is None:
             return None
         self._relight_calls += 1
-        if self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles:
+        nearness = goal_nearness(T_current_target, float(np.median(target.Z_star_m)), cfg)
+        closer = self._relit_nearness > 0.05 and nearness <= cfg.refit_closer * self._relit_nearness
+        if self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles and not closer:
             return None
-        depth_m = float(np.median(target.Z_star_m))
-        if not near_identity(T_current_target, cfg.near_goal_translation_ratio * depth_m, cfg.near_goal_rotation_deg):
+        if nearness > 1.0:  # not near the goal: the basis is the goal view's
             return None
         if self._shading is None:
             scale = render.camera.fx / target.camera.fx  # working px -> the render's
             self._shading = shading_samples(render, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
-        self._relit_at = self._relight_calls
+        self._relit_at, self._relit_nearness = self._relight_calls, nearness
         fits = () if self._shading is None else fit_each_basis(self._shading, render.camera, image, T_current_target,
                                                                 cfg, render.shading_basis_split)
         if not fits:
