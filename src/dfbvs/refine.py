@@ -274,21 +274,39 @@ def refine_and_verify(candidates: Correspondences, image: np.ndarray, working_rg
     return (_rescaled(refined, work, fine) if native else refined), fit
 
 
+#: Another guided round is run only when the refined pose moves the predictions by at least this (median, working
+#: px): a guide that was right (a tracked frame's prediction, usually) has nothing more to give.
+REGUIDE_MIN_SHIFT_PX = 0.25
+
+
+def _prediction_shift_px(camera: Camera, points_m: np.ndarray, T_a: np.ndarray, T_b: np.ndarray) -> float:
+    """Median distance (px of ``camera``) between ``points_m`` (goal camera frame) projected by two poses."""
+    pa, pb = transform_points(T_a, points_m), transform_points(T_b, points_m)
+    front = (pa[:, 2] > 0) & (pb[:, 2] > 0)
+    if not front.any():
+        return float("inf")
+    return float(np.median(np.linalg.norm(camera.project(pa[front]) - camera.project(pb[front]), axis=1)))
+
+
 def refine_guided(seeds: Correspondences, candidate_target_idx: np.ndarray, image: np.ndarray,
                   working_rgb: np.ndarray | None, target: PreparedTarget, T_current_target: np.ndarray, pnp: PnPConfig,
                   search: RefineConfig | None = None) -> tuple[Correspondences, PnPResult | None]:
     """Guided refinement from the pose ``T_current_target``: the ``seeds`` (e.g. descriptor inliers, working px)
     and every ``candidate_target_idx`` keypoint predicted by the pose, refined and verified
     (:func:`refine_and_verify`); then, for ``guided_rounds`` - 1 more rounds, every candidate predicted by the
-    pose the last round's points agreed on, refined again. The round with the most verified points is kept."""
+    pose the last round's points agreed on, refined again, when that pose moves the predictions by at least
+    :data:`REGUIDE_MIN_SHIFT_PX`. The round with the most verified points is kept."""
     assert target.refinement is not None
     best, best_fit = refine_and_verify(guided_candidates(seeds, candidate_target_idx, target, T_current_target),
                                        image, working_rgb, target, pnp, search)
-    fit = best_fit
+    fit, T_guide = best_fit, T_current_target
+    points_m = target.points_camera_goal_m[candidate_target_idx]
     for _ in range(target.refinement.config.guided_rounds - 1):
-        if fit is None or fit.T_current_target is None:
-            break
-        candidates = guided_candidates(Correspondences.empty(), candidate_target_idx, target, fit.T_current_target)
+        if fit is None or fit.T_current_target is None or _prediction_shift_px(
+                target.camera, points_m, T_guide, fit.T_current_target) < REGUIDE_MIN_SHIFT_PX:
+            break  # (the guide already predicted where this round's pose does: nothing more to find)
+        T_guide = fit.T_current_target
+        candidates = guided_candidates(Correspondences.empty(), candidate_target_idx, target, T_guide)
         refined, fit = refine_and_verify(candidates, image, working_rgb, target, pnp, search)
         if fit is None or len(refined) <= len(best):
             break
