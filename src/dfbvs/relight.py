@@ -83,7 +83,9 @@ class RelightConfig:
       and rotation / ``near_goal_rotation_deg``, 1 at the edge of the near-goal region; a fit made nearer than
       0.05 of it is not refitted for this). The basis is the goal view's: a fit made 10 mm from the goal, where
       view-dependent highlights sit elsewhere, lasted the tracking servo's whole approach (its detections count
-      the refit cycles, ~3 a second). 0: off (the behaviour before).
+      the refit cycles, ~3 a second). 0: off, the default: on shiny-P3 with the tracking servo 0.5 ended once
+      within and once outside (0.047 and 0.16 deg), as the servo without it does from run to run, and the per-frame
+      servo a little further (0.085 -> 0.091 deg; docs/parts.md). Bench flag ``-closer``: 0.5.
     """
 
     enabled: bool = True
@@ -104,7 +106,7 @@ class RelightConfig:
     second_basis_margin: float = 0.8
     second_basis_choice: str = "residual"
     outline_coverage: bool = True
-    refit_closer: float = 0.5
+    refit_closer: float = 0.0
 
     def __post_init__(self) -> None:
         if self.second_basis_choice not in SECOND_BASIS_CHOICES:

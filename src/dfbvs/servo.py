@@ -559,7 +559,8 @@ class DFBVSServo:
 
     def relight(self, image: np.ndarray, T_current_target: np.ndarray,
                 verified_points: Callable[[PreparedTarget], int] | None = None) -> LightingFit | None:
-        """Near the goal, every ``relight.refit_cycles`` calls (one per cycle whose points refinement verified):
+        """Near the goal, every ``relight.refit_cycles`` calls (one per cycle whose points refinement verified) and
+        (``relight.refit_closer`` > 0) whenever the pose is nearer the goal than that share of where the last fit was:
         fit the lighting of ``image`` (the camera's own) at the pose ``T_current_target`` and align the patches on
         the target relit with it from then on (:mod:`dfbvs.relight`); the fit, or None when nothing was done (off,
         no shading basis, not near the goal, not due). With two bases and ``relight.second_basis_choice=verified``,

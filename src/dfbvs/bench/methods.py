@@ -67,8 +67,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                "all outranked by a busy background's"),
     "rim": (("servo.edges.depth_jump_ratio=0.01",), "the object's own depth edges (the rim of a slot, a step) as "
             "model edges beside its outline (docs/parts.md)"),
-    "nocloser": (("servo.relight.refit_closer=0",), "the lighting refitted every refit_cycles refined cycles only, not "
-                 "also as the pose nears the goal (before issue 13's refit; docs/parts.md)"),
+    "closer": (("servo.relight.refit_closer=0.5",), "the lighting refitted also whenever the pose is nearer the goal "
+               "than half of where it was last fitted (measured for issue 13, not adopted; docs/parts.md)"),
     "oneround": (("servo.refine.guided_rounds=1",), "one round of guided refinement, from the descriptor pose only "
                  "(before the second round from the refined pose; docs/parts.md)"),
     "relitedges": (("servo.edges.relit_reference=true",), "the model edges' reference offsets read on the relit "
@@ -121,8 +121,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "live2k": (("servo.detection.live_max_keypoints=2000",), "2000 keypoints on the live image for the detections"),
     "rim": (("servo.detection.edges.depth_jump_ratio=0.01",), "the object's own depth edges (the rim of a slot, a "
             "step) as model edges beside its outline"),
-    "nocloser": (("servo.detection.relight.refit_closer=0",), "the detections refit the lighting every "
-                 "refit_cycles detections only, not also as the pose nears the goal (before issue 13's refit)"),
+    "closer": (("servo.detection.relight.refit_closer=0.5",), "the detections refit the lighting also whenever the "
+               "pose is nearer the goal than half of where it was last fitted (measured for issue 13, not adopted)"),
     "oneround": (("servo.detection.refine.guided_rounds=1",), "one round of guided refinement, tracked and detected, "
                  "from the predicted or descriptor pose only (before the second round from the refined pose)"),
     "nocoverage": (("servo.detection.relight.outline_coverage=false",), "the relit target's outline mixed with "
