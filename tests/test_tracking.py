@@ -367,36 +367,3 @@ def test_a_tracked_cycle_near_the_goal_fits_the_outline_with_the_aligned_points(
         assert float(np.dot(step.v_camera[:3], d[:3])) < 0  # back toward the goal
     finally:
         servo.close()
-
-
-def test_a_tracked_cycle_near_the_goal_relights_the_target_when_no_detection_has():
-    """Detections relight the target near the goal; when none has (they are slower than the approach), the first
-    tracked cycle near the goal fits the lighting on its own frame, once, and the next frames align on the relit
-    target."""
-    from dfbvs.geometry import inverse, se3_exp
-    from dfbvs.relight import basis_directions
-    from dfbvs.render.scene import build_scene, render_scene
-    from dfbvs.render.target import render_target
-    from dfbvs.sim.episode import episode_mesh
-    from dfbvs.tracking import TrackingServo
-
-    config = tracking_config("servo.detection.relight.directions=12")
-    mesh = episode_mesh(config)
-    T_object_goal = config.goal.T_object_camera(mesh, config.camera)
-    render = render_target(mesh, config.camera, T_object_goal,
-                           shading_basis_directions=basis_directions(config.servo.detection))
-    servo = TrackingServo(config.servo, render)
-    try:
-        before = servo.target.refinement.normalised.copy()
-        scene = build_scene(mesh, config.scene, seed=config.seed)
-        for k, d in enumerate(([1e-3, -1e-3, 1e-3, 0.004, -0.003, 0.002], [8e-4, -8e-4, 8e-4, 0.003, -0.002, 0.002])):
-            frame = render_scene(scene, config.camera, T_object_goal @ se3_exp(d)).rgb
-            servo.T_current_target = inverse(se3_exp(d))  # the prediction: the camera 1.7 mm / 0.3 deg from the goal
-            servo._pose_time_s, servo._established = 0.0, True
-            step = servo._track(frame, float(k), {})
-            assert step is not None and step.ok and step.source is CorrespondenceSource.TRACKING
-            assert ("relight_ms" in step.timings_ms) == (k == 0), (k, step.timings_ms)
-            assert servo.deep.relight_fits == 1 and servo.deep.lighting is not None
-        assert not np.array_equal(servo.target.refinement.normalised, before)  # aligned on the relit target now
-    finally:
-        servo.close()

@@ -12,7 +12,6 @@ gives ``T_current_target``) -> refine (:mod:`.refine`, guided and sub-pixel) -> 
 from __future__ import annotations
 
 import enum
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -381,7 +380,6 @@ class DFBVSServo:
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
         self._relit_nearness = 0.0  # relight.goal_nearness of the pose it was relit at
-        self._relight_lock = threading.Lock()
         self.relight_fits = 0  # lightings fitted (and the target relit with) so far
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
@@ -569,11 +567,6 @@ class DFBVSServo:
         ``verified_points`` (the cycle's points refined and verified on a target: how many) chooses between the
         target relit with each. The tracking servo's detections relight in the background thread; its tracked
         cycles align on the relit target they find (the fit takes longer than a frame)."""
-        with self._relight_lock:  # (the tracking servo's loop and its detector thread may both relight)
-            return self._relight(image, T_current_target, verified_points)
-
-    def _relight(self, image: np.ndarray, T_current_target: np.ndarray,
-                 verified_points: Callable[[PreparedTarget], int] | None) -> LightingFit | None:
         cfg, target = self.config.relight, self.target
         render, refinement = target.render, target.refinement
         if not cfg.enabled or render.shading_basis is None or refinement is None:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -52,7 +52,6 @@ from .servo import (
     implausible_pose,
     implausible_twist,
 )
-from .target import PreparedTarget
 
 
 def _fast_control() -> IBVSConfig:
@@ -354,15 +353,6 @@ class TrackingServo:
             t, active = t_switch, v
         return moved @ se3_exp(active * (t_to_s - t))
 
-    def _verified_points(self, image: np.ndarray, T_pred: np.ndarray) -> Callable[[PreparedTarget], int]:
-        """How many target points a tracked cycle on ``image`` from the prediction ``T_pred`` would align and verify
-        on a target (a relit one: :meth:`DFBVSServo.relight` chooses between two bases with it)."""
-        def count(on: PreparedTarget) -> int:
-            tracked, fit = refine_guided(Correspondences.empty(), np.arange(len(on.features)), image, None, on, T_pred,
-                                         self._pnp, self._search)
-            return 0 if fit is None else len(tracked)
-        return count
-
     # --- the background path --------------------------------------------------------------------------------
     def _detect(self, rgb: np.ndarray, timestamp_s: float) -> Detection:
         t0 = time.perf_counter()
@@ -568,13 +558,6 @@ class TrackingServo:
         if moved:
             self.stats["unverified_holds"] += 1
             return replace(self._hold(StepStatus.NOT_LOCKED, timestamp_s, timings, tracked), reason=moved)
-        if self.deep.relight_fits == 0 and self.deep.config.relight.enabled:
-            # no lighting fitted yet (detections relight, and on a loaded machine none came near the goal before the
-            # track reached it: shiny-P3 converged 0.16 deg off on the unlit target): near the goal, fitted on this
-            # frame at the tracked pose, once (one slow frame); the next frames align on the relit target
-            t_relight = time.perf_counter()
-            if self.deep.relight(image, fit.T_current_target, self._verified_points(image, T_pred)) is not None:
-                timings["relight_ms"] = (time.perf_counter() - t_relight) * 1e3
         idx = tracked.index_target
         out = self.law(ControlInput(xy=target.camera.pixel_to_normalized(tracked.uv_current_px),
                                     xy_star=target.xy_star[idx], Z_star_m=target.Z_star_m[idx],
