@@ -292,8 +292,10 @@ class TrackingServo:
         self.detector = BackgroundDetector(self._detect, config.detection_latency_s)
         refinement = self.deep.target.refinement
         assert refinement is not None  # TrackerConfig requires refinement
+        # one guided round: a tracked cycle searches far enough (search_max_shift_px) for a prediction a few pixels
+        # off, which is what a second round is for (its detections, searching 3 px, keep refine.guided_rounds)
         self._search = replace(refinement.config, levels=config.search_levels,
-                               max_shift_px=config.search_max_shift_px)
+                               max_shift_px=config.search_max_shift_px, guided_rounds=1)
         self.reset()
 
     # --- state ----------------------------------------------------------------------------------------------

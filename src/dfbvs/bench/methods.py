@@ -123,8 +123,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
             "step) as model edges beside its outline"),
     "closer": (("servo.detection.relight.refit_closer=0.5",), "the detections refit the lighting also whenever the "
                "pose is nearer the goal than half of where it was last fitted (measured for issue 13, not adopted)"),
-    "oneround": (("servo.detection.refine.guided_rounds=1",), "one round of guided refinement, tracked and detected, "
-                 "from the predicted or descriptor pose only (before the second round from the refined pose)"),
+    "oneround": (("servo.detection.refine.guided_rounds=1",), "the detections' guided refinement in one round, from "
+                 "the descriptor pose only (before the second round from the refined pose; tracked cycles run one)"),
     "nocoverage": (("servo.detection.relight.outline_coverage=false",), "the relit target's outline mixed with "
                    "the background by the basis weights' sum (the behaviour before the coverage image)"),
     "edges": (("servo.detection.edges.enabled=true",),
