@@ -289,26 +289,25 @@ def _prediction_shift_px(camera: Camera, points_m: np.ndarray, T_a: np.ndarray, 
 
 
 def refine_guided(seeds: Correspondences, candidate_target_idx: np.ndarray, image: np.ndarray,
-                  working_rgb: np.ndarray | None, target: PreparedTarget, T_current_target: np.ndarray, pnp: PnPConfig,
-                  search: RefineConfig | None = None) -> tuple[Correspondences, PnPResult | None]:
+                  working_rgb: np.ndarray | None, target: PreparedTarget, T_current_target: np.ndarray,
+                  pnp: PnPConfig) -> tuple[Correspondences, PnPResult | None]:
     """Guided refinement from the pose ``T_current_target``: the ``seeds`` (e.g. descriptor inliers, working px)
     and every ``candidate_target_idx`` keypoint predicted by the pose, refined and verified
     (:func:`refine_and_verify`); then, for ``guided_rounds`` - 1 more rounds, every candidate predicted by the
     pose the last round's points agreed on, refined again, when that pose moves the predictions by at least
-    :data:`REGUIDE_MIN_SHIFT_PX`. The round with the most verified points is kept. ``search`` (its
-    ``guided_rounds`` too) overrides the target's refinement settings."""
+    :data:`REGUIDE_MIN_SHIFT_PX`. The round with the most verified points is kept."""
     assert target.refinement is not None
     best, best_fit = refine_and_verify(guided_candidates(seeds, candidate_target_idx, target, T_current_target),
-                                       image, working_rgb, target, pnp, search)
+                                       image, working_rgb, target, pnp)
     fit, T_guide = best_fit, T_current_target
     points_m = target.points_camera_goal_m[candidate_target_idx]
-    for _ in range((search or target.refinement.config).guided_rounds - 1):
+    for _ in range(target.refinement.config.guided_rounds - 1):
         if fit is None or fit.T_current_target is None or _prediction_shift_px(
                 target.camera, points_m, T_guide, fit.T_current_target) < REGUIDE_MIN_SHIFT_PX:
             break  # (the guide already predicted where this round's pose does: nothing more to find)
         T_guide = fit.T_current_target
         candidates = guided_candidates(Correspondences.empty(), candidate_target_idx, target, T_guide)
-        refined, fit = refine_and_verify(candidates, image, working_rgb, target, pnp, search)
+        refined, fit = refine_and_verify(candidates, image, working_rgb, target, pnp)
         if fit is None or len(refined) <= len(best):
             break
         best, best_fit = refined, fit

@@ -39,7 +39,7 @@ from .estimation import PnPConfig
 from .geometry import inverse, pose_error, poses_agree, se3_exp, transform_points
 from .imaging import as_rgb_frame
 from .matching import Correspondences
-from .refine import guided_candidates, refine_guided
+from .refine import guided_candidates, refine_and_verify
 from .render.target import TargetRender
 from .servo import (
     CorrespondenceSource,
@@ -292,10 +292,8 @@ class TrackingServo:
         self.detector = BackgroundDetector(self._detect, config.detection_latency_s)
         refinement = self.deep.target.refinement
         assert refinement is not None  # TrackerConfig requires refinement
-        # one guided round: a tracked cycle searches far enough (search_max_shift_px) for a prediction a few pixels
-        # off, which is what a second round is for (its detections, searching 3 px, keep refine.guided_rounds)
         self._search = replace(refinement.config, levels=config.search_levels,
-                               max_shift_px=config.search_max_shift_px, guided_rounds=1)
+                               max_shift_px=config.search_max_shift_px)
         self.reset()
 
     # --- state ----------------------------------------------------------------------------------------------
@@ -495,11 +493,11 @@ class TrackingServo:
         t1 = time.perf_counter()
         T_pred = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
         target = self.target
-        every = np.arange(len(target.features))
-        candidates = guided_candidates(Correspondences.empty(), every, target, T_pred)  # (reported as the matches)
+        candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
         t2 = time.perf_counter()
-        tracked, fit = refine_guided(Correspondences.empty(), every, image, None, target, T_pred, self._pnp,
-                                     self._search)
+        # one guided round: the search reaches search_max_shift_px, so a prediction a few pixels off is found
+        # (refine.refine_guided's second round is for the detections' 3 px search)
+        tracked, fit = refine_and_verify(candidates, image, None, target, self._pnp, self._search)
         t3 = time.perf_counter()
         timings.update(predict_ms=(t2 - t1) * 1e3, track_ms=(t3 - t2) * 1e3)
         lock = self.config.detection.lock
