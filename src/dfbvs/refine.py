@@ -23,7 +23,7 @@ import numpy as np
 from .camera import Camera
 from .errors import ConfigError
 from .estimation import PnPConfig, PnPResult, reject_pnp
-from .geometry import transform_points
+from .geometry import near_identity, transform_points
 from .imaging import grey_uint8, resize_area, resize_nearest
 from .matching import Correspondences
 
@@ -65,6 +65,10 @@ class RefineConfig:
       descriptor pose put the guided guesses 5.8 px (median) from the truth, where the alignment found the truth
       (0.1 px) but moved beyond ``max_shift_px`` and was dropped: 15 of 45 alignable points verified, against 43
       with the light as the target's (docs/parts.md). 1 = one round (as before).
+    - ``reguide_within_ratio`` / ``reguide_within_deg``: the rounds after the first run only when the first
+      round's pose is this near the goal (translation as a share of the target's median depth; rotation). Far from
+      it, on a weak start, a second round guided by a few points' pose added points that agreed with a wrong pose,
+      the next cycle's lock disagreed, and accuracy18's connector-G2-T3 ended lost at its start (docs/parts.md).
     """
 
     enabled: bool = True
@@ -81,6 +85,8 @@ class RefineConfig:
     min_ncc: float = 0.0
     appearance: str = "intensity"
     guided_rounds: int = 2
+    reguide_within_ratio: float = 0.05
+    reguide_within_deg: float = 3.0
 
     def __post_init__(self) -> None:
         if self.window_px < 5 or self.window_px % 2 == 0:
@@ -95,6 +101,9 @@ class RefineConfig:
             raise ConfigError(f"min_ncc={self.min_ncc!r}: must be in [-1, 1)")
         if self.guided_rounds < 1:
             raise ConfigError(f"guided_rounds={self.guided_rounds!r}: must be >= 1")
+        if not (self.reguide_within_ratio > 0 and self.reguide_within_deg > 0):
+            raise ConfigError(f"reguide_within_ratio={self.reguide_within_ratio!r} and reguide_within_deg="
+                              f"{self.reguide_within_deg!r} must be > 0")
         if not self.recheck_threshold_px > 0:
             raise ConfigError(f"recheck_threshold_px={self.recheck_threshold_px!r}: must be > 0")
 
@@ -294,16 +303,20 @@ def refine_guided(seeds: Correspondences, candidate_target_idx: np.ndarray, imag
     """Guided refinement from the pose ``T_current_target``: the ``seeds`` (e.g. descriptor inliers, working px)
     and every ``candidate_target_idx`` keypoint predicted by the pose, refined and verified
     (:func:`refine_and_verify`); then, for ``guided_rounds`` - 1 more rounds, every candidate predicted by the
-    pose the last round's points agreed on, refined again, when that pose moves the predictions by at least
-    :data:`REGUIDE_MIN_SHIFT_PX`. The round with the most verified points is kept."""
+    pose the last round's points agreed on, refined again, when that pose is near the goal (``reguide_within_*``)
+    and moves the predictions by at least :data:`REGUIDE_MIN_SHIFT_PX`. The round with the most verified points is
+    kept."""
     assert target.refinement is not None
     best, best_fit = refine_and_verify(guided_candidates(seeds, candidate_target_idx, target, T_current_target),
                                        image, working_rgb, target, pnp)
     fit, T_guide = best_fit, T_current_target
     points_m = target.points_camera_goal_m[candidate_target_idx]
-    for _ in range(target.refinement.config.guided_rounds - 1):
-        if fit is None or fit.T_current_target is None or _prediction_shift_px(
-                target.camera, points_m, T_guide, fit.T_current_target) < REGUIDE_MIN_SHIFT_PX:
+    config, depth_m = target.refinement.config, float(np.median(target.Z_star_m))
+    for _ in range(config.guided_rounds - 1):
+        if fit is None or fit.T_current_target is None or not near_identity(
+                fit.T_current_target, config.reguide_within_ratio * depth_m, config.reguide_within_deg):
+            break
+        if _prediction_shift_px(target.camera, points_m, T_guide, fit.T_current_target) < REGUIDE_MIN_SHIFT_PX:
             break  # (the guide already predicted where this round's pose does: nothing more to find)
         T_guide = fit.T_current_target
         candidates = guided_candidates(Correspondences.empty(), candidate_target_idx, target, T_guide)
