@@ -573,7 +573,8 @@ class DFBVSServo:
             return None
         self._relight_calls += 1
         nearness = goal_nearness(T_current_target, float(np.median(target.Z_star_m)), cfg)
-        closer = self._relit_nearness > 0.05 and nearness <= cfg.refit_closer * self._relit_nearness
+        closer = (cfg.refit_closer > 0 and self._relit_nearness > 0.05
+                  and nearness <= cfg.refit_closer * self._relit_nearness)
         if self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles and not closer:
             return None
         if nearness > 1.0:  # not near the goal: the basis is the goal view's
