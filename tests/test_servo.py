@@ -133,6 +133,18 @@ def test_convergence_needs_a_lock_that_pins_the_pose_down():
     assert out[-1] is EpisodeStatus.CONVERGED and m.unpinned_cycles >= 5
 
 
+def test_a_pending_step_never_ends_a_run_converged():
+    """A step the servo marks pending (its estimate may still move, e.g. the lighting not yet fitted near the goal)
+    does not converge whatever its error; the monitor says how often and why, and converges once it is not."""
+    from dataclasses import replace
+
+    m = StopMonitor(StopConfig(), goal_distance_m=0.22)
+    pending = replace(_Step(0.05), pending="the lighting is being fitted")
+    assert EpisodeStatus.CONVERGED not in [m.update(pending) for _ in range(60)]
+    assert m.pending_cycles > 0 and m.pending_reason == "the lighting is being fitted"
+    assert m.update(_Step(0.05)) is EpisodeStatus.CONVERGED  # the run of small errors went on meanwhile
+
+
 def test_small_image_error_with_pose_still_off_is_not_converged():
     """Issue 14's case: 0.13 px of image error while the measured pose is 1.55 mm / 0.27 deg from the goal
     (the weakly observable pair) must not end the run; the pose within tolerance does; so does a run that has

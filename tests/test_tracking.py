@@ -367,3 +367,43 @@ def test_a_tracked_cycle_near_the_goal_fits_the_outline_with_the_aligned_points(
         assert float(np.dot(step.v_camera[:3], d[:3])) < 0  # back toward the goal
     finally:
         servo.close()
+
+
+@pytest.mark.parametrize("owed", [True, False])
+def test_a_tracked_run_near_the_goal_waits_for_the_lighting_to_be_fitted(owed):
+    """``relight_before_converging``: a tracked cycle near the goal on a target not yet relit is ``pending`` (the
+    stop rules do not converge on it), and the background job of that frame fits the lighting at the tracked pose
+    before detecting; once fitted, nothing is pending. Off, nothing is pending and the job only detects."""
+    from dfbvs.geometry import inverse, se3_exp
+    from dfbvs.render.scene import build_scene, render_scene
+    from dfbvs.render.target import render_target
+    from dfbvs.sim.episode import episode_mesh
+    from dfbvs.tracking import TrackingServo
+
+    config = tracking_config("servo.detection.relight.directions=8",
+                             f"servo.relight_before_converging={str(owed).lower()}")
+    mesh = episode_mesh(config)
+    T_object_goal = config.goal.T_object_camera(mesh, config.camera)
+    servo = TrackingServo(config.servo, render_target(mesh, config.camera, T_object_goal, shading_basis_directions=8))
+    try:
+        d = np.array([1e-3, -1e-3, 0.0, 0.002, 0.0, 0.0])  # 1.4 mm / 0.1 deg from the goal: near it
+        frame = render_scene(build_scene(mesh, config.scene, seed=config.seed), config.camera,
+                             T_object_goal @ se3_exp(d)).rgb
+        servo.T_current_target, servo._pose_time_s, servo._established = inverse(se3_exp(d)), 0.0, True
+        assert servo.deep.relight_fits == 0
+        detect, fits_when_detecting = servo.deep.step, []
+
+        def recording_detect(*args):
+            fits_when_detecting.append(servo.deep.relight_fits)
+            return detect(*args)
+
+        servo.deep.step = recording_detect
+        step = servo.step(frame, 0.0)
+        assert step.ok and step.source is CorrespondenceSource.TRACKING
+        assert ("not yet relit" in step.pending) == owed, step.pending
+        servo.detector.close()  # the job of frame 0 done
+        assert fits_when_detecting == [1 if owed else 0]  # relit before the detection (off: by the detection)
+        step = servo.step(frame, 1.0 / 30.0)  # the next frame (the camera held still)
+        assert step.ok and step.pending == ""
+    finally:
+        servo.close()

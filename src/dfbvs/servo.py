@@ -288,6 +288,9 @@ class ServoStep:
       the correspondences are then the inliers' target points projected at that pose), else 0.
     - ``zoom``: the live features were extracted on a crop this many times narrower than the image
       (``AcquisitionConfig.zoom_max``); 1: the whole image.
+    - ``pending``: why the servo's estimate may still move although its error is small (e.g. the tracking servo
+      near the goal with a target not yet relit to the camera's lighting), in words; "" when nothing is pending.
+      The stop rules do not converge on a pending step (:mod:`dfbvs.stop`).
     """
 
     v_camera: np.ndarray
@@ -305,6 +308,7 @@ class ServoStep:
     reason: str = ""
     n_edges: int = 0
     zoom: float = 1.0
+    pending: str = ""
 
     @property
     def n_inliers(self) -> int:

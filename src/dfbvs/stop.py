@@ -22,7 +22,9 @@ No rule declares convergence on a lock its correspondences do not pin down: the 
 ``converged_max_condition`` (few points, points clustered in one spot or along a line make ``L`` nearly
 singular: ~100-250 for a framed object's spread keypoints, ~1000 for a cluster of 30 px standard deviation at
 320x240, ~20000 along a line). Such cycles keep the run going (:attr:`StopMonitor.unpinned_cycles` counts
-them, :attr:`StopMonitor.unpinned_reason` says why).
+them, :attr:`StopMonitor.unpinned_reason` says why). Nor on a step the servo marks ``pending`` (its estimate may
+still move: the tracking servo near the goal before the target is relit to the camera's lighting);
+:attr:`StopMonitor.pending_cycles` counts those, :attr:`StopMonitor.pending_reason` says why.
 
 A usable cycle without an error measurement (NaN ``mean_error_px``: the tracking servo's coarse phase driving on a
 detection's pose carried forward between detections, a whole-image method) cannot start a converged run of
@@ -112,6 +114,8 @@ class StopMonitor:
         self.best_error_px = np.inf
         self.unpinned_cycles = 0  # cycles a rule would have converged on, refused: the lock is not pinned down
         self.unpinned_reason = ""
+        self.pending_cycles = 0  # cycles a rule would have converged on, refused: the servo said it is not done
+        self.pending_reason = ""
 
     def update(self, step: ServoStep) -> EpisodeStatus:
         c = self.config
@@ -150,6 +154,10 @@ class StopMonitor:
                                          c.converged_settled_cycles),
                                         ("twist", self._slow, c.converged_cycles)):
                 if needed > 0 and count >= needed:
+                    if step.pending:
+                        self.pending_cycles += 1
+                        self.pending_reason = step.pending
+                        break
                     why = self._unpinned(step)
                     if why:
                         self.unpinned_cycles += 1

@@ -40,6 +40,7 @@ from .geometry import inverse, pose_error, poses_agree, se3_exp, transform_point
 from .imaging import as_rgb_frame
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
+from .relight import goal_nearness
 from .render.target import TargetRender
 from .servo import (
     CorrespondenceSource,
@@ -136,6 +137,15 @@ class TrackerConfig:
       none ever has. Detections before a track are not counted: far from the goal a small part's genuine
       detections disagree with each other (5 of 8 on accuracy18's connector-G2-T3, docs/parts.md). 0 = off.
 
+    - ``relight_before_converging``: near the goal (the tracked pose within ``detection.relight``'s near-goal region)
+      the tracked patches must be aligned on the target relit to the camera's lighting before the run may converge:
+      until the lighting has been fitted (or tried) the tracked steps are ``pending`` (:mod:`dfbvs.stop` does not
+      converge on them), and the next background job first fits the lighting of its frame at the tracked pose, then
+      detects. Without it the loop reached the goal at camera rate between two detections and converged on the unlit
+      target: shiny-P3 of the parts protocol ended at 0.16 deg with no lighting fitted (relight_fits 0), the
+      tracked pose 0.01-0.03 deg from the goal (docs/parts.md). Nothing changes where the target has no shading
+      basis or ``detection.relight`` is off.
+
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
     (:func:`~dfbvs.imaging.as_rgb_frame`).
@@ -163,6 +173,7 @@ class TrackerConfig:
     unverified_motion_deg: float = 3.0
     unreliable_window: int = 8
     unreliable_disagreements: int = 4
+    relight_before_converging: bool = True
 
     def __post_init__(self) -> None:
         if self.confirm_detections not in (1, 2):
@@ -201,7 +212,7 @@ class Detection:
 
 
 class BackgroundDetector:
-    """Runs ``detect(rgb, timestamp_s) -> Detection`` on one frame at a time on a worker thread.
+    """Runs ``detect(rgb, timestamp_s, *args) -> Detection`` on one frame at a time on a worker thread.
 
     ``poll(now_s)`` hands out a finished detection once ``now_s`` (the loop's clock) has reached the frame's
     timestamp plus its duration: the measured wall time, or ``declared_latency_s`` (then it waits for the
@@ -222,7 +233,8 @@ class BackgroundDetector:
     def busy(self) -> bool:
         return self._thread is not None
 
-    def submit(self, rgb: np.ndarray, timestamp_s: float) -> None:
+    def submit(self, rgb: np.ndarray, timestamp_s: float, *args: Any) -> None:
+        """Start ``detect(rgb, timestamp_s, *args)`` on a copy of ``rgb``."""
         if self.busy:
             raise RuntimeError("BackgroundDetector.submit while a detection is running")
         self._result, self._error, self._submitted_s = None, None, timestamp_s
@@ -230,7 +242,7 @@ class BackgroundDetector:
 
         def work() -> None:
             try:
-                self._result = self._detect(frame, timestamp_s)
+                self._result = self._detect(frame, timestamp_s, *args)
             except BaseException as exc:  # handed to the loop's thread by poll
                 self._error = exc
 
@@ -326,6 +338,10 @@ class TrackingServo:
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
+        # relight_before_converging: the lighting has been fitted (or tried) near the goal since the reset (set by
+        # the background job, or seen in the deep servo's count of fits)
+        self._lit = False
+        self._fits_at_reset = self.deep.relight_fits
 
     def retarget(self, render: TargetRender) -> None:
         self.detector.close()
@@ -354,8 +370,14 @@ class TrackingServo:
         return moved @ se3_exp(active * (t_to_s - t))
 
     # --- the background path --------------------------------------------------------------------------------
-    def _detect(self, rgb: np.ndarray, timestamp_s: float) -> Detection:
+    def _detect(self, rgb: np.ndarray, timestamp_s: float, T_relight: Optional[np.ndarray] = None) -> Detection:
+        """The background job: with ``T_relight`` (the tracked pose at this frame, owed a lighting fit:
+        ``relight_before_converging``), first fit the frame's lighting at that pose and relight the target; then
+        detect."""
         t0 = time.perf_counter()
+        if T_relight is not None:
+            self.deep.relight(rgb, T_relight)
+            self._lit = True  # tried: a fit that failed is not tried again on every job
         step = self.deep.step(rgb, timestamp_s)
         T = step.T_current_target if step.ok else None
         inliers = step.correspondences
@@ -473,7 +495,9 @@ class TrackingServo:
             self._commands.append((timestamp_s, held.v_camera, 0.0))
             return held
         if not self.detector.busy:
-            self.detector.submit(image, timestamp_s)
+            owed = self.T_current_target is not None and self._established and self._unlit(self.T_current_target)
+            T_relight = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target if owed else None
+            self.detector.submit(image, timestamp_s, T_relight)
         timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
         step = self._track(image, timestamp_s, timings) if self.T_current_target is not None else None
         if step is None:
@@ -573,7 +597,22 @@ class TrackingServo:
                          all_matches=candidates, mean_error_px=mean_err, tracking_mode=False, timings_ms=timings,
                          timestamp_s=timestamp_s, T_current_target=T_fit,
                          source=CorrespondenceSource.TRACKING, gain=out.gain,
-                         condition_number=out.condition_number, n_edges=n_edges)
+                         condition_number=out.condition_number, n_edges=n_edges, pending=self._unlit(T_fit))
+
+    def _unlit(self, T_current_target: np.ndarray) -> str:
+        """Why a tracked pose ``T_current_target`` near the goal still owes a lighting fit
+        (``relight_before_converging``), or ""."""
+        relight = self.deep.config.relight
+        if (not self.config.relight_before_converging or not relight.enabled
+                or self.target.render.shading_basis is None or self._lit):
+            return ""
+        if self.deep.relight_fits > self._fits_at_reset:  # a detection near the goal relit it
+            self._lit = True
+            return ""
+        if goal_nearness(T_current_target, float(np.median(self.target.Z_star_m)), relight) > 1.0:
+            return ""
+        return ("near the goal with the target not yet relit to the camera's lighting: the lighting is being fitted "
+                "in the background")
 
     def _unverified_moved_too_far(self, timestamp_s: float) -> str:
         """Why an unverified track must hold still (it has moved the camera past ``unverified_motion_*`` since it

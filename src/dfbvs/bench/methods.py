@@ -125,6 +125,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                "pose is nearer the goal than half of where it was last fitted (measured for issue 13, not adopted)"),
     "oneround": (("servo.detection.refine.guided_rounds=1",), "the detections' guided refinement in one round, from "
                  "the descriptor pose only (before the second round from the refined pose; tracked cycles run one)"),
+    "unlit": (("servo.relight_before_converging=false",), "a tracked run may converge near the goal before the target "
+              "is relit to the camera's lighting (before issue 13's rule; docs/parts.md)"),
     "nocoverage": (("servo.detection.relight.outline_coverage=false",), "the relit target's outline mixed with "
                    "the background by the basis weights' sum (the behaviour before the coverage image)"),
     "edges": (("servo.detection.edges.enabled=true",),

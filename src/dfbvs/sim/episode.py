@@ -149,6 +149,9 @@ class EpisodeResult:
     # cycles on which a rule would have converged but the lock was not pinned down (few, clustered inliers), why
     unpinned_cycles: int = 0
     unpinned_reason: str = ""
+    # cycles on which a rule would have converged but the servo's step was pending (ServoStep.pending), why
+    pending_cycles: int = 0
+    pending_reason: str = ""
     # with an occlusion: how far the camera moved away from the goal while the occluder passed (the largest
     # translation error during the pass minus the error when it began; mm; NaN without an occlusion)
     occlusion_drift_mm: float = float("nan")
@@ -475,6 +478,7 @@ def run_episode(config: EpisodeConfig, out_dir: Path | str | None = None,
         servo_stats=servo.summary() if hasattr(servo, "summary") else {}, robot_stats=robot_stats,
         grasp_success=grasp_success, grasp_error=grasp_err, converged_by=monitor.converged_by,
         unpinned_cycles=monitor.unpinned_cycles, unpinned_reason=monitor.unpinned_reason,
+        pending_cycles=monitor.pending_cycles, pending_reason=monitor.pending_reason,
         occlusion_drift_mm=occlusion_drift_mm(times, errors, occluder),
         final_step_status=last_step.status.value if last_step is not None else "",
         final_reason=last_step.reason if last_step is not None else "",
