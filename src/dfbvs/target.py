@@ -97,16 +97,17 @@ def working_camera(camera: Camera, working_width_px: int, working_height_px: int
 
 def prepare_target(render: TargetRender, extractor: Extractor, working_width_px: int, working_height_px: int,
                    refine: RefineConfig = RefineConfig(),
-                   check: TargetCheckConfig = TargetCheckConfig()) -> PreparedTarget:
-    """Extract target features at the working resolution and keep those with valid rendered depth.
+                   check: TargetCheckConfig = TargetCheckConfig(), features: Features | None = None) -> PreparedTarget:
+    """Extract target features at the working resolution and keep those with valid rendered depth
+    (``features``: the extractor's output on the working-size render already, not extracted again).
 
     The render is checked first (:func:`~dfbvs.render.target.check_target_render`: object in view, not filling
     the image, depth in range), then the keypoints on the object: fewer than ``check.min_target_features`` is a
     :class:`~dfbvs.errors.TargetError` saying what to try, never a target a servo could not lock on."""
     check_target_render(render, None, check)
     camera = working_camera(render.camera, working_width_px, working_height_px)
-    rgb = resize_area(render.rgb, camera.width_px, camera.height_px)
-    feats = extractor(rgb)
+    feats = features if features is not None else extractor(resize_area(render.rgb, camera.width_px,
+                                                                        camera.height_px))
     n_detected = len(feats)
     depth = resize_nearest(render.depth_m, camera.width_px, camera.height_px)  # Z*, never blended
     points = target_points_m(feats.keypoints_px, depth, camera)
@@ -297,17 +298,17 @@ def check_goal_view(render: TargetRender, mesh: Mesh, extractor: Extractor, work
     from .goal import check_framing
     from .render.backend import Lighting
 
-    keypoints = None
+    keypoints = features = None
     if render.mask.any():
         work = working_camera(render.camera, working_width_px, working_height_px)
-        keypoints = render.camera.pixels_from(work, extractor(resize_area(render.rgb, work.width_px,
-                                                                          work.height_px)).keypoints_px)
+        features = extractor(resize_area(render.rgb, work.width_px, work.height_px))
+        keypoints = render.camera.pixels_from(work, features.keypoints_px)
     framing = check_framing(render.mask, render.depth_m, keypoints)
     warnings = list(framing.warnings)
     if keypoints is None:
         return GoalViewCheck(framing, None, None, None, tuple(warnings))
     try:  # the points the servo's last cycles align, as a servo prepares them
-        prepared = prepare_target(render, extractor, working_width_px, working_height_px, refine)
+        prepared = prepare_target(render, extractor, working_width_px, working_height_px, refine, features=features)
         precision = target_precision(prepared)
         light = goal_light_stability(prepared, mesh)
     except DfbvsError as exc:
