@@ -383,7 +383,7 @@ class DFBVSServo:
         self._edge_reference: np.ndarray | None = None  # the relit target's grey, for the outline's next fit
         self._relight_calls = 0  # calls of relight() ...
         self._relit_at: int | None = None  # ... and the one the target was last relit on (ServoConfig.relight)
-        self._relit_nearness = 0.0  # relight.goal_nearness of the pose it was relit at
+        self.relit_nearness = 0.0  # relight.goal_nearness of the pose the lighting was last fitted (or tried) at
         self.relight_fits = 0  # lightings fitted (and the target relit with) so far
         self.lighting: LightingFit | None = None  # the last lighting fitted ...
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
@@ -562,7 +562,8 @@ class DFBVSServo:
                                       cfg.refined_keypoint_sigma_px if refined else cfg.keypoint_sigma_px)
 
     def relight(self, image: np.ndarray, T_current_target: np.ndarray,
-                verified_points: Callable[[PreparedTarget], int] | None = None) -> LightingFit | None:
+                verified_points: Callable[[PreparedTarget], int] | None = None,
+                due: bool = False) -> LightingFit | None:
         """Near the goal, every ``relight.refit_cycles`` calls (one per cycle whose points refinement verified) and
         (``relight.refit_closer`` > 0) whenever the pose is nearer the goal than that share of where the last fit was:
         fit the lighting of ``image`` (the camera's own) at the pose ``T_current_target`` and align the patches on
@@ -570,23 +571,25 @@ class DFBVSServo:
         no shading basis, not near the goal, not due). With two bases and ``relight.second_basis_choice=verified``,
         ``verified_points`` (the cycle's points refined and verified on a target: how many) chooses between the
         target relit with each. The tracking servo's detections relight in the background thread; its tracked
-        cycles align on the relit target they find (the fit takes longer than a frame)."""
+        cycles align on the relit target they find (the fit takes longer than a frame). ``due``: fit now (near the goal)
+        whenever the last fit was made."""
         cfg, target = self.config.relight, self.target
         render, refinement = target.render, target.refinement
         if not cfg.enabled or render.shading_basis is None or refinement is None:
             return None
         self._relight_calls += 1
         nearness = goal_nearness(T_current_target, float(np.median(target.Z_star_m)), cfg)
-        closer = (cfg.refit_closer > 0 and self._relit_nearness > 0.05
-                  and nearness <= cfg.refit_closer * self._relit_nearness)
-        if self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles and not closer:
+        closer = (cfg.refit_closer > 0 and self.relit_nearness > 0.05
+                  and nearness <= cfg.refit_closer * self.relit_nearness)
+        if (self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles and not closer
+                and not due):
             return None
         if nearness > 1.0:  # not near the goal: the basis is the goal view's
             return None
         if self._shading is None:
             scale = render.camera.fx / target.camera.fx  # working px -> the render's
             self._shading = shading_samples(render, (target.features.keypoints_px + 0.5) * scale - 0.5, cfg)
-        self._relit_at, self._relit_nearness = self._relight_calls, nearness
+        self._relit_at, self.relit_nearness = self._relight_calls, nearness
         fits = () if self._shading is None else fit_each_basis(self._shading, render.camera, image, T_current_target,
                                                                 cfg, render.shading_basis_split)
         if not fits:

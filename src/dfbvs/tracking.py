@@ -137,14 +137,16 @@ class TrackerConfig:
       none ever has. Detections before a track are not counted: far from the goal a small part's genuine
       detections disagree with each other (5 of 8 on accuracy18's connector-G2-T3, docs/parts.md). 0 = off.
 
-    - ``relight_before_converging``: near the goal (the tracked pose within ``detection.relight``'s near-goal region)
-      the tracked patches must be aligned on the target relit to the camera's lighting before the run may converge:
-      until the lighting has been fitted (or tried) the tracked steps are ``pending`` (:mod:`dfbvs.stop` does not
-      converge on them), and the next background job first fits the lighting of its frame at the tracked pose, then
-      detects. Without it the loop reached the goal at camera rate between two detections and converged on the unlit
-      target: shiny-P3 of the parts protocol ended at 0.16 deg with no lighting fitted (relight_fits 0), the
-      tracked pose 0.01-0.03 deg from the goal (docs/parts.md). Nothing changes where the target has no shading
-      basis or ``detection.relight`` is off.
+    - ``relight_before_converging`` / ``relight_within``: near the goal (the tracked pose within
+      ``detection.relight``'s near-goal region) the tracked patches must be aligned on the target relit to the
+      camera's lighting, fitted at a pose within ``relight_within`` of the goal (:func:`~dfbvs.relight.goal_nearness`:
+      1 at the edge of that region), before the run may converge: until then the tracked steps are ``pending``
+      (:mod:`dfbvs.stop` does not converge on them), and once the track is that near, the next background job first
+      fits the lighting of its frame at the tracked pose, then detects. Without it the loop reached the goal at camera
+      rate between two detections and converged on an unlit target, or one lit by a detection 10 mm out: shiny-P3 of
+      the parts protocol ended at 0.15-0.16 deg in 3 of 6 runs, against 0 of 6 with it (docs/parts.md). A fit tried
+      by the job is not tried again, failed or not. Nothing changes where the target has no shading basis or
+      ``detection.relight`` is off.
 
     A tracked pose must also be plausible and its twist bounded as ``detection.lock`` says
     (:class:`~dfbvs.servo.LockConfig`); frames are checked like the per-frame servo's
@@ -174,6 +176,7 @@ class TrackerConfig:
     unreliable_window: int = 8
     unreliable_disagreements: int = 4
     relight_before_converging: bool = True
+    relight_within: float = 0.2
 
     def __post_init__(self) -> None:
         if self.confirm_detections not in (1, 2):
@@ -190,6 +193,8 @@ class TrackerConfig:
         if not (self.unverified_motion_ratio >= 0 and self.unverified_motion_deg >= 0):
             raise ConfigError(f"unverified motion limits must be >= 0 (0: no limit), got "
                               f"{self.unverified_motion_ratio!r}, {self.unverified_motion_deg!r}")
+        if not 0 < self.relight_within <= 1:
+            raise ConfigError(f"relight_within={self.relight_within!r}: must be in (0, 1] (relight.goal_nearness)")
         if not 0 <= self.unreliable_disagreements <= self.unreliable_window:
             raise ConfigError(f"unreliable_disagreements={self.unreliable_disagreements!r}: between 0 (off) and "
                               f"unreliable_window={self.unreliable_window!r}")
@@ -338,8 +343,8 @@ class TrackingServo:
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
-        # relight_before_converging: the lighting has been fitted (or tried) near the goal since the reset (set by
-        # the background job, or seen in the deep servo's count of fits)
+        # relight_before_converging: the job has fitted (or tried) the lighting near the goal since the reset, or a
+        # detection has, within relight_within (seen in the deep servo's count of fits)
         self._lit = False
         self._fits_at_reset = self.deep.relight_fits
 
@@ -376,7 +381,7 @@ class TrackingServo:
         detect."""
         t0 = time.perf_counter()
         if T_relight is not None:
-            self.deep.relight(rgb, T_relight)
+            self.deep.relight(rgb, T_relight, due=True)
             self._lit = True  # tried: a fit that failed is not tried again on every job
         step = self.deep.step(rgb, timestamp_s)
         T = step.T_current_target if step.ok else None
@@ -495,8 +500,11 @@ class TrackingServo:
             self._commands.append((timestamp_s, held.v_camera, 0.0))
             return held
         if not self.detector.busy:
-            owed = self.T_current_target is not None and self._established and self._unlit(self.T_current_target)
-            T_relight = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target if owed else None
+            T_relight = None
+            if self.T_current_target is not None and self._established:
+                T_now = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
+                if self._unlit(T_now) and self._nearness(T_now) <= self.config.relight_within:
+                    T_relight = T_now
             self.detector.submit(image, timestamp_s, T_relight)
         timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
         step = self._track(image, timestamp_s, timings) if self.T_current_target is not None else None
@@ -599,6 +607,10 @@ class TrackingServo:
                          source=CorrespondenceSource.TRACKING, gain=out.gain,
                          condition_number=out.condition_number, n_edges=n_edges, pending=self._unlit(T_fit))
 
+    def _nearness(self, T_current_target: np.ndarray) -> float:
+        """:func:`~dfbvs.relight.goal_nearness` of a pose (1 at the edge of the relight's near-goal region)."""
+        return goal_nearness(T_current_target, float(np.median(self.target.Z_star_m)), self.deep.config.relight)
+
     def _unlit(self, T_current_target: np.ndarray) -> str:
         """Why a tracked pose ``T_current_target`` near the goal still owes a lighting fit
         (``relight_before_converging``), or ""."""
@@ -606,13 +618,13 @@ class TrackingServo:
         if (not self.config.relight_before_converging or not relight.enabled
                 or self.target.render.shading_basis is None or self._lit):
             return ""
-        if self.deep.relight_fits > self._fits_at_reset:  # a detection near the goal relit it
-            self._lit = True
+        if self.deep.relight_fits > self._fits_at_reset and self.deep.relit_nearness <= self.config.relight_within:
+            self._lit = True  # a detection near the goal relit it
             return ""
-        if goal_nearness(T_current_target, float(np.median(self.target.Z_star_m)), relight) > 1.0:
+        if self._nearness(T_current_target) > 1.0:
             return ""
-        return ("near the goal with the target not yet relit to the camera's lighting: the lighting is being fitted "
-                "in the background")
+        return ("near the goal with the target not yet relit to the camera's lighting this near: the lighting is being "
+                "fitted in the background")
 
     def _unverified_moved_too_far(self, timestamp_s: float) -> str:
         """Why an unverified track must hold still (it has moved the camera past ``unverified_motion_*`` since it
