@@ -561,6 +561,11 @@ class DFBVSServo:
                                       target.camera, cfg,
                                       cfg.refined_keypoint_sigma_px if refined else cfg.keypoint_sigma_px)
 
+    def goal_nearness(self, T_current_target: np.ndarray) -> float:
+        """:func:`~dfbvs.relight.goal_nearness` of a pose for this target (1 at the edge of the region near the goal
+        where the lighting is fitted)."""
+        return goal_nearness(T_current_target, float(np.median(self.target.Z_star_m)), self.config.relight)
+
     def relight(self, image: np.ndarray, T_current_target: np.ndarray,
                 verified_points: Callable[[PreparedTarget], int] | None = None,
                 due: bool = False) -> LightingFit | None:
@@ -578,7 +583,7 @@ class DFBVSServo:
         if not cfg.enabled or render.shading_basis is None or refinement is None:
             return None
         self._relight_calls += 1
-        nearness = goal_nearness(T_current_target, float(np.median(target.Z_star_m)), cfg)
+        nearness = self.goal_nearness(T_current_target)
         closer = (cfg.refit_closer > 0 and self.relit_nearness > 0.05
                   and nearness <= cfg.refit_closer * self.relit_nearness)
         if (self._relit_at is not None and self._relight_calls - self._relit_at < cfg.refit_cycles and not closer

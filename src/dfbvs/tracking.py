@@ -40,7 +40,6 @@ from .geometry import inverse, pose_error, poses_agree, se3_exp, transform_point
 from .imaging import as_rgb_frame
 from .matching import Correspondences
 from .refine import guided_candidates, refine_and_verify
-from .relight import goal_nearness
 from .render.target import TargetRender
 from .servo import (
     CorrespondenceSource,
@@ -503,7 +502,7 @@ class TrackingServo:
             T_relight = None
             if self.T_current_target is not None and self._established:
                 T_now = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
-                if self._unlit(T_now) and self._nearness(T_now) <= self.config.relight_within:
+                if self._unlit(T_now) and self.deep.goal_nearness(T_now) <= self.config.relight_within:
                     T_relight = T_now
             self.detector.submit(image, timestamp_s, T_relight)
         timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
@@ -607,10 +606,6 @@ class TrackingServo:
                          source=CorrespondenceSource.TRACKING, gain=out.gain,
                          condition_number=out.condition_number, n_edges=n_edges, pending=self._unlit(T_fit))
 
-    def _nearness(self, T_current_target: np.ndarray) -> float:
-        """:func:`~dfbvs.relight.goal_nearness` of a pose (1 at the edge of the relight's near-goal region)."""
-        return goal_nearness(T_current_target, float(np.median(self.target.Z_star_m)), self.deep.config.relight)
-
     def _unlit(self, T_current_target: np.ndarray) -> str:
         """Why a tracked pose ``T_current_target`` near the goal still owes a lighting fit
         (``relight_before_converging``), or ""."""
@@ -621,7 +616,7 @@ class TrackingServo:
         if self.deep.relight_fits > self._fits_at_reset and self.deep.relit_nearness <= self.config.relight_within:
             self._lit = True  # a detection near the goal relit it
             return ""
-        if self._nearness(T_current_target) > 1.0:
+        if self.deep.goal_nearness(T_current_target) > 1.0:
             return ""
         return ("near the goal with the target not yet relit to the camera's lighting this near: the lighting is being "
                 "fitted in the background")
