@@ -498,15 +498,15 @@ class TrackingServo:
             held = replace(self._hold(StepStatus.UNRELIABLE, timestamp_s, {}), reason=self._unreliable)
             self._commands.append((timestamp_s, held.v_camera, 0.0))
             return held
+        T_pred = self._predicted(timestamp_s)
         if not self.detector.busy:
             T_relight = None
-            if self.T_current_target is not None and self._established:
-                T_now = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
-                if self._unlit(T_now) and self.deep.goal_nearness(T_now) <= self.config.relight_within:
-                    T_relight = T_now
+            if T_pred is not None and self._established:
+                if self._unlit(T_pred) and self.deep.goal_nearness(T_pred) <= self.config.relight_within:
+                    T_relight = T_pred
             self.detector.submit(image, timestamp_s, T_relight)
         timings = {"detector_ms": (time.perf_counter() - t0) * 1e3}
-        step = self._track(image, timestamp_s, timings) if self.T_current_target is not None else None
+        step = self._track(image, timestamp_s, timings, T_pred) if T_pred is not None else None
         if step is None:
             step = self._coarse_step(timestamp_s, timings)
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
@@ -517,12 +517,21 @@ class TrackingServo:
                                time.perf_counter() - t0))
         return step
 
-    def _track(self, image: np.ndarray, timestamp_s: float, timings: dict[str, float]) -> Optional[ServoStep]:
-        """One tracked cycle from the pose predicted for this frame; None when tracking does not lock (the
-        caller falls back to the coarse phase)."""
+    def _predicted(self, timestamp_s: float) -> Optional[np.ndarray]:
+        """The tracked camera-from-target pose predicted for the frame at ``timestamp_s``: the last estimate
+        carried through the motion commanded since (None with no estimate)."""
+        if self.T_current_target is None:
+            return None
+        return inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
+
+    def _track(self, image: np.ndarray, timestamp_s: float, timings: dict[str, float],
+               T_pred: Optional[np.ndarray] = None) -> Optional[ServoStep]:
+        """One tracked cycle from ``T_pred``, the camera-from-target pose predicted for this frame (predicted
+        here when not given); None when tracking does not lock (the caller falls back to the coarse phase)."""
         assert self.T_current_target is not None
         t1 = time.perf_counter()
-        T_pred = inverse(self.motion(self._pose_time_s, timestamp_s)) @ self.T_current_target
+        T_pred = self._predicted(timestamp_s) if T_pred is None else T_pred
+        assert T_pred is not None
         target = self.target
         candidates = guided_candidates(Correspondences.empty(), np.arange(len(target.features)), target, T_pred)
         t2 = time.perf_counter()
