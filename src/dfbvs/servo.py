@@ -47,9 +47,18 @@ from .relight import (
     relit_grey,
     shading_samples,
 )
-from .render.target import TargetCheckConfig, TargetRender
+from .render.target import LIGHT_TURNS, TargetCheckConfig, TargetRender
 from .symmetry import Symmetry, goal_frame_symmetries, nearest_equivalent_pose
-from .target import AcquisitionConfig, PreparedTarget, alignable_keypoints, nearest_view, prepare_target_views
+from .target import (
+    LIGHT_STABLE_FRACTION,
+    AcquisitionConfig,
+    LightStability,
+    PreparedTarget,
+    alignable_keypoints,
+    light_stability,
+    nearest_view,
+    prepare_target_views,
+)
 from .tracking_mode import TrackingConfig, TrackingModeState
 
 #: with rolled target views, sub-pixel refinement runs only while the image's measured roll is within this (deg)
@@ -65,7 +74,9 @@ class StepStatus(str, enum.Enum):
     NOT_LOCKED = "not_locked"  # no pose yet (waiting for a detection): hold still
     IMPLAUSIBLE = "implausible"  # a lock that is not credible (see LockConfig; the step's reason says why)
     UNCONFIRMED = "unconfirmed"  # a credible lock whose pose the previous cycle does not confirm (LockConfig.confirm)
-    UNRELIABLE = "unreliable"  # the target's measurements keep disagreeing: no lock on it is trusted (the reason says)
+    # the target's measurements keep disagreeing, or its goal view's features are its shading
+    # (ServoConfig.shading_guard): no lock on it is trusted (the reason says)
+    UNRELIABLE = "unreliable"
 
 
 class CorrespondenceSource(str, enum.Enum):
@@ -241,8 +252,17 @@ class ServoConfig:
     relight: RelightConfig = field(default_factory=RelightConfig)
     # more live keypoints and the outline on a goal view with few alignable keypoints (FeaturePoorConfig)
     feature_poor: FeaturePoorConfig = field(default_factory=FeaturePoorConfig)
+    # hold still (status ``unreliable``, zero twist, from the first cycle) on a goal view whose alignable keypoints
+    # hold in fewer than this fraction when the target's key light turns (:func:`~dfbvs.target.light_stability` on
+    # ``TargetRender.light_turned_rgb``; no check on a target without them, or on a feature-poor view, which the
+    # outline serves): the view's features are the part's shading, which any other light moves, and the loop
+    # settles off the goal or is driven away (the housing and the shaft: 0-8 % hold; every part the servo brings
+    # within 1 mm / 0.1 deg: 45-85 %; docs/parts.md). 0 = off
+    shading_guard: float = LIGHT_STABLE_FRACTION
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.shading_guard <= 1.0:
+            raise ConfigError(f"shading_guard={self.shading_guard!r}: a fraction in [0, 1] (0: off)")
         if self.working_width_px <= 0 or self.working_height_px <= 0:
             raise ConfigError(f"working resolution must be positive, got "
                               f"{self.working_width_px}x{self.working_height_px}")
@@ -267,6 +287,34 @@ def adapted_to_target(config: ServoConfig, target: PreparedTarget) -> ServoConfi
         return config
     return replace(config, live_max_keypoints=max(config.live_max_keypoints, poor.live_max_keypoints),
                    edges=replace(config.edges, enabled=config.edges.enabled or poor.edges))
+
+
+def light_turns(servo_config: object) -> int:
+    """How many turned-light renders of the target a servo's config needs (``render_target``'s ``light_turns``):
+    :data:`~dfbvs.render.target.LIGHT_TURNS` when its ``shading_guard`` is on (the tracking servo's
+    ``detection.shading_guard`` likewise), else 0."""
+    deep = servo_config if isinstance(servo_config, ServoConfig) else getattr(servo_config, "detection", None)
+    return LIGHT_TURNS if isinstance(deep, ServoConfig) and deep.shading_guard > 0 else 0
+
+
+def shading_check(target: PreparedTarget, config: ServoConfig) -> tuple[LightStability | None, str]:
+    """How the goal view ``target`` holds under a turned light (:func:`~dfbvs.target.light_stability` on
+    ``target.render.light_turned_rgb``) and why a servo with ``config`` must not move on it (its
+    ``shading_guard``), or "". No check (None, "") with the guard off, without turned renders, without refinement
+    (nothing is aligned) or on a feature-poor view (``config.feature_poor``: its outline serves it)."""
+    turned = target.render.light_turned_rgb
+    if (not config.shading_guard > 0 or turned is None or target.refinement is None
+            or int(np.count_nonzero(alignable_keypoints(target))) < config.feature_poor.max_alignable_keypoints):
+        return None, ""
+    light = light_stability(target, list(turned))
+    if not light.n_points or light.stable_fraction >= config.shading_guard:
+        return light, ""
+    return light, (f"the goal view's features are the part's shading: {light.n_stable} of {light.n_points} alignable "
+                   f"keypoints hold when the light turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < "
+                   f"servo.shading_guard={config.shading_guard:g}), and any light unlike the render's moves them: "
+                   "holding still rather than servo on them (choose a goal view with texture, holes or sharp edges; "
+                   "`dfbvs target` measures a view; to servo anyway: --set servo.shading_guard=0, or "
+                   "servo.detection.shading_guard=0 for the tracking servo)")
 
 
 @dataclass(frozen=True)
@@ -389,6 +437,8 @@ class DFBVSServo:
         self._shading: ShadingSamples | None = None  # ... on these samples of the target, prepared on first use
         # with two bases chosen by verified points (relight.second_basis_choice): each one's count at the last refit
         self.basis_verified_points: tuple[int, ...] = ()
+        self.light_check, self.unservable = shading_check(self.target, self.config)
+
 
     def _live_extractor(self, k: int) -> Extractor:
         """The extractor of the live image's top ``k`` keypoints (0: the target's), built once."""
@@ -625,6 +675,12 @@ class DFBVSServo:
         cfg = self.config
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)
+        if self.unservable:  # the goal view cannot be trusted under another light: never move on it
+            none = Correspondences.empty()
+            return ServoStep(v_camera=np.zeros(6), status=StepStatus.UNRELIABLE, correspondences=none,
+                             all_matches=none, mean_error_px=float("nan"), tracking_mode=False,
+                             timings_ms={"total_ms": (time.perf_counter() - t0) * 1e3}, timestamp_s=timestamp_s,
+                             source=CorrespondenceSource.NONE, reason=self.unservable)
         rgb = resize_area(image, cfg.working_width_px, cfg.working_height_px)
         feats, zoom = self._live_features(image, rgb)
         t1 = time.perf_counter()

@@ -19,7 +19,15 @@ from .imaging import apply_affine_px, invert_affine_px, resize_area, resize_near
 from .matching import Correspondences
 from .refine import RefineConfig, RefinementTarget, refine_subpixel, refinement_target
 from .render.mesh import Mesh
-from .render.target import TargetCheckConfig, TargetRender, check_target_render, key_light_turned_renders, target_hints
+from .render.target import (
+    LIGHT_TURN_DEG,
+    LIGHT_TURNS,
+    TargetCheckConfig,
+    TargetRender,
+    check_target_render,
+    key_light_turned_renders,
+    target_hints,
+)
 
 
 @dataclass(frozen=True)
@@ -191,11 +199,9 @@ def target_precision(target: PreparedTarget, noise_working_px: float = PRECISION
     return pose_precision(target.camera, target.features.keypoints_px[keep], target.Z_star_m[keep], noise_working_px)
 
 
-#: the light-stability check (:func:`light_stability`): how far the key light turns (deg; the default scene's and
-#: the parts protocol's gap, ``SceneConfig.light_rotation_deg``), in how many random directions, and the largest
-#: move of an aligned patch (px of the camera's image) that still counts as holding
-LIGHT_TURN_DEG = 20.0
-LIGHT_TURNS = 6
+#: the light-stability check (:func:`light_stability`; how far the key light turns and in how many directions:
+#: :data:`~dfbvs.render.target.LIGHT_TURN_DEG`, :data:`~dfbvs.render.target.LIGHT_TURNS`): the largest move of an
+#: aligned patch (px of the camera's image) that still counts as holding
 LIGHT_STABLE_PX = 0.3
 #: below this fraction of holding keypoints a goal view is the part's shading (``dfbvs target`` warns): the housing
 #: and the shaft 3-8 %, the parts the servo brings within 1 mm / 0.1 deg 45-82 % (docs/parts.md)
@@ -267,7 +273,7 @@ def light_stability(target: PreparedTarget, turned_rgbs: list[np.ndarray], turn_
 def goal_light_stability(target: PreparedTarget, mesh: Mesh) -> LightStability:
     """:func:`light_stability` of ``target`` (rendered from ``mesh``) with the check's defaults: the key light
     turned :data:`LIGHT_TURN_DEG` in :data:`LIGHT_TURNS` seeded directions (``dfbvs target``, the benchmarks)."""
-    return light_stability(target, key_light_turned_renders(mesh, target.render, LIGHT_TURN_DEG, LIGHT_TURNS))
+    return light_stability(target, list(key_light_turned_renders(mesh, target.render, LIGHT_TURNS)))
 
 
 @dataclass(frozen=True)

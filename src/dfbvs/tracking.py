@@ -329,7 +329,8 @@ class TrackingServo:
         self._established_s = float("nan")  # the frame time the track was established at
         # per detection checked against an established track: whether it disagreed with it (unreliable_window)
         self._disagreed: deque[bool] = deque(maxlen=max(1, self.config.unreliable_window))
-        self._unreliable = ""  # why the target's measurements are not trusted ("" = they are)
+        # why the target's measurements are not trusted ("" = they are); a goal view of shading, from the start
+        self._unreliable = self.deep.unservable
         # (frame time, twist commanded on it, the time it took to take effect after the frame)
         self._commands: deque[tuple[float, np.ndarray, float]] = deque(maxlen=600)
         self._history: dict[float, np.ndarray] = {}  # frame time -> tracked T_current_target
@@ -338,7 +339,7 @@ class TrackingServo:
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
                       "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0,
                       "confirmed_by_tracking": 0, "provisional_dropped": 0,
-                      "disputes": 0, "unverified_holds": 0, "unreliable": 0}
+                      "disputes": 0, "unverified_holds": 0, "unreliable": int(bool(self._unreliable))}
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step

@@ -81,6 +81,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "norelight": (("servo.relight.enabled=false",),
                   "the target is not relit to the camera image's lighting near the goal (dfbvs.relight; the default "
                   "before it was measured, docs/convergence.md)"),
+    "trustshading": (("servo.shading_guard=0",), "the servo moves on a goal view whose keypoints are the part's "
+                     "shading (before issue 13's shading guard; docs/parts.md)"),
     "noconfirm": (("servo.lock.confirm=false",),
                   "every credible lock moves the camera at once, unconfirmed by the next cycle (before issue 13's "
                   "second measurement)"),
@@ -125,6 +127,8 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                "pose is nearer the goal than half of where it was last fitted (measured for issue 13, not adopted)"),
     "oneround": (("servo.detection.refine.guided_rounds=1",), "the detections' guided refinement in one round, from "
                  "the descriptor pose only (before the second round from the refined pose; tracked cycles run one)"),
+    "trustshading": (("servo.detection.shading_guard=0",), "the servo moves on a goal view whose keypoints are the "
+                     "part's shading (before issue 13's shading guard; docs/parts.md)"),
     "unlit": (("servo.relight_before_converging=false",), "a tracked run may converge near the goal before the target "
               "is relit to the camera's lighting (before issue 13's rule; docs/parts.md)"),
     "nocoverage": (("servo.detection.relight.outline_coverage=false",), "the relit target's outline mixed with "

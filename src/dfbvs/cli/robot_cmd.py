@@ -120,9 +120,11 @@ def register(app: typer.Typer) -> None:
                 T_goal = GoalConfig(distance_m=None if mesh is not None else 0.22).T_object_camera(obj, cam)
                 T_object_tool_grasp = grasp_from_camera_goal(T_goal, T_tool_camera, config.grasp.standoff_m)
             from ..relight import basis_directions, basis_renderer, second_basis
+            from ..servo import light_turns
 
             target = render_target(obj, cam, T_goal, shading_basis_directions=basis_directions(config.servo),
-                                   basis_renderer=basis_renderer(config.servo), second_basis=second_basis(config.servo))
+                                   basis_renderer=basis_renderer(config.servo), second_basis=second_basis(config.servo),
+                                   light_turns=light_turns(config.servo))
         except DfbvsError as exc:
             raise _fail(str(exc)) from None
 

@@ -53,6 +53,10 @@ class TargetRender:
     # background as the render's does (:func:`~dfbvs.relight.relit_grey`); None without a basis, or loaded from a
     # folder written before it existed
     shading_coverage: np.ndarray | None = None
+    # (n, H, W, 3) uint8: the target drawn again with its key light turned by :data:`LIGHT_TURN_DEG` in ``n`` seeded
+    # directions (``render_target``'s ``light_turns``), for :func:`dfbvs.target.light_stability` (the servo's
+    # ``shading_guard``); None unless asked for
+    light_turned_rgb: np.ndarray | None = None
 
     def meta(self) -> dict:
         return {"camera": self.camera.to_dict(), "width_px": self.camera.width_px,
@@ -61,8 +65,9 @@ class TargetRender:
                 "depth_unit": "m, Z along the optical axis, NaN off the object"}
 
     def save(self, directory: Path | str) -> Path:
-        """Write rgb.png, depth.npy, mask.png and meta.json into ``directory`` (created), and
-        shading_basis.npz when the target has one (a replay relights as the run did); returns it."""
+        """Write rgb.png, depth.npy, mask.png and meta.json into ``directory`` (created), shading_basis.npz
+        when the target has one (a replay relights as the run did) and light_turned.npz when it has turned-light
+        renders (a replay checks the view as the run did); returns it."""
         from PIL import Image
 
         out = Path(directory)
@@ -78,6 +83,8 @@ class TargetRender:
             else:
                 np.savez_compressed(out / "shading_basis.npz", basis=basis, split=split,
                                     coverage=self.shading_coverage.astype(np.float32))
+        if self.light_turned_rgb is not None:
+            np.savez_compressed(out / "light_turned.npz", rgb=self.light_turned_rgb.astype(np.uint8))
         return out
 
     @classmethod
@@ -114,8 +121,15 @@ class TargetRender:
                                  f"(K, {shape[0]}, {shape[1]}) with 0 <= split < K")
             if coverage is not None and coverage.shape != shape:
                 raise ValueError(f"{d / 'shading_basis.npz'}: coverage of shape {coverage.shape}, not {shape}")
+        turned = None
+        if (d / "light_turned.npz").is_file():
+            with np.load(d / "light_turned.npz") as stored:
+                turned = np.asarray(stored["rgb"])
+            if turned.ndim != 4 or turned.shape[1:] != (*shape, 3) or turned.dtype != np.uint8:
+                raise ValueError(f"{d / 'light_turned.npz'}: {turned.dtype} of shape {turned.shape}, not uint8 "
+                                 f"(n, {shape[0]}, {shape[1]}, 3)")
         return cls(rgb, depth, mask, camera, T, meta.get("renderer", "unknown"),
-                   float(meta.get("time_per_frame_ms", float("nan"))), basis, split, coverage)
+                   float(meta.get("time_per_frame_ms", float("nan"))), basis, split, coverage, turned)
 
 
 @dataclass(frozen=True)
@@ -214,7 +228,8 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
                   background_rgb: tuple[float, float, float] = TARGET_BACKGROUND_RGB,
                   renderer: str = "moderngl", antialias: bool = True,
                   supersample: int = TARGET_SUPERSAMPLE, shading_basis_directions: int = 0,
-                  basis_renderer: str = "moderngl", second_basis: tuple[str, int] = ("", 0)) -> TargetRender:
+                  basis_renderer: str = "moderngl", second_basis: tuple[str, int] = ("", 0),
+                  light_turns: int = 0) -> TargetRender:
     """Render ``mesh`` (object frame) alone, seen from ``T_object_camera``, on a uniform background.
 
     The target is rendered once, so it is supersampled by default (``supersample``, see
@@ -228,6 +243,8 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
     over lights; a path tracer's adds up in linear light, e.g. ``blender:transfer=linear``, drawn without
     supersampling), which :mod:`dfbvs.relight` fits to the live image's lighting. ``second_basis`` (a renderer
     and a number of directions) appends a second basis (:attr:`TargetRender.shading_basis_split`).
+    ``light_turns`` > 0 also draws the target that many times with the key light of ``lighting`` turned by
+    :data:`LIGHT_TURN_DEG` (:attr:`TargetRender.light_turned_rgb`, ~0.1 s each with the rasteriser).
     """
     T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
@@ -258,19 +275,32 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
         white = target_items(mesh, Material(rgb=(1.0, 1.0, 1.0), specular=0.0))
         coverage = grey_float32(get_renderer("moderngl").render(white, camera, T, Lighting(ambient=1.0, lights=()),
                                                                 (0.0, 0.0, 0.0), antialias, supersample).rgb) / 255.0
-    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis, split, coverage)
+    turned = None
+    if light_turns > 0:
+        rng = np.random.default_rng([0, 20])  # the same turns for every target: a seeded check, not a sample
+        turned = np.stack([backend.render(items, camera, T, lighting.key_light_turned(LIGHT_TURN_DEG, rng),
+                                          background_rgb, antialias, supersample).rgb for _ in range(light_turns)])
+    return TargetRender(out.rgb, out.depth_m, out.mask, camera, T, renderer, out.time_ms, basis, split, coverage,
+                        turned)
 
 
-def key_light_turned_renders(mesh: Mesh, render: TargetRender, turn_deg: float, n: int, seed: int = 0,
-                             lighting: Lighting = Lighting()) -> list[np.ndarray]:
-    """``n`` RGB images (H, W, 3) uint8 of the target ``render`` drawn again (its mesh, camera, pose and
-    renderer) with the key light of ``lighting`` (the one targets are rendered with) turned by ``turn_deg`` about
-    a random axis each (seeded by ``seed``): what the target looks like under another light, for
+#: the light-stability check (:func:`dfbvs.target.light_stability`): how far the key light turns (deg; the default
+#: scene's and the parts protocol's gap, ``SceneConfig.light_rotation_deg``) and in how many random directions
+LIGHT_TURN_DEG = 20.0
+LIGHT_TURNS = 6
+
+
+def key_light_turned_renders(mesh: Mesh, render: TargetRender, n: int = LIGHT_TURNS) -> np.ndarray:
+    """(n, H, W, 3) uint8: the target ``render`` of ``mesh`` drawn again (its camera, pose and renderer, the default
+    lighting) with the key light turned by :data:`LIGHT_TURN_DEG` in ``n`` seeded directions (the render's own
+    :attr:`TargetRender.light_turned_rgb` when it has ``n``): what the target looks like under another light, for
     :func:`dfbvs.target.light_stability`. ~0.1 s a render with the rasteriser."""
-    rng = np.random.default_rng([seed, 20])
+    if render.light_turned_rgb is not None and len(render.light_turned_rgb) == n:
+        return render.light_turned_rgb
     renderer = render.renderer if render.renderer != "unknown" else "moderngl"  # a target loaded from a folder
-    return [render_target(mesh, render.camera, render.T_object_camera, renderer=renderer,
-                          lighting=lighting.key_light_turned(turn_deg, rng)).rgb for _ in range(n)]
+    turned = render_target(mesh, render.camera, render.T_object_camera, renderer=renderer, light_turns=n)
+    assert turned.light_turned_rgb is not None
+    return turned.light_turned_rgb
 
 
 #: a basis light's intensity: half of full scale, so that albedo times it (plus its highlight) stays below 255

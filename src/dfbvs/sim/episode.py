@@ -30,7 +30,7 @@ from ..render.scene import Scene, SceneConfig, build_scene, render_scene
 from ..render.target import TargetCheckConfig, TargetRender, check_target_render, render_target
 from ..robot.grasp import camera_goal_from_grasp, execute_grasp, grasp_error, grasp_from_camera_goal
 from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading, combine_probes, run_servo_loop
-from ..servo import SERVOS, ServoConfig, build_servo
+from ..servo import SERVOS, ServoConfig, build_servo, light_turns
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from ..symmetry import Symmetry, pose_error_modulo, symmetric_error_fields, symmetry_of
 from .free_camera import FreeFlyingCamera
@@ -277,21 +277,23 @@ def _target(mesh: Mesh, camera: Camera, T_object_goal: np.ndarray, config: Episo
     target's arrays are read-only, so a servo that wrote into them would fail rather than change the next
     episode's target."""
     directions, drawer = basis_directions(config.servo), basis_renderer(config.servo)
-    second = second_basis(config.servo)
+    second, turns = second_basis(config.servo), light_turns(config.servo)
     key = None
     if target_cache is not None:
         digest = hashlib.sha256()
         for a in (mesh.vertices_m, mesh.faces, mesh.vertex_normals, mesh.vertex_colors, mesh.uv, mesh.texture,
                   np.asarray(T_object_goal, dtype=np.float64)):
             digest.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
-        digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions, drawer, second)).encode())
+        digest.update(repr((mesh.base_rgb, camera, config.target_renderer, directions, drawer, second, turns)).encode())
         key = ("target", digest.hexdigest())
         if key in target_cache:
             return target_cache[key]
     render = render_target(mesh, camera, T_object_goal, renderer=config.target_renderer,
-                           shading_basis_directions=directions, basis_renderer=drawer, second_basis=second)
+                           shading_basis_directions=directions, basis_renderer=drawer, second_basis=second,
+                           light_turns=turns)
     if target_cache is not None:
-        for a in (render.rgb, render.depth_m, render.mask, render.shading_basis, render.shading_coverage):
+        for a in (render.rgb, render.depth_m, render.mask, render.shading_basis, render.shading_coverage,
+                  render.light_turned_rgb):
             if a is not None:
                 a.setflags(write=False)
         while len(target_cache) >= TARGET_CACHE_SIZE:
