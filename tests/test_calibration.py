@@ -480,3 +480,26 @@ def test_modules_import_only_earlier_stages():
         imported = {node.module for node in ast.walk(tree)
                     if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
         assert imported <= stages, (module.__name__, imported - stages)
+
+
+def test_a_hand_eye_in_centimetres_a_normalised_camera_matrix_and_a_rotation_vector_in_degrees_are_refused(tmp_path):
+    """Plausible-looking unit mistakes a new user's review found accepted: a hand-eye translation written in cm
+    ([0, 3, 5], read as 5.8 m: the arm drove away), a camera matrix normalised by the image size (fx = 0.6 px), a
+    rotation vector in degrees ([0, 0, 90], read as 90 rad)."""
+    from dfbvs.calibration import load_hand_eye
+
+    cm = tmp_path / "hand_eye_cm.json"
+    cm.write_text(json.dumps({"translation": [0.0, 3.0, 5.0], "rotation": [0.0, 0.0, 0.0]}))
+    with pytest.raises(CalibrationError, match=r"camera 5\.831 m from the tool .* in cm or mm"):
+        load_hand_eye(cm)
+    np.testing.assert_allclose(load_rigid_transform(cm)[:3, 3], [0, 3, 5])  # a pose file may be that far
+    metres = tmp_path / "hand_eye.json"
+    metres.write_text(json.dumps({"translation": [0.0, 0.03, 0.05], "rotation": [0.0, 0.0, 0.0]}))
+    np.testing.assert_allclose(load_hand_eye(metres)[:3, 3], [0, 0.03, 0.05])
+    degrees = tmp_path / "degrees.json"
+    degrees.write_text(json.dumps({"translation": [0.0, 0.03, 0.05], "rotation": [0.0, 0.0, 90.0]}))
+    with pytest.raises(CalibrationError, match=r"turns 90 rad, more than pi: is it in degrees"):
+        load_rigid_transform(degrees)
+    path = write_opencv(tmp_path / "normalised.yml", _opencv_nodes(camera_matrix=_K(fx=0.6, fy=0.6)))
+    with pytest.raises(CalibrationError, match=r"fx=0.6 px for a 1280 px wide image .* normalised"):
+        load_camera_calibration(path)

@@ -327,3 +327,53 @@ def test_fake_clients_have_the_real_ur_rtde_methods():
             params = [p for p in inspect.signature(member).parameters if p != "self"]
             for p in params:  # pybind11 signatures name the arguments in the docstring (argN when unnamed)
                 assert p in doc or "arg" in doc, f"{name}({p}) not in {doc.splitlines()[0]}"
+
+
+# --- the grasp obeys the safety limits ------------------------------------------------------------------------
+def test_the_grasp_moves_obey_the_workspace_box_and_the_speed_limit_and_refuse_a_long_approach():
+    """The grasp's straight moves went past the workspace box and at the grasp's own speed (0.8 m/s against a
+    0.1 m/s limit; a new user's review): they now obey the safety layer's limits, and an approach that is not the
+    short move the standoff asks for is refused before anything moves."""
+    from dfbvs.robot.grasp import GraspConfig, camera_goal_from_grasp, execute_grasp
+
+    sim, arm = _arm()
+    T_tool_camera = make_pose(np.eye(3), [0.0, 0.05, 0.1])
+    T_base_tool = arm.T_base_tool()  # the converged tool; the grasp stands standoff ahead along its +z
+    grasp = GraspConfig(approach_speed_m_s=0.8, approach_acceleration_m_s2=3.0)
+    T_base_object = np.eye(4)
+    T_object_tool_grasp = T_base_tool @ make_pose(np.eye(3), [0.0, 0.0, grasp.standoff_m])
+    T_object_camera_goal = camera_goal_from_grasp(T_object_tool_grasp, T_tool_camera, grasp.standoff_m)
+    safety = SafetyConfig(max_linear_speed_m_s=0.1, max_linear_accel_m_s2=0.5)
+    done = execute_grasp(arm, T_tool_camera, inverse(T_base_object) @ T_object_camera_goal, T_object_tool_grasp,
+                         grasp, safety=safety)
+    moves = [c[1] for c in sim.calls if c[0] == "moveL"]
+    assert len(moves) == 2 and all(speed == 0.1 and accel == 0.5 for _, speed, accel, _ in moves), moves
+    assert np.linalg.norm(done.T_base_tool_reached[:3, 3] - T_object_tool_grasp[:3, 3]) < 1e-3
+
+    sim, arm = _arm()  # a box whose floor is above the grasp: refused, nothing moves
+    z_grasp = float(T_object_tool_grasp[2, 3])
+    floor = SafetyConfig(workspace_min_m=(-0.9, -0.9, z_grasp + 0.01), workspace_max_m=(0.9, 0.9, 1.0))
+    with pytest.raises(RobotError, match="grasp pose .* outside the workspace box"):
+        execute_grasp(arm, T_tool_camera, T_object_camera_goal, T_object_tool_grasp, grasp, safety=floor)
+    assert not any(c[0] == "moveL" for c in sim.calls)
+    # the servo's last pose says the object is 5 cm off where it converged: a 17 cm approach is refused
+    with pytest.raises(RobotError, match="approach would move the tool 1[67][0-9].[0-9] mm"):
+        execute_grasp(arm, T_tool_camera, T_object_camera_goal, T_object_tool_grasp, grasp,
+                      T_current_goal=make_pose(np.eye(3), [0.0, 0.0, 0.05]), safety=safety)
+    assert not any(c[0] == "moveL" for c in sim.calls)
+
+
+def test_safety_limits_outside_a_plausible_range_are_refused_naming_the_value():
+    for name, value in (("max_linear_speed_m_s", 100.0), ("max_linear_accel_m_s2", 1e6),
+                        ("stop_deceleration_m_s2", 0.001), ("watchdog_timeout_s", 60.0)):
+        with pytest.raises(ConfigError, match=f"safety.{name}={value!r}: outside"):
+            SafetyConfig(**{name: value})
+    with pytest.raises(ConfigError, match="reaches beyond 2 m"):
+        SafetyConfig(workspace_min_m=(-50.0, -50.0, 0.0), workspace_max_m=(50.0, 50.0, 50.0))
+    from dfbvs.robot.grasp import GraspConfig
+
+    with pytest.raises(ConfigError, match="grasp.lift_m=50"):
+        GraspConfig(lift_m=50.0)
+    layer = SafetyLayer(SafetyConfig(workspace_min_m=(0, 0, 0), workspace_max_m=(0.9, 0.9, 0.9)))
+    fault = layer.limit(np.zeros(6), make_pose(np.eye(3), [-0.1, 0.1, 0.1]), 0.0).fault
+    assert fault is not None and "box [0, 0, 0]..[0.9, 0.9, 0.9]" in fault and "np." not in fault, fault

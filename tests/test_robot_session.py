@@ -46,6 +46,7 @@ def test_servo_on_simulated_ur5e_converges_grasps_and_replays(tmp_path):
     assert json.loads(lines[0])["status"] == "unconfirmed"
     r = dfbvs("replay", str(rec), "--set", "servo.control.gain.gain_at_zero=0.5")
     assert "twist differs (> 1e-06) in 0" not in r.stdout and "first difference at cycle 2" in r.stdout, r.stdout
+    assert len((rec / "replay.jsonl").read_text().splitlines()) == n  # the second replay's, not appended
 
 
 def test_dry_run_session_opens_no_control_and_sends_nothing(tmp_path):
@@ -77,6 +78,8 @@ def test_dry_run_session_opens_no_control_and_sends_nothing(tmp_path):
     (["--robot", "ur5e-sim", "--object", "bracket"], "no terminal to ask, pass --yes"),
     (["--robot", "ur5e-sim", "--object", "bracket", "--yes", "--set", "safety.max_linear_speed_m_s=-1"],
      "safety.max_linear_speed_m_s=-1.0"),
+    (["--robot", "ur5e-sim", "--object", "bracket", "--yes", "--set", "safety.max_linear_speed_m_s=100"],
+     "safety.max_linear_speed_m_s=100.0: outside [0.001, 0.5]"),
 ])
 def test_servo_command_refuses_bad_input(args, needle, tmp_path):
     r = dfbvs("servo", *args, "--out", str(tmp_path / "o"), timeout=300)
@@ -136,3 +139,76 @@ def test_the_goal_preview_warns_before_a_robot_moves_when_the_views_features_are
     r = dfbvs("servo", "--robot", "ur5e-sim", "--object", "connector", "--dry-run", "--yes",
               "--set", "stop.max_iterations=1", "--out", str(tmp_path / "out2"))
     assert "goal preview:" in r.stdout and "hold when the light turns" not in r.stdout, r.stdout + r.stderr
+
+
+def _calibration_and_hand_eye(tmp_path, dist=(0.0, 0.0, 0.0, 0.0, 0.0)):
+    import cv2
+
+    calib = tmp_path / "calib.yml"
+    fs = cv2.FileStorage(str(calib), cv2.FILE_STORAGE_WRITE)
+    fs.write("image_width", 640)
+    fs.write("image_height", 480)
+    fs.write("camera_matrix", np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]))
+    fs.write("distortion_coefficients", np.array(dist, dtype=np.float64))
+    fs.release()
+    hand_eye = tmp_path / "hand_eye.json"
+    hand_eye.write_text(json.dumps({"translation": [0.0, 0.05, 0.1], "rotation": [0.0, 0.0, 0.0]}))
+    return calib, hand_eye
+
+
+def test_a_real_arm_refuses_a_recorded_camera_unless_dry_run(tmp_path):
+    """A folder of images or a video file cannot see the arm move: driving a real arm from it is refused before
+    anything connects (a new user's review); the refusal names the camera and says what to use."""
+    from PIL import Image
+
+    calib, hand_eye = _calibration_and_hand_eye(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(frames / "000000.png")
+    goal = tmp_path / "goal.json"
+    goal.write_text(json.dumps(np.asarray(GoalConfig().T_object_camera()).tolist()))
+    r = dfbvs("servo", "--robot", "ur", "--robot-host", "192.0.2.1", "--camera", str(frames), "--calibration",
+              str(calib), "--hand-eye", str(hand_eye), "--goal-camera", str(goal), "--object", "bracket", "--yes",
+              "--out", str(tmp_path / "o"), timeout=300)
+    text = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0 and f"--camera {frames}: a recording" in text and "--dry-run" in text, text
+    assert "could not connect" not in text and "Traceback" not in r.stderr
+
+
+def test_the_simulated_arm_rehearses_with_a_distorted_calibration(tmp_path):
+    """A user's calibration with lens distortion: a real camera's frames are undistorted to its pinhole, which the
+    simulated arm's camera now renders (it crashed with "rasterisation needs a pinhole camera")."""
+    calib, _ = _calibration_and_hand_eye(tmp_path, dist=(-0.21, 0.08, 0.001, -0.0005, -0.01))
+    r = dfbvs("servo", "--robot", "ur5e-sim", "--object", "bracket", "--calibration", str(calib), "--dry-run",
+              "--yes", "--set", "stop.max_iterations=2", "--out", str(tmp_path / "o"), timeout=600)
+    assert "Traceback" not in r.stderr and "rasterisation" not in r.stderr, r.stderr
+    assert "dry run on the simulated arm: nothing moves" in r.stdout and "commands sent 0" in r.stdout, r.stdout
+
+
+def test_a_recording_starts_clean_and_keeps_frames_and_timestamps_together(tmp_path):
+    """Recording into a folder that held another run: the earlier run's summary, plots and replay are removed
+    at the start (they passed for the new run's after a Ctrl-C). A frame and its timestamp are written together:
+    a SIGINT/SIGTERM arriving meanwhile is delivered after both (a SIGTERM between them made the recording
+    unreplayable: 218 images, 217 timestamps)."""
+    import os
+    import signal
+
+    from dfbvs.camera import Camera
+    from dfbvs.recorder import STALE_OUTPUTS, RunRecorder, signals_deferred
+
+    out = tmp_path / "rec"
+    out.mkdir()
+    for name in STALE_OUTPUTS:
+        (out / name).write_text("an earlier run's")
+    cam = Camera.default().rescaled(64, 48)
+    recorder = RunRecorder(out, {"a": 1}, np.zeros((48, 64, 3), np.uint8), cam, cam, save_frames=True)
+    assert not any((out / name).exists() for name in STALE_OUTPUTS if name != "trajectory.jsonl")
+    assert (out / "trajectory.jsonl").read_text() == ""
+    recorder.close()
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the signal, inside")  # still runs: the signal waits for the block's end
+        done.append("never")  # the signal is delivered as the block ends
+    assert done == ["after the signal, inside"]

@@ -324,6 +324,10 @@ def _distortion(data: dict, path: Path) -> tuple[str, tuple[float, ...]]:
     return model, tuple(float(x) for x in full)
 
 
+#: a focal length below this fraction of the image width is not a pinhole camera's (a normalised matrix)
+MIN_FOCAL_FRACTION = 0.1
+
+
 def _calibration_from_mapping(data: dict, path: Path) -> CameraCalibration:
     key, value = _first(data, _CAMERA_MATRIX_KEYS)
     if value is None:
@@ -338,6 +342,10 @@ def _calibration_from_mapping(data: dict, path: Path) -> CameraCalibration:
         if not f > 0:
             raise CalibrationError(f"camera matrix '{key}' in {str(path)!r}: {name}={f!r}, a focal length must be "
                                    "a positive number of pixels")
+        if f < MIN_FOCAL_FRACTION * width:
+            raise CalibrationError(f"camera matrix '{key}' in {str(path)!r}: {name}={f!r} px for a {width} px wide "
+                                   f"image (below {MIN_FOCAL_FRACTION:g} of the width: a field of view over 157 deg); "
+                                   "is the matrix normalised by the image size? (pixels expected)")
     if abs(skew) > _SKEW_TOLERANCE * fx:
         raise CalibrationError(f"camera matrix '{key}' in {str(path)!r}: skew K[0,1]={skew!r} is not supported "
                                "(calibrate with zero skew, OpenCV's default)")
@@ -422,6 +430,23 @@ class Undistorter:
 
 
 # --- rigid transforms ---------------------------------------------------------------------------------------
+#: an eye-in-hand camera sits within this distance of the tool (m): a longer hand-eye translation is in other units
+MAX_HAND_EYE_M = 0.5
+
+
+def load_hand_eye(path: PathLike) -> np.ndarray:
+    """The hand-eye transform ``T_tool_camera`` (4x4, metres) of a file, as :func:`load_rigid_transform` reads it;
+    a :class:`CalibrationError` also when the camera is further than :data:`MAX_HAND_EYE_M` from the tool (a
+    translation in centimetres or millimetres)."""
+    T = load_rigid_transform(path, "T_tool_camera")
+    d = float(np.linalg.norm(T[:3, 3]))
+    if d > MAX_HAND_EYE_M:
+        raise CalibrationError(f"T_tool_camera in {str(path)!r} puts the camera {d:.3f} m from the tool (translation "
+                               f"{np.round(T[:3, 3], 4).tolist()}): a camera on the tool sits within "
+                               f"{MAX_HAND_EYE_M:g} m of it; is the translation in cm or mm? (metres expected)")
+    return T
+
+
 def load_rigid_transform(path: PathLike, name: str = "T_tool_camera", orthonormal_tolerance: float = 1e-6
                          ) -> np.ndarray:
     """A 4x4 rigid transform (metres) read from a hand-eye or pose file.
@@ -536,6 +561,11 @@ def _rotation_matrix(rotation: np.ndarray, where: str) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ])
     if rotation.shape == (3,):
+        angle = float(np.linalg.norm(rotation))
+        if angle > np.pi + 1e-6:  # any rotation has a vector of at most pi rad; beyond, it is in degrees
+            raise CalibrationError(f"{where}: rotation vector {rotation.tolist()} turns {angle:.4g} rad, more than pi: "
+                                   f"is it in degrees? (radians expected: {np.deg2rad(rotation).round(6).tolist()} "
+                                   "if so)")
         return so3_exp(rotation)
     if rotation.shape in ((3, 3), (9,)):
         return rotation.reshape(3, 3)

@@ -8,11 +8,15 @@ count), the video its Fig. 7 (current image beside the target, inlier feature er
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
+import os
+import signal
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -173,6 +177,25 @@ def write_json(path: Path, data: Any) -> None:
     Path(path).write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
 
 
+#: what a run writes into its folder besides config.json and frames/: removed when a new run starts there
+STALE_OUTPUTS = ("trajectory.jsonl", "summary.json", "profile.png", "servo.gif", "replay.jsonl")
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends) while a few writes that belong together run;
+    only in the main thread (elsewhere Python does not deliver them anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class RunRecorder:
     """Records one run in ``out_dir``: ``config.json`` at the start, one ``trajectory.jsonl`` line per cycle
     as it happens (with a GIF frame every ``video_stride`` cycles), and at the end ``summary.json``,
@@ -192,7 +215,9 @@ class RunRecorder:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / "config.json", config)
-        (self.out / "trajectory.jsonl").unlink(missing_ok=True)
+        # a run recorded into a folder that held another: none of the earlier run's results may pass for this one's
+        for stale in STALE_OUTPUTS:
+            (self.out / stale).unlink(missing_ok=True)
         self._trajectory = JsonlWriter(self.out / "trajectory.jsonl")
         self._annotate = annotate
         self._frames_dir: Path | None = None
@@ -223,9 +248,13 @@ class RunRecorder:
         if self._frames_dir is not None and self._timestamps is not None:
             from PIL import Image
 
-            Image.fromarray(cycle.frame.rgb).save(self._frames_dir / f"{cycle.iteration:06d}.png", compress_level=1)
-            self._timestamps.write(f"{cycle.frame.timestamp_s!r}\n")
-            self._timestamps.flush()
+            name = f"{cycle.iteration:06d}.png"
+            part = self._frames_dir / f".{name}.part"  # not a frame until renamed, with its timestamp
+            Image.fromarray(cycle.frame.rgb).save(part, format="PNG", compress_level=1)
+            with signals_deferred():  # a SIGINT/SIGTERM lands before or after both, never between
+                os.replace(part, self._frames_dir / name)
+                self._timestamps.write(f"{cycle.frame.timestamp_s!r}\n")
+                self._timestamps.flush()
         mm = cycle.extras.get("translation_error_mm")
         caption = (f"it {cycle.iteration}  {step.mean_error_px:.2f}px"
                    + (f"  {mm:.1f}mm" if mm is not None else "") + ("  TRACK" if step.tracking_mode else ""))

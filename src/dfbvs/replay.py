@@ -90,6 +90,8 @@ def replay_run(run_dir: Path | str, overrides: tuple[str, ...] | list[str] = (),
     status_differs = twist_differs = 0
     worst = 0.0
     first = None
+    if out_jsonl is not None:  # this replay's comparison, not appended to an earlier one's
+        Path(out_jsonl).unlink(missing_ok=True)
     writer = JsonlWriter(out_jsonl) if out_jsonl is not None else None
     for rec, rep in zip(recorded, replayed):
         dv = float(np.max(np.abs(np.asarray(rec["v_camera"], float) - np.asarray(rep["v_camera"], float))))

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         """Drive a UR arm (or the simulated UR5e) to the goal seen from the camera, then grasp."""
         import numpy as np
 
-        from ..calibration import load_rigid_transform
+        from ..calibration import load_hand_eye, load_rigid_transform
         from ..errors import DfbvsError
         from ..goal import check_framing
         from ..render import load_builtin, load_mesh
@@ -92,18 +92,25 @@ def register(app: typer.Typer) -> None:
                 from ..sim.robot import RobotConfig, RobotKind, believed_hand_eye, simulated_arm_camera
 
                 robot_cfg = RobotConfig(kind=RobotKind.UR5E, safety=config.safety)
-                T_tool_camera = (load_rigid_transform(hand_eye, "T_tool_camera") if hand_eye is not None
+                T_tool_camera = (load_hand_eye(hand_eye) if hand_eye is not None
                                  else believed_hand_eye(robot_cfg, seed))
                 cam = Camera.default().rescaled(640, 480)
                 if calibration is not None:
-                    from ..calibration import load_camera_calibration
+                    from ..calibration import Undistorter, load_camera_calibration
 
-                    cam = load_camera_calibration(calibration).camera
+                    calib = load_camera_calibration(calibration)
+                    # a real camera's frames are undistorted to this pinhole (dfbvs.cameras): the rehearsal renders it
+                    cam = Undistorter(calib).camera if calib.has_distortion else calib.camera
             else:
-                from ..cameras import open_camera
+                from ..cameras import ImageFolderCamera, open_camera
 
-                T_tool_camera = load_rigid_transform(hand_eye, "T_tool_camera")  # type: ignore[arg-type]
+                T_tool_camera = load_hand_eye(hand_eye)  # type: ignore[arg-type]
                 camera_source = open_camera(str(camera), calibration)
+                if not dry_run and (isinstance(camera_source, ImageFolderCamera) or camera_source.is_file):
+                    camera_source.close()
+                    raise _fail(f"--camera {camera}: a recording (a folder of images or a video file) does not see "
+                                "the arm move; a real arm needs a live camera (opencv:<index> or a stream URL), or "
+                                "add --dry-run to rehearse on the recording")
                 if camera_source.camera is None:
                     raise _fail(f"--calibration {calibration}: no camera model from it")
                 cam = camera_source.camera
@@ -169,6 +176,10 @@ def register(app: typer.Typer) -> None:
                 source = sim_source
                 if dry_run:
                     from ..robot.ur import URArm
+
+                    typer.echo("dry run on the simulated arm: nothing moves, so the run cannot converge; it ends "
+                               f"after stop.max_iterations={config.stop.max_iterations} cycles "
+                               "(--set stop.max_iterations=N)")
 
                     arm = URArm(rig.arm.receive, None, None, host="ur5e-sim (dry run)")
                 else:

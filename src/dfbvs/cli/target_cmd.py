@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
         import numpy as np
 
-        from ..calibration import load_camera_calibration, load_rigid_transform
+        from ..calibration import load_camera_calibration, load_hand_eye, load_rigid_transform
         from ..camera import Camera
         from ..errors import DfbvsError
         from ..features import build_extractor
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
                 T_goal = load_rigid_transform(goal_camera, "T_object_camera")
             elif grasp is not None:
                 T_goal = camera_goal_from_grasp(load_rigid_transform(grasp, "T_object_tool"),
-                                                load_rigid_transform(hand_eye, "T_tool_camera"),  # type: ignore[arg-type]
+                                                load_hand_eye(hand_eye),  # type: ignore[arg-type]
                                                 standoff)
             else:
                 T_goal = spec.T_object_camera(obj, cam)

@@ -22,6 +22,20 @@ import numpy as np
 
 from ..errors import ConfigError
 
+#: what each safety limit may be set to (its unit as in the name): a value outside is a typo or a unit mistake,
+#: not a limit (a UR's TCP is safe to servo near an object at centimetres per second; the controller's own stop
+#: decelerates at a few m/s^2)
+SAFETY_RANGES: dict[str, tuple[float, float]] = {
+    "max_linear_speed_m_s": (1e-3, 0.5),
+    "max_angular_speed_rad_s": (1e-3, 3.0),
+    "max_linear_accel_m_s2": (1e-2, 5.0),
+    "max_angular_accel_rad_s2": (1e-2, 20.0),
+    "watchdog_timeout_s": (0.01, 5.0),
+    "stop_deceleration_m_s2": (0.5, 10.0),
+}
+#: the workspace box's corners lie within this distance of the base on each axis (m; a UR30 reaches 1.3 m)
+MAX_WORKSPACE_M = 2.0
+
 
 @dataclass(frozen=True)
 class SafetyConfig:
@@ -44,12 +58,20 @@ class SafetyConfig:
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
                 raise ConfigError(f"safety.{name}={v!r}: must be > 0")
+            low, high = SAFETY_RANGES[name]
+            if not low <= v <= high:
+                raise ConfigError(f"safety.{name}={v!r}: outside [{low:g}, {high:g}], the range a servoing arm "
+                                  "near an object is safe in (SAFETY_RANGES in dfbvs.robot.safety)")
         if not (np.isfinite(self.workspace_lookahead_s) and self.workspace_lookahead_s >= 0):
             raise ConfigError(f"safety.workspace_lookahead_s={self.workspace_lookahead_s!r}: must be >= 0 s")
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo) & np.isfinite(hi)) or np.any(lo >= hi):
             raise ConfigError("safety workspace box must be 3 finite min < max values, got "
                               f"min={self.workspace_min_m!r} max={self.workspace_max_m!r}")
+        if np.any(np.abs(lo) > MAX_WORKSPACE_M) or np.any(np.abs(hi) > MAX_WORKSPACE_M):
+            raise ConfigError(f"safety workspace box min={self.workspace_min_m!r} max={self.workspace_max_m!r} m "
+                              f"reaches beyond {MAX_WORKSPACE_M:g} m from the base, further than any UR arm reaches "
+                              "(metres expected)")
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,7 @@ class SafetyLayer:
             return self._fault(f"non-finite or malformed twist {xd.tolist()}")
         if np.any(p < lo) or np.any(p > hi):
             return self._fault(f"TCP at {np.round(p, 3).tolist()} m is outside the workspace box "
-                               f"{list(lo)}..{list(hi)}")
+                               f"{np.round(lo, 3).tolist()}..{np.round(hi, 3).tolist()}")
         ratio = max(float(np.linalg.norm(xd[:3])) / cfg.max_linear_speed_m_s,
                     float(np.linalg.norm(xd[3:])) / cfg.max_angular_speed_rad_s, 1.0)
         scaled = ratio > 1.0
@@ -98,7 +120,8 @@ class SafetyLayer:
         p_ahead = p + xd[:3] * cfg.workspace_lookahead_s
         if np.any(p_ahead < lo) or np.any(p_ahead > hi):
             return self._fault(f"the command {np.round(xd[:3], 4).tolist()} m/s would take the TCP from "
-                               f"{np.round(p, 3).tolist()} m out of the workspace box {list(lo)}..{list(hi)}")
+                               f"{np.round(p, 3).tolist()} m out of the workspace box {np.round(lo, 3).tolist()}.."
+                               f"{np.round(hi, 3).tolist()}")
         self._last_xd, self._last_t_s = xd, t_s
         return SafeCommand(xd, scaled)
 

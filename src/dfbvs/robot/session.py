@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..config import apply_overrides, apply_preset, describe
+from ..errors import RobotError
 from ..liveview import RerunRecorder
 from ..photometric import PhotometricConfig
 from ..recorder import RecorderGroup, RunRecorder, write_json
@@ -118,8 +119,12 @@ def run_session(config: SessionConfig, source: FrameSource, arm: URArm, T_tool_c
         skipped = f"the servo ended {outcome.status.value}" + (f" ({sink.fault})" if sink.fault else "")
     else:
         with stop_on_signals(lambda: arm.speed_stop(config.safety.stop_deceleration_m_s2)):
-            grasp = execute_grasp(arm, T_tool_camera, target.T_object_camera, T_object_tool_grasp, config.grasp,
-                                  last.T_current_target if last is not None else None)
+            try:
+                grasp = execute_grasp(arm, T_tool_camera, target.T_object_camera, T_object_tool_grasp, config.grasp,
+                                      last.T_current_target if last is not None else None, config.safety)
+            except RobotError as exc:  # refused before moving, or the controller refused a move: the arm is stopped
+                arm.speed_stop(config.safety.stop_deceleration_m_s2)
+                skipped = str(exc)
     result = SessionResult(outcome.status, outcome.iterations, sink.fault, sink.commands_sent, sink.commands_scaled,
                            grasp, skipped, float(last.mean_error_px) if last is not None else float("nan"),
                            last.n_inliers if last is not None else 0,

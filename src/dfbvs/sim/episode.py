@@ -17,7 +17,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..config import describe
-from ..errors import ConfigError
+from ..errors import ConfigError, RobotError
 from ..geometry import as_rigid_pose, inverse, look_at_spherical, make_pose, pose_error, so3_exp, transform_points
 from ..goal import CenterKind, GoalSpec
 from ..liveview import RerunRecorder
@@ -499,8 +499,11 @@ def _grasp(rig: ArmRig, config: EpisodeConfig, outcome, T_object_goal: np.ndarra
         return False, {"reason": f"no grasp: the servo ended {outcome.status.value}"}
     last = outcome.last.step if outcome.last is not None else None
     motion = config.robot.grasp_motion
-    done = execute_grasp(rig.arm, rig.T_tool_camera_believed, T_object_goal, T_object_tool_grasp, motion,
-                         last.T_current_target if last is not None else None)
+    try:
+        done = execute_grasp(rig.arm, rig.T_tool_camera_believed, T_object_goal, T_object_tool_grasp, motion,
+                             last.T_current_target if last is not None else None, config.robot.safety)
+    except RobotError as exc:  # refused before moving (the motion's checks)
+        return False, {"reason": str(exc)}
     err = grasp_error(T_object_tool_grasp, rig.T_world_base @ done.T_base_tool_reached, motion)
     gripper = rig.fake.digital_out.get(motion.gripper_output, False)
     return bool(err.success and gripper), {"lateral_mm": err.lateral_mm, "axial_mm": err.axial_mm,
