@@ -226,3 +226,52 @@ def test_user_mesh_in_mm_with_origin_far_from_the_part_is_framed_and_converges(t
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads((tmp_path / "ep" / "summary.json").read_text())
     assert s["status"] == "converged" and s["final_translation_error_mm"] < 1.0 and s["final_rotation_error_deg"] < 0.2
+
+
+def test_target_command_refuses_conflicting_options_a_missing_mesh_and_a_view_a_servo_refuses(tmp_path):
+    """A new user's review: `dfbvs target` ignored --look-at/--distance beside a given pose and --hand-eye without
+    --grasp, printed a traceback for a missing mesh, and passed (exit 0) a view that `sim` then refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dfbvs.cli import _register, app
+
+    _register()
+    pose = tmp_path / "goal.json"
+    pose.write_text(json.dumps(np.eye(4).tolist()))
+    run = CliRunner().invoke
+    for args, needle in ((["--goal-camera", str(pose), "--distance", "0.3"], "--distance would be ignored"),
+                         (["--goal-camera", str(pose), "--look-at", "0,0,0"], "--look-at would be ignored"),
+                         (["--hand-eye", str(pose)], "--hand-eye is used with --grasp only"),
+                         (["--standoff", "-0.5", "--grasp", str(pose), "--hand-eye", str(pose)], "--standoff -0.5")):
+        r = run(app, ["target", "--object", "bracket", *args, "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2 and needle in " ".join(r.output.split()), (args, r.output)
+    r = run(app, ["target", "--mesh", str(tmp_path / "nonexist.stl"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "mesh file not found" in r.output, r.output
+    r = run(app, ["target", "--object", "bracket", "--distance", "1.5", "--out", str(tmp_path / "far")])
+    assert r.exit_code == 1 and "a servo refuses this goal view" in r.output, r.output
+    assert (tmp_path / "far" / "framing.json").is_file()  # what was measured is still written
+
+
+def test_render_pose_matrix_reads_what_target_reads(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from dfbvs.cli import _register, app
+    from dfbvs.sim.episode import GoalConfig
+
+    _register()
+    T = GoalConfig().T_object_camera()
+    (tmp_path / "goal.yaml").write_text(yaml.safe_dump({"T_object_camera": T.tolist()}))
+    np.save(tmp_path / "goal.npy", T)
+    for name in ("goal.yaml", "goal.npy"):
+        r = CliRunner().invoke(app, ["render", "--object", "bracket", "--pose-matrix", str(tmp_path / name),
+                                     "--out", str(tmp_path / name.replace(".", "_"))])
+        assert r.exit_code == 0, r.output
+    mm = T.copy()
+    mm[:3, 3] *= 1000
+    np.save(tmp_path / "mm.npy", mm)
+    r = CliRunner().invoke(app, ["render", "--object", "bracket", "--pose-matrix", str(tmp_path / "mm.npy"),
+                                 "--out", str(tmp_path / "mm")])
+    assert r.exit_code == 2 and "millimetres" in r.output, r.output

@@ -231,7 +231,7 @@ def _scaled(mesh, scale, shift=(0.0, 0.0, 0.0)):
 
 @pytest.mark.parametrize("case, match", [
     ("mm_read_as_m", "fills .*mm read as m"), ("m_read_as_mm", "not in view|covers only"),
-    ("origin_far", "origin is"), ("looking_away", "not in view"),
+    ("origin_far", "goal camera looks at the mesh origin"), ("looking_away", "not in view"),
 ])
 def test_unframed_targets_are_errors_with_hints(case, match):
     from dfbvs.geometry import make_pose, so3_exp
@@ -252,6 +252,29 @@ def test_unframed_targets_are_errors_with_hints(case, match):
     render = render_target(mesh, Camera.default(), T)
     with pytest.raises(TargetError, match=match):
         check_target_render(render, mesh)
+
+
+def test_the_hint_blames_the_mesh_origin_only_when_the_goal_looks_at_it():
+    """A part 0.3 m from its origin, seen from 3 m by a goal that looks at its centre: the part is too small in
+    the image, and the hint says so without blaming the origin (a new user's review: it did, whatever the goal)."""
+    from dfbvs.geometry import look_at_spherical
+    from dfbvs.render.objects import load_builtin
+    from dfbvs.render.target import check_target_render, render_target
+
+    mesh = _scaled(load_builtin("bracket"), 1.0, (0.3, 0.0, 0.0))
+    lo, hi = mesh.bounds_m
+    T = look_at_spherical(3.0, 30.0, 60.0, 0.0, target_m=0.5 * (lo + hi))
+    with pytest.raises(TargetError) as info:
+        check_target_render(render_target(mesh, Camera.default(), T), mesh)
+    assert "covers only" in str(info.value) and "origin" not in str(info.value), str(info.value)
+    assert "a distance of about" in str(info.value)
+
+
+def test_two_meshes_that_would_share_episode_ids_are_refused():
+    from dfbvs.bench.protocols import make_protocol
+
+    with pytest.raises(ValueError, match="would share the episode ids 'small20mm'"):
+        make_protocol("parts", ["a/small_20mm.stl", "b/small20mm.stl"])
 
 
 def test_a_servo_is_never_built_on_an_empty_target():

@@ -40,7 +40,7 @@ def _random_pose(rng, t_scale=0.1):
 def _arm(q=UR5E_HOME_Q_RAD, latency_s=0.0, **safety):
     sim = FakeRTDE(SimulatedUR5e(q, ArmSimConfig(command_latency_s=latency_s)), SimTime())
     control, receive, io = sim.clients()
-    return sim, URArm(receive, control, io)
+    return sim, URArm(receive, control, io, poll_s=0.0)
 
 
 # --- kinematics -----------------------------------------------------------------------------------------------
@@ -377,3 +377,43 @@ def test_safety_limits_outside_a_plausible_range_are_refused_naming_the_value():
     layer = SafetyLayer(SafetyConfig(workspace_min_m=(0, 0, 0), workspace_max_m=(0.9, 0.9, 0.9)))
     fault = layer.limit(np.zeros(6), make_pose(np.eye(3), [-0.1, 0.1, 0.1]), 0.0).fault
     assert fault is not None and "box [0, 0, 0]..[0.9, 0.9, 0.9]" in fault and "np." not in fault, fault
+
+
+def test_a_grasp_move_kicks_the_controllers_watchdog_which_is_armed_with_the_first_command():
+    """The controller's RTDE watchdog was armed at connect, seconds before the first command (target render, goal
+    preview), and the blocking grasp moves ran seconds with no kick: on a real controller it shuts the control down.
+    It is now armed with the first motion command, and a move is sent asynchronously and waited for with a kick and a
+    safety check every poll; the fake controller shuts down like the real one when not kicked."""
+    sim, _ = _arm()
+    control, receive, io = sim.clients()
+    arm = URArm(receive, control, io, watchdog_min_hz=5.0, poll_s=0.0)
+    assert not any(c[0] == "setWatchdog" for c in sim.calls)  # not armed before anything moves
+    T0 = arm.T_base_tool()
+    T1 = T0 @ make_pose(np.eye(3), [0.0, 0.0, 0.12])
+    arm.move_l(T1, 0.05, 0.3)  # 2.4 s of simulated motion, 12 times the watchdog's 0.2 s
+    assert sim.calls[0][0] == "setWatchdog" and sim.calls[1][0] == "moveL" and sim.calls[1][1][3] is True
+    assert sum(c[0] == "kickWatchdog" for c in sim.calls) > 2.4 / 0.2 and not sim.control_shut_down
+    assert np.linalg.norm(arm.T_base_tool()[:3, 3] - T1[:3, 3]) < 1e-3
+    # a client that never kicks: the fake shuts the control down mid-move, and the move says so
+    sim2, _ = _arm()
+    control2, receive2, io2 = sim2.clients()
+    silent = URArm(receive2, control2, io2, watchdog_min_hz=5.0, poll_s=0.0)
+    silent.kick_watchdog = lambda: None  # type: ignore[method-assign]
+    with pytest.raises(RobotError, match="mm from it"):
+        silent.move_l(silent.T_base_tool() @ make_pose(np.eye(3), [0.0, 0.0, 0.12]), 0.05, 0.3)
+    assert sim2.control_shut_down
+    # an exception while the move runs (Ctrl-C) stops it before propagating
+    sim3, arm3 = _arm()
+    calls = {"n": 0}
+    real_fault = arm3.fault
+
+    def interrupted():
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("signal SIGINT")
+        return real_fault()
+
+    arm3.fault = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        arm3.move_l(arm3.T_base_tool() @ make_pose(np.eye(3), [0.0, 0.0, 0.12]), 0.05, 0.3)
+    assert sim3.calls[-1][0] == "stopL"

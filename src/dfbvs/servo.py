@@ -174,7 +174,7 @@ def implausible_pose(T_current_target: np.ndarray | None, points_target_m: np.nd
     ratio = float(np.median(z) / np.median(Z_star_m))
     if not config.min_depth_ratio <= ratio <= config.max_depth_ratio:
         return (f"the pose puts the object at {ratio:.2f} x its goal depth, outside the working range "
-                f"[{config.min_depth_ratio}, {config.max_depth_ratio}] (lock.min/max_depth_ratio)")
+                f"[{config.min_depth_ratio}, {config.max_depth_ratio}] (servo.lock.min/max_depth_ratio)")
     return ""
 
 
@@ -196,8 +196,9 @@ def implausible_twist(v_camera: np.ndarray, config: LockConfig) -> str:
         return f"the control law returned a twist that is not 6 finite numbers: {v.tolist()}"
     lin, ang = float(np.linalg.norm(v[:3])), float(np.linalg.norm(v[3:]))
     if lin > config.max_linear_m_s or ang > config.max_angular_rad_s:
-        return (f"the twist ({lin:.3f} m/s, {ang:.3f} rad/s) exceeds lock.max_linear_m_s={config.max_linear_m_s} / "
-                f"lock.max_angular_rad_s={config.max_angular_rad_s}")
+        return (f"the twist ({lin:.3f} m/s, {ang:.3f} rad/s) exceeds servo.lock.max_linear_m_s="
+                f"{config.max_linear_m_s} / "
+                f"servo.lock.max_angular_rad_s={config.max_angular_rad_s}")
     return ""
 
 
@@ -508,7 +509,7 @@ class DFBVSServo:
         if not lock.confirm or (T_pred is None and moving):  # (no clock to carry a moving lock forward)
             return ""
         if T_pred is None:
-            return "a first lock: held still until the next cycle's pose agrees with it (lock.confirm)"
+            return "a first lock: held still until the next cycle's pose agrees with it (servo.lock.confirm)"
         points_m = self.target.points_camera_goal_m
         if poses_agree(T_pred, T_current_target, points_m, lock.confirm_translation_ratio,
                        lock.confirm_rotation_deg, self._equivalents):
@@ -516,8 +517,9 @@ class DFBVSServo:
         tol_m = lock.confirm_translation_ratio * median_depth_m(T_current_target, points_m)
         distance_m, angle_rad = pose_error(T_pred, T_current_target)
         return (f"the pose is {distance_m * 1e3:.1f} mm / {np.rad2deg(angle_rad):.1f} deg from the previous cycle's "
-                f"> lock.confirm_translation_ratio={lock.confirm_translation_ratio} x depth ({tol_m * 1e3:.1f} mm) or "
-                f"lock.confirm_rotation_deg={lock.confirm_rotation_deg}: held still until two cycles agree")
+                f"> servo.lock.confirm_translation_ratio={lock.confirm_translation_ratio} x depth "
+                f"({tol_m * 1e3:.1f} mm) or "
+                f"servo.lock.confirm_rotation_deg={lock.confirm_rotation_deg}: held still until two cycles agree")
 
     def _views_to_try(self) -> list[int]:
         """Indices of the views this cycle matches: the one nearest the roll measured while locked, or every
@@ -771,11 +773,11 @@ class DFBVSServo:
         lock = cfg.lock
         if len(inliers) < lock.min_inliers:
             return failed(StepStatus.TOO_FEW_INLIERS, inliers, T_current_target,
-                          f"{len(inliers)} inliers < lock.min_inliers={lock.min_inliers}: too few to trust")
+                          f"{len(inliers)} inliers < servo.lock.min_inliers={lock.min_inliers}: too few to trust")
         if inlier_ratio < lock.min_inlier_ratio:
             return failed(StepStatus.IMPLAUSIBLE, inliers, T_current_target,
                           f"{inlier_ratio:.2f} of the {len(matches)} matches are inliers < "
-                          f"lock.min_inlier_ratio={lock.min_inlier_ratio}: too few to trust")
+                          f"servo.lock.min_inlier_ratio={lock.min_inlier_ratio}: too few to trust")
         idx_t = inliers.index_target
         why = implausible_pose(T_current_target, target.points_camera_goal_m[idx_t], target.Z_star_m[idx_t], lock)
         if why:

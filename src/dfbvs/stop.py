@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import ConfigError
 from .servo import CorrespondenceSource, StepStatus
 
 if TYPE_CHECKING:
@@ -87,6 +88,11 @@ class StopConfig:
     # a converged run of cycles holds at least this many measured ones (at most converged_cycles): a part the
     # tracking servo never tracks (the sheet) is measured only by its detections, one per 30-60 frames
     converged_min_measured: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("max_iterations", "lost_cycles", "converged_cycles", "diverged_cycles"):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"stop.{name}={getattr(self, name)!r}: must be >= 1 cycle")
 
 
 class StopMonitor:

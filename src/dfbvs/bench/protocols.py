@@ -279,6 +279,12 @@ def make_protocol(name: str, objects: list[str], backgrounds: list[str] | None =
         raise ValueError(f"unknown protocol {name!r}; available: {sorted(PROTOCOLS)}")
     if not objects:
         raise ValueError("a protocol needs at least one object")
+    by_id: dict[str, str] = {}
+    for obj in objects:  # episode ids start with the object's short name: two objects may not share one
+        other = by_id.setdefault(_short(obj), obj)
+        if other != obj:
+            raise ValueError(f"objects {other!r} and {obj!r} would share the episode ids {_short(obj)!r}-...: "
+                             "rename one of the files")
     return PROTOCOLS[name](objects, backgrounds=backgrounds, seed=seed, **options)
 
 

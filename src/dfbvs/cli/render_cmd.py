@@ -24,29 +24,16 @@ def _parse_pose(text: str):
 
 
 def _read_pose_matrix(path: Path):
-    """A 4x4 rigid transform from a JSON file (a 4x4 list, or {"T_object_camera": ...}) or a text file."""
-    import json
+    """``T_object_camera`` from a file, read as ``dfbvs target --goal-camera`` reads it
+    (:func:`~dfbvs.calibration.load_rigid_transform`: JSON, YAML, .npy, .txt, OpenCV FileStorage; errors name the
+    value: NaN, a reflection, a translation in millimetres, ...)."""
+    from ..calibration import load_rigid_transform
+    from ..errors import CalibrationError
 
-    import numpy as np
-
-    if not path.is_file():
-        raise typer.BadParameter(f"--pose-matrix {str(path)!r}: no such file")
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
-            T = np.asarray(data["T_object_camera"] if isinstance(data, dict) else data, dtype=np.float64)
-        else:
-            T = np.loadtxt(path, dtype=np.float64)
-    except Exception as exc:
-        raise typer.BadParameter(f"--pose-matrix {str(path)!r}: cannot read a 4x4 matrix ({exc})") from None
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise typer.BadParameter(f"--pose-matrix {str(path)!r}: need a finite 4x4 matrix, got shape {T.shape}")
-    R = T[:3, :3]
-    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-5) and np.linalg.det(R) > 0
-            and np.allclose(T[3], [0, 0, 0, 1])):
-        raise typer.BadParameter(f"--pose-matrix {str(path)!r}: not a rigid transform (rotation block is not "
-                                 f"orthonormal or last row is not 0 0 0 1)")
-    return T
+        return load_rigid_transform(path, "T_object_camera")
+    except CalibrationError as exc:
+        raise typer.BadParameter(f"--pose-matrix: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -67,8 +54,8 @@ def register(app: typer.Typer) -> None:
         roll: float = typer.Option(0.0, help="Camera roll about its optical axis (deg)."),
         pose: Optional[str] = typer.Option(None, help="T_object_camera as 'x y z rx ry rz' (m, rotation "
                                                       "vector in rad); overrides the look-at options."),
-        pose_matrix: Optional[Path] = typer.Option(None, help="T_object_camera as a 4x4 matrix in a JSON or "
-                                                              "text file; overrides the look-at options."),
+        pose_matrix: Optional[Path] = typer.Option(None, help="T_object_camera (4x4, metres) in a JSON, YAML, .npy "
+                                                              "or .txt file; overrides the look-at options."),
         background: str = background_option("clean"),
         scene: Optional[str] = typer.Option(None, hidden=True,
                                             help="Deprecated: the old name of --background (clean or cluttered)."),

@@ -49,12 +49,12 @@ def register(app: typer.Typer) -> None:
 
         from ..calibration import load_camera_calibration, load_hand_eye, load_rigid_transform
         from ..camera import Camera
-        from ..errors import DfbvsError
+        from ..errors import DfbvsError, TargetError
         from ..features import build_extractor
         from ..goal import GoalSpec
         from ..recorder import write_json
         from ..render import load_builtin, load_mesh
-        from ..render.target import render_target
+        from ..render.target import check_target_render, render_target
         from ..robot.grasp import camera_goal_from_grasp
         from ..servo import ServoConfig
         from ..target import PRECISION_NOISE_WORKING_PX, check_goal_view
@@ -64,6 +64,16 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give at most one of --goal-camera and --grasp")
         if grasp is not None and hand_eye is None:
             raise typer.BadParameter("--grasp needs --hand-eye T_tool_camera FILE")
+        if not standoff > 0:
+            raise typer.BadParameter(f"--standoff {standoff!r}: the tool's distance back from the grasp, > 0 m")
+        if hand_eye is not None and grasp is None:
+            raise typer.BadParameter("--hand-eye is used with --grasp only (the goal camera is derived from both)")
+        given_pose = "--goal-camera" if goal_camera is not None else "--grasp" if grasp is not None else None
+        if given_pose is not None:
+            ignored = [n for n, v in (("--look-at", look_at), ("--distance", distance)) if v is not None]
+            if ignored:
+                raise typer.BadParameter(f"{given_pose} gives the goal pose: {', '.join(ignored)} would be ignored")
+
         try:
             obj = load_mesh(str(mesh), unit=mesh_unit) if mesh is not None else load_builtin(str(object_name))
             if calibration is not None:
@@ -91,7 +101,7 @@ def register(app: typer.Typer) -> None:
             else:
                 T_goal = spec.T_object_camera(obj, cam)
             render = render_target(obj, cam, T_goal)
-        except (DfbvsError, ValueError) as exc:
+        except (DfbvsError, ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
         work = ServoConfig()
@@ -126,5 +136,8 @@ def register(app: typer.Typer) -> None:
                           else "beyond alignment: most patches no longer align)"))
         for warning in warnings:
             typer.echo(f"warning: {warning}")
-        if not render.mask.any():
-            raise typer.Exit(code=1)
+        try:  # what `dfbvs sim`, `bench` and `servo` refuse, refused here too
+            check_target_render(render, obj, work.target_check)
+        except TargetError as exc:
+            typer.echo(f"error: a servo refuses this goal view: {exc}", err=True)
+            raise typer.Exit(code=1) from None

@@ -152,7 +152,8 @@ class SceneConfig:
                 raise ValueError(f"SceneConfig.{rgb_name}={rgb!r}: need 3 values in [0, 1]")
         if self.background not in ("procedural", "photo", "plain", "none") and not Path(self.background).is_file():
             raise ValueError(f"SceneConfig.background={self.background!r}: use procedural, photo, plain, none or "
-                             f"the path of an existing image file")
+                             f"the path of an existing image file (the command line's --background cluttered, "
+                             f"similar, clean and photo set this and the distractors together)")
 
     def without_gap(self) -> SceneConfig:
         """The same scene (background, distractors) with every sim-to-real knob at its identity value."""

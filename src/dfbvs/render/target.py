@@ -179,14 +179,27 @@ def target_hints(mesh: Mesh | None, T_object_camera: np.ndarray | None) -> str:
         hints.append(f"the mesh is {size:.3g} m across: a file in mm read as m? try --mesh-unit mm")
     elif size < 0.005:
         hints.append(f"the mesh is {size * 1e3:.3g} mm across: a file in m read as mm (or cm)? try --mesh-unit m")
+    axis = np.asarray(T_object_camera, dtype=np.float64)[:3, 2]  # the optical axis (+z), object frame
+
+    def off_axis_m(p: np.ndarray) -> float:  # how far the optical axis passes from p (inf: p is behind)
+        d = p - eye
+        along = float(d @ axis)
+        return float(np.linalg.norm(d - along * axis)) if along > 0 else float("inf")
+
+    misses_centre = off_axis_m(centre) > 0.5 * max(size, 1e-9)
     offset = float(np.linalg.norm(centre))
-    if offset > max(size, 1e-9):
-        hints.append(f"the mesh origin is {offset:.3g} m from its geometry's centre ({size:.3g} m across): the "
-                     f"goal looks at the origin; re-centre the mesh or give the goal pose explicitly")
+    if misses_centre and offset > max(size, 1e-9) and off_axis_m(np.zeros(3)) < 0.25 * max(size, 1e-9):
+        hints.append(f"the goal camera looks at the mesh origin, which is {offset:.3g} m from its geometry's centre "
+                     f"({size:.3g} m across): re-centre the mesh or aim the goal at the centre")
+    elif misses_centre:
+        hints.append(f"the goal camera does not look at the object: its optical axis passes "
+                     f"{off_axis_m(centre):.3g} m from the object's centre" if np.isfinite(off_axis_m(centre))
+                     else "the object is behind the goal camera")
     if np.all(eye > lo) and np.all(eye < hi):
         hints.append("the camera is inside the object's bounding box")
-    hints.append(f"the goal camera is {distance:.3g} m from an object {size:.3g} m across; a distance of about "
-                 f"{3 * size:.2g}-{5 * size:.2g} m frames it (goal distance)")
+    if 0.005 <= size <= 5.0:  # a size in the right unit: the distance that frames it
+        hints.append(f"the goal camera is {distance:.3g} m from an object {size:.3g} m across; a distance of about "
+                     f"{3 * size:.2g}-{5 * size:.2g} m frames it (goal distance)")
     return "; ".join(hints)
 
 

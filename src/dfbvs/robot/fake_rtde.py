@@ -36,6 +36,8 @@ class FakeRTDE:
     calls: list[tuple[str, tuple]] = field(default_factory=list)
     digital_out: dict[int, bool] = field(default_factory=dict)
     watchdog_min_hz: float | None = None
+    last_kick_s: float = 0.0  # simulated time of the last watchdog kick (or of arming it)
+    control_shut_down: bool = False  # the RTDE watchdog expired: no more motion commands are executed
     lock: Any = field(default_factory=threading.RLock, repr=False)  # calls from a watchdog thread too
 
     def sync(self) -> SimulatedUR5e:
@@ -48,6 +50,16 @@ class FakeRTDE:
 
     def motion_calls(self) -> list[tuple[str, tuple]]:
         return [c for c in self.calls if c[0] in ("speedL", "moveL", "speedJ", "moveJ", "servoL", "servoJ")]
+
+
+@dataclass(frozen=True)
+class _AsyncStatus:
+    """What ``getAsyncOperationProgressEx`` returns (``rtde_control.AsyncOperationStatus``), as far as it is read."""
+
+    running: bool
+
+    def isAsyncOperationRunning(self) -> bool:
+        return self.running
 
 
 class FakeRTDEControl:
@@ -66,11 +78,14 @@ class FakeRTDEControl:
 
     def moveL(self, pose: list[float], speed: float = 0.25, acceleration: float = 1.2,
               asynchronous: bool = False) -> bool:
-        """A straight line (position) with the orientation turned uniformly, at ``speed``; the simulated
-        clock advances by the move's duration."""
+        """A straight line (position) with the orientation turned uniformly, at ``speed``. Blocking: the simulated
+        clock advances by the move's duration. ``asynchronous``: returns at once; each
+        :meth:`getAsyncOperationProgressEx` poll advances the clock (and the arm along the line) by one control
+        period, and an armed RTDE watchdog (:meth:`setWatchdog`) not kicked for longer than its period of
+        simulated time shuts the control down, stopping the arm where it is, as the controller does."""
         self.sim.calls.append(("moveL", (list(pose), speed, acceleration, asynchronous)))
         arm = self.sim.sync()
-        if arm.protective_stop_reason is not None:
+        if arm.protective_stop_reason is not None or self.sim.control_shut_down:
             return False
         T0, T1 = arm.T_base_tool(), pose_from_vector(pose)
         distance = float(np.linalg.norm(T1[:3, 3] - T0[:3, 3]))
@@ -79,15 +94,40 @@ class FakeRTDEControl:
         n = max(int(np.ceil(duration / arm.config.control_period_s)), 1)
         w = so3_log(T0[:3, :3].T @ T1[:3, :3])
         q = arm.q_rad
+        path = []
         for k in range(1, n + 1):
             s = k / n
             T = make_pose(T0[:3, :3] @ so3_exp(w * s), T0[:3, 3] + s * (T1[:3, 3] - T0[:3, 3]))
             q = inverse_kinematics(T, q).q_rad
+            path.append(q)
+        if asynchronous:
+            self._path, self._period_s = path, duration / n
+            return True
+        self._go(q, duration)
+        return True
+
+    def _go(self, q: np.ndarray, dt_s: float) -> None:
+        arm = self.sim.arm
         arm.q_rad = q
         arm.xd_base = np.zeros(6)
-        self.sim.time.now_s += duration
+        self.sim.time.now_s += dt_s
         arm.t_s = self.sim.time.now_s
-        return True
+
+    def getAsyncOperationProgressEx(self) -> _AsyncStatus:
+        """Whether the asynchronous move runs; each call advances it one control period (see :meth:`moveL`)."""
+        path = getattr(self, "_path", [])
+        if path:
+            self._go(path.pop(0), self._period_s)
+            hz = self.sim.watchdog_min_hz
+            if hz and self.sim.time.now_s - self.sim.last_kick_s > 1.0 / hz:
+                self.sim.control_shut_down = True
+                self.sim.calls.append(("watchdog expired", (self.sim.time.now_s,)))
+                self._path = []
+        return _AsyncStatus(bool(getattr(self, "_path", [])))
+
+    def stopL(self, a: float = 10.0, asynchronous: bool = False) -> None:
+        self.sim.calls.append(("stopL", (a, asynchronous)))
+        self._path = []
 
     def stopScript(self) -> None:
         self.sim.calls.append(("stopScript", ()))
@@ -95,10 +135,12 @@ class FakeRTDEControl:
     def setWatchdog(self, min_frequency: float = 10.0) -> bool:
         self.sim.calls.append(("setWatchdog", (min_frequency,)))
         self.sim.watchdog_min_hz = min_frequency
+        self.sim.last_kick_s = self.sim.time.now_s
         return True
 
     def kickWatchdog(self) -> bool:
         self.sim.calls.append(("kickWatchdog", ()))
+        self.sim.last_kick_s = self.sim.time.now_s
         return True
 
     def triggerProtectiveStop(self) -> bool:

@@ -99,14 +99,14 @@ def execute_grasp(arm: URArm, T_tool_camera: np.ndarray, T_object_camera_goal: n
     check_grasp_motion(T_base_tool, T_base_grasp, lifted, config, safety)
     speed = min(config.approach_speed_m_s, safety.max_linear_speed_m_s)
     acceleration = min(config.approach_acceleration_m_s2, safety.max_linear_accel_m_s2)
-    arm.move_l(T_base_grasp, speed, acceleration)
+    arm.move_l(T_base_grasp, speed, acceleration, safety.stop_deceleration_m_s2)
     reached = arm.T_base_tool()
     arm.set_digital_out(config.gripper_output, True)
     if config.lift_m > 0:
         lifted = reached.copy()
         lifted[2, 3] += config.lift_m
         check_grasp_motion(reached, reached, lifted, config, safety)  # the box, from where the tool is
-        arm.move_l(lifted, speed, acceleration)
+        arm.move_l(lifted, speed, acceleration, safety.stop_deceleration_m_s2)
     return GraspResult(T_base_grasp, reached)
 
 

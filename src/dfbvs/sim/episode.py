@@ -53,6 +53,12 @@ class GoalConfig:
     fill_ratio: float = 0.9
     center: CenterKind = CenterKind.BBOX
 
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.fill_ratio) and 0 < self.fill_ratio <= 1):
+            raise ConfigError(f"goal.fill_ratio={self.fill_ratio!r}: the object's share of the image, in (0, 1]")
+        if self.distance_m is not None and not (np.isfinite(self.distance_m) and self.distance_m > 0):
+            raise ConfigError(f"goal.distance_m={self.distance_m!r}: a distance > 0 m (none: framed by fill_ratio)")
+
     def spec(self) -> GoalSpec:
         return GoalSpec(self.azimuth_deg, self.elevation_deg, self.roll_deg, self.distance_m, self.fill_ratio,
                         self.center)
@@ -77,6 +83,13 @@ class StartConfig:
     offset_deg: float = 8.0
     margin_px: float = 50.0
     T_goal_start: tuple[tuple[float, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.offset_mm) and self.offset_mm >= 0):
+            raise ConfigError(f"start.offset_mm={self.offset_mm!r}: a distance, >= 0 mm (its direction is random)")
+        if not (np.isfinite(self.offset_deg) and 0 <= self.offset_deg <= 180):
+            raise ConfigError(f"start.offset_deg={self.offset_deg!r}: a rotation angle in [0, 180] deg (its axis is "
+                              "random)")
 
 
 @dataclass(frozen=True)

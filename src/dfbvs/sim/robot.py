@@ -121,7 +121,7 @@ def build_arm_rig(config: RobotConfig, T_world_camera_goal: np.ndarray, T_world_
     latency_s = ArmSimConfig().command_latency_s + config.latency_frames * frame_period_s
     fake = FakeRTDE(SimulatedUR5e(q_start, ArmSimConfig(command_latency_s=latency_s)), SimTime())
     control, receive, io = fake.clients()
-    arm = URArm(receive, control, io, host="ur5e-sim")
+    arm = URArm(receive, control, io, host="ur5e-sim", poll_s=0.0)  # simulated time: no need to wait
     believed = believed_hand_eye(config, seed)
     sink = ArmSink(arm, believed, config.safety, T_world_base=T_world_base, clock=lambda: fake.time.now_s,
                    watchdog=False)  # simulated time cannot freeze; the watchdog is tested on wall time
