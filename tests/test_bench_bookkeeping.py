@@ -136,6 +136,9 @@ def test_cut_short_last_line_is_repaired_before_appending(tmp_path, episodes):
     complete = results.read_bytes()
     fragment = b'{"key":"bracket-tiny-0/photometric","episode_id":"brac'
     results.write_bytes(complete + fragment)  # a crash mid-write
+    r = CliRunner().invoke(app, ["bench", "report", str(out)])  # the report says what it leaves out
+    assert r.exit_code == 0 and "cut short" in text(r), r.output
+    assert "is cut short" in (out / "report.md").read_text()
 
     r = bench(out, "--methods", "dfbvs-orb,photometric")
     assert r.exit_code == 0, r.output

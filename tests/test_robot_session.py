@@ -212,3 +212,34 @@ def test_a_recording_starts_clean_and_keeps_frames_and_timestamps_together(tmp_p
             done.append("after the signal, inside")  # still runs: the signal waits for the block's end
         done.append("never")  # the signal is delivered as the block ends
     assert done == ["after the signal, inside"]
+
+
+def test_a_session_counts_the_cycles_a_real_arms_watchdog_would_have_stopped():
+    """The simulated arm runs on simulated time, so a cycle that computes longer than the watchdog goes unnoticed
+    (a review saw p95 1.4 s against the 0.5 s watchdog, CONVERGED); the session counts such cycles."""
+    from dfbvs.matching import Correspondences
+    from dfbvs.servo import ServoStep, StepStatus
+
+    class SlowServo:
+        def __init__(self):
+            self.n = 0
+
+        def step(self, image, timestamp_s=float("nan")):
+            self.n += 1
+            empty = Correspondences.empty()
+            return ServoStep(np.zeros(6), StepStatus.OK, empty, empty, 1.0, False,
+                             {"total_ms": 800.0 if self.n % 2 else 100.0}, timestamp_s)
+
+        def reset(self):
+            pass
+
+    cam = Camera.default().rescaled(640, 480)
+    mesh = load_builtin("bracket")
+    T_goal = GoalConfig().T_object_camera()
+    episode = EpisodeConfig(seed=3, camera=cam)
+    rig, source = simulated_arm_camera(mesh, cam, T_goal, start_pose(episode, cam, T_goal), episode.scene,
+                                       RobotConfig(kind=RobotKind.UR5E), episode.dt_s, episode.seed)
+    config = session_config(None, ["stop.max_iterations=6", "stop.converged_cycles=100"])
+    result = run_session(config, source, rig.arm, rig.T_tool_camera_believed, render_target(mesh, cam, T_goal),
+                         servo=SlowServo(), T_world_base=rig.T_world_base, clock=lambda: rig.fake.time.now_s)
+    assert result.iterations == 6 and result.slow_cycles == 3 and result.summary()["slow_cycles"] == 3

@@ -136,6 +136,12 @@ def check_framing(mask: np.ndarray, depth_m: np.ndarray, keypoints_px: Optional[
     elif coverage > max_coverage:
         warnings.append(f"the object covers {coverage:.1%} of the image (> {max_coverage:.0%}): the goal is inside "
                         "or too close; check the mesh unit and the distance")
+    if coverage > 0:
+        cut = [side for side, edge in (("left", mask[:, 0]), ("right", mask[:, -1]), ("top", mask[0, :]),
+                                       ("bottom", mask[-1, :])) if edge.any()]
+        if cut:
+            warnings.append(f"the object is cut by the image's {', '.join(cut)} border{'s' if len(cut) > 1 else ''}: "
+                            "part of it is out of view; frame it smaller (a larger distance or a smaller fill ratio)")
     if keypoints_px is not None and on < min_keypoints:
         warnings.append(f"only {on} of {total} target keypoints land on the object (< {min_keypoints}): a "
                         "feature-poor view; try another viewing angle or a closer goal")

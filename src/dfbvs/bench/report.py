@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import RESULTS_FILE, RUN_FILE, latest_records, read_results
+from .results import RESULTS_FILE, RUN_FILE, has_cut_short_line, latest_records, read_results
 from .runner import SuccessCriteria, judge
 
 
@@ -55,6 +55,9 @@ def write_report(out_dir: Path, title: str = "", criteria: SuccessCriteria = Suc
              f"object's surface); success (GT) = final camera pose error < {criteria.translation_mm} mm and < "
              f"{criteria.rotation_deg} deg.", ""]
     lines += _run_options(out_dir)
+    if has_cut_short_line(out_dir / RESULTS_FILE):
+        lines += [f"Note: the last line of `{out_dir / RESULTS_FILE}` is cut short (a run stopped mid-write): its "
+                  "episode is not in this report; `dfbvs bench run` with the same options re-runs it.", ""]
     if n_errors or len(attempts) > len(records):
         lines += [f"{n_errors} episodes ended with an error (their `error` field in results.jsonl and the "
                   f"table below); {len(attempts) - len(records)} earlier attempts of retried episodes are kept "

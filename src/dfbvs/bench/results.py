@@ -94,6 +94,21 @@ def read_results(path: Path) -> list[dict]:
     return records
 
 
+def has_cut_short_line(path: Path) -> bool:
+    """Whether ``path`` ends with a cut-short line that is not a complete record (a run stopped mid-write):
+    :func:`read_results` leaves it out, ``bench run`` re-runs its episode."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    tail = path.read_bytes().rsplit(b"\n", 1)[-1]
+    if not tail.strip():
+        return False
+    try:
+        return not _is_record(json.loads(tail))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+
+
 def repair_results(path: Path) -> str | None:
     """Make ``path`` end with a complete line before appending; returns what was done (a warning naming the
     file and the byte count) or None when nothing was needed.

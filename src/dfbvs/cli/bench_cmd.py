@@ -165,6 +165,10 @@ def register(app: typer.Typer) -> None:
         except ResultsFileError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: every finished episode is in {out / 'results.jsonl'}; re-run the same command "
+                       "to run the rest", err=True)
+            raise typer.Exit(code=130) from None
         typer.echo(f"ran {n} episodes ({len(jobs) - n} already done); report: {write_report(out, protocol)}")
         failed = errored(jobs, out / "results.jsonl")
         if failed:
@@ -184,6 +188,11 @@ def register(app: typer.Typer) -> None:
 
         if not (out_dir / "results.jsonl").is_file():
             raise typer.BadParameter(f"{str(out_dir)!r} has no results.jsonl")
+        from ..bench.results import has_cut_short_line
+
+        if has_cut_short_line(out_dir / "results.jsonl"):
+            typer.echo(f"warning: the last line of {out_dir / 'results.jsonl'} is cut short (a run stopped mid-write): "
+                       "its episode is left out; `dfbvs bench run` with the same options re-runs it", err=True)
         try:
             typer.echo(str(write_report(out_dir)))
         except ResultsFileError as exc:

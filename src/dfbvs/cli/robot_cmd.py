@@ -206,6 +206,11 @@ def register(app: typer.Typer) -> None:
                    f"{s['final_mean_px_error']:.3f} px ({s['final_n_inliers']} inliers); commands sent "
                    f"{s['commands_sent']}, scaled by safety {s['commands_scaled']}"
                    + (f"; stopped: {s['fault']}" if s["fault"] else ""))
+        if simulated and result.slow_cycles:
+            typer.echo(f"warning: {result.slow_cycles} of {result.iterations} cycles took longer than the watchdog "
+                       f"(safety.watchdog_timeout_s={config.safety.watchdog_timeout_s:g} s) to compute: the simulated "
+                       "arm runs on simulated time, a real arm's watchdog would have stopped the run; raise the "
+                       "timeout above your slowest cycle, or use the camera-rate servo (--preset tracking)")
         if result.grasp is not None:
             typer.echo(f"grasped at tool pose {np.round(result.grasp.T_base_tool_reached[:3, 3], 4).tolist()} m (base)")
             if simulated:

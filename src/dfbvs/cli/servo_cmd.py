@@ -37,7 +37,12 @@ def _run_and_report(config, out: Path, live_view: Optional[str] = None) -> None:
             status.update(f"it {cycle.iteration:3d}  {step.status.value:16s} inliers {step.n_inliers:3d}  "
                           f"error {step.mean_error_px:7.2f} px  pose {e['translation_error_mm']:6.2f} mm "
                           f"{e['rotation_error_deg']:5.2f} deg  {'tracking' if step.tracking_mode else ''}")
-        result = run_episode(config, out_dir=out, progress=progress, live_view=live_view)
+        try:
+            result = run_episode(config, out_dir=out, progress=progress, live_view=live_view)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: the cycles run so far are in {out / 'trajectory.jsonl'} (written as they ran); "
+                       "no summary.json", err=True)
+            raise typer.Exit(code=130) from None
     s = result.summary()
     typer.echo(
         f"{s['status'].upper()} after {s['iterations']} iterations: start {s['initial_translation_mm']:.1f} mm / "

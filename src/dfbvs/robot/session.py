@@ -61,9 +61,13 @@ class SessionResult:
     final_mean_px_error: float
     final_n_inliers: int
     record_dir: Optional[str]
+    # cycles whose computation (wall time) took longer than safety.watchdog_timeout_s: on a real arm the watchdog
+    # stops it then; a simulated arm runs on simulated time and would not show it otherwise
+    slow_cycles: int = 0
 
     def summary(self) -> dict:
         return {"status": self.status.value, "iterations": self.iterations, "fault": self.fault,
+                "slow_cycles": self.slow_cycles,
                 "commands_sent": self.commands_sent, "commands_scaled": self.commands_scaled,
                 "grasped": self.grasp is not None, "grasp_skipped": self.grasp_skipped,
                 "T_base_tool_grasp_commanded": None if self.grasp is None else self.grasp.T_base_tool_commanded,
@@ -101,11 +105,20 @@ def run_session(config: SessionConfig, source: FrameSource, arm: URArm, T_tool_c
                                                          "T_tool_camera": T_tool_camera})
     live = None if live_view is None else RerunRecorder(
         live_view, target.rgb, target.camera, target.camera.rescaled(work.working_width_px, work.working_height_px))
+    slow = [0]
+    watchdog_ms = config.safety.watchdog_timeout_s * 1e3
+
+    def counted(cycle: Cycle) -> None:
+        if cycle.step.timings_ms.get("total_ms", 0.0) > watchdog_ms:
+            slow[0] += 1
+        if progress is not None:
+            progress(cycle)
+
     try:
         with stop_on_signals(sink.stop):
             monitor = StopMonitor(config.stop, goal_distance_m=float(np.nanmedian(target.depth_m)))
             outcome = run_servo_loop(source, servo, sink, monitor, RecorderGroup(recorder, live),
-                                     combine_probes(sink.probe, probe), progress)
+                                     combine_probes(sink.probe, probe), counted)
     finally:
         if hasattr(servo, "close"):
             servo.close()
@@ -128,7 +141,7 @@ def run_session(config: SessionConfig, source: FrameSource, arm: URArm, T_tool_c
     result = SessionResult(outcome.status, outcome.iterations, sink.fault, sink.commands_sent, sink.commands_scaled,
                            grasp, skipped, float(last.mean_error_px) if last is not None else float("nan"),
                            last.n_inliers if last is not None else 0,
-                           str(record_dir) if record_dir is not None else None)
+                           str(record_dir) if record_dir is not None else None, slow[0])
     if recorder is not None:
         recorder.finish(result.summary(), title=f"servo on {arm.host}: {outcome.status.value}")
     return result
