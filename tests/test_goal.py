@@ -275,3 +275,44 @@ def test_render_pose_matrix_reads_what_target_reads(tmp_path):
     r = CliRunner().invoke(app, ["render", "--object", "bracket", "--pose-matrix", str(tmp_path / "mm.npy"),
                                  "--out", str(tmp_path / "mm")])
     assert r.exit_code == 2 and "millimetres" in r.output, r.output
+
+
+def test_sim_takes_the_goals_target_checks_a_pose_file_a_grasp_with_a_hand_eye_and_a_look_at_point(tmp_path):
+    """Issue 13's `--goal` forms in `dfbvs sim` too (a review found only 'd,az,el,roll' there): a 4x4
+    T_object_camera file, a grasp T_object_tool with a hand-eye, a look-at point; conflicting forms are refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dfbvs.calibration import load_hand_eye
+    from dfbvs.cli import _register, app
+    from dfbvs.robot.grasp import grasp_from_camera_goal
+    from dfbvs.sim.episode import GoalConfig
+
+    point = GoalConfig(look_at_m=(0.01, -0.02, 0.005))
+    np.testing.assert_allclose(point.T_object_camera()[:3, 3] - GoalConfig().T_object_camera()[:3, 3],
+                               [0.01, -0.02, 0.005], atol=1e-12)  # the same look-at angles about another point
+    T = GoalConfig(azimuth_deg=-40.0).T_object_camera()
+    given = GoalConfig(T_object_camera_given=tuple(map(tuple, T)))
+    np.testing.assert_allclose(given.T_object_camera(), T)
+    with pytest.raises(Exception, match="T_object_camera_given"):
+        GoalConfig(T_object_camera_given=((1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, -1.0, 0), (0, 0, 0, 1.0)))
+
+    (tmp_path / "goal.json").write_text(json.dumps(T.tolist()))
+    (tmp_path / "he.json").write_text(json.dumps({"translation": [0.0, 0.05, 0.1], "rotation": [0.0, 0.0, 0.0]}))
+    grasp = grasp_from_camera_goal(T, load_hand_eye(tmp_path / "he.json"), 0.12)
+    (tmp_path / "grasp.json").write_text(json.dumps(grasp.tolist()))
+    _register()
+    run = CliRunner().invoke
+    for args, needle in ((["--goal", str(tmp_path / "goal.json"), "--look-at", "0,0,0"], "--look-at would be ignored"),
+                         (["--grasp-pose", str(tmp_path / "grasp.json")], "go together"),
+                         (["--grasp-pose", str(tmp_path / "grasp.json"), "--hand-eye", str(tmp_path / "he.json"),
+                           "--goal", "0.2,0,60,0"], "--goal and --look-at would be ignored"),
+                         (["--goal", str(tmp_path / "missing.json")], "does not exist")):
+        r = run(app, ["sim", "--object", "bracket", *args, "--out", str(tmp_path / "o")])
+        assert r.exit_code == 2 and needle in " ".join(r.output.split()), (args, r.output)
+    r = run(app, ["sim", "--object", "bracket", "--grasp-pose", str(tmp_path / "grasp.json"), "--hand-eye",
+                  str(tmp_path / "he.json"), "--max-iterations", "1", "--out", str(tmp_path / "g")])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    written = json.loads((tmp_path / "g" / "config.json").read_text())["goal"]["T_object_camera_given"]
+    np.testing.assert_allclose(np.asarray(written), T, atol=1e-12)

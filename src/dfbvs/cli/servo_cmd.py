@@ -111,14 +111,63 @@ def register(app: typer.Typer) -> None:
 
     presets = preset_help()
 
+    def _goal_config(goal: Optional[str], look_at: Optional[str], grasp_pose: Optional[Path],
+                     hand_eye: Optional[Path], standoff: float):
+        """The goal of ``dfbvs sim``'s options: a pose file (``--goal FILE``), a grasp and a hand-eye, or the
+        look-at point (the look-at angles come as overrides)."""
+        import numpy as np
+
+        from ..calibration import load_hand_eye, load_rigid_transform
+        from ..errors import DfbvsError
+        from ..robot.grasp import camera_goal_from_grasp
+        from ..sim.episode import GoalConfig
+
+        goal_file = goal is not None and "," not in goal
+        if (hand_eye is None) != (grasp_pose is None):
+            raise typer.BadParameter("--grasp-pose and --hand-eye go together (the goal camera is derived from both)")
+        if grasp_pose is not None and (goal is not None or look_at is not None):
+            raise typer.BadParameter("--grasp-pose gives the goal pose: --goal and --look-at would be ignored")
+        if goal_file and look_at is not None:
+            raise typer.BadParameter(f"--goal {goal!r} gives the goal pose: --look-at would be ignored")
+        if not standoff > 0:
+            raise typer.BadParameter(f"--standoff {standoff!r}: the tool's distance back from the grasp, > 0 m")
+        try:
+            if goal_file:
+                T = load_rigid_transform(Path(str(goal)), "T_object_camera")
+            elif grasp_pose is not None:
+                T = camera_goal_from_grasp(load_rigid_transform(grasp_pose, "T_object_tool"),
+                                           load_hand_eye(hand_eye), standoff)  # type: ignore[arg-type]
+            else:
+                T = None
+        except DfbvsError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        point = None
+        if look_at is not None:
+            try:
+                point = tuple(float(x) for x in look_at.split(","))
+                assert len(point) == 3 and all(np.isfinite(point))
+            except (ValueError, AssertionError):
+                raise typer.BadParameter(f"--look-at {look_at!r}: expected x,y,z in metres") from None
+        given = None if T is None else tuple(tuple(float(x) for x in row) for row in T)
+        return GoalConfig(look_at_m=point, T_object_camera_given=given)  # type: ignore[arg-type]
+
     @app.command("sim")
     def sim(
         object_name: Optional[str] = typer.Option(None, "--object", help=object_help()),
         mesh: Optional[Path] = typer.Option(None, help="Your CAD mesh (STL, OBJ, PLY, glTF/GLB)."),
         mesh_unit: Optional[str] = typer.Option(None, callback=mesh_unit_callback,
                                                 help=f"Unit of the mesh file: {mesh_unit_names()} (default: m)."),
-        goal: Optional[str] = typer.Option(None, help="Goal camera: distance m, azimuth, elevation, roll deg "
-                                           "(default: the goal.* settings, 0.22,30,60,0)."),
+        goal: Optional[str] = typer.Option(None, help="Goal camera: 'distance_m,azimuth,elevation,roll' (deg) "
+                                           "around the object's centre (or --look-at), or a file with the 4x4 "
+                                           "T_object_camera (JSON, YAML, .npy, .txt; metres). Default: a built-in "
+                                           "object from 0.22,30,60,0, a --mesh framed (goal.fill_ratio)."),
+        look_at: Optional[str] = typer.Option(None, help="x,y,z (m, object frame): the point the goal camera "
+                                              "looks at, instead of the object's centre."),
+        grasp_pose: Optional[Path] = typer.Option(None, help="The grasp T_object_tool (4x4 file): the goal camera "
+                                                  "is where the camera is when the tool stands --standoff back "
+                                                  "from it (needs --hand-eye)."),
+        hand_eye: Optional[Path] = typer.Option(None, help="T_tool_camera (4x4 file, metres), with --grasp-pose."),
+        standoff: float = typer.Option(0.12, help="--grasp-pose: the tool's distance back from the grasp (m)."),
         start_offset_mm: Optional[float] = typer.Option(None, help="Start translation from the goal (mm; "
                                                         "= start.offset_mm, default 50)."),
         start_offset_deg: Optional[float] = typer.Option(None, help="Start rotation from the goal (deg; "
@@ -152,12 +201,14 @@ def register(app: typer.Typer) -> None:
 
         check_object_or_mesh(object_name, mesh)
         options = []  # each option of this command is an override of the episode config
-        if goal is None and mesh is not None:  # a user mesh: look at its centre from where it fits the image
-            options.append("goal.distance_m=none")
-        if goal is not None:
+        goal_config = _goal_config(goal, look_at, grasp_pose, hand_eye, standoff)
+        if goal is None and mesh is not None and goal_config.T_object_camera_given is None:
+            options.append("goal.distance_m=none")  # a user mesh: look at its centre from where it fits the image
+        if goal is not None and goal_config.T_object_camera_given is None:
             values = goal.split(",")
             if len(values) != 4:
-                raise typer.BadParameter(f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg'")
+                raise typer.BadParameter(f"--goal {goal!r}: expected 'distance_m,azimuth_deg,elevation_deg,roll_deg' "
+                                         "or the path of a file with the 4x4 T_object_camera")
             options += [f"goal.{k}={v}" for k, v in zip(("distance_m", "azimuth_deg", "elevation_deg", "roll_deg"),
                                                           values)]
         try:
@@ -178,7 +229,7 @@ def register(app: typer.Typer) -> None:
             if value is not None:
                 options.append(f"{path}={value}")
         base = replace(EpisodeConfig(), object_name=object_name or "custom", mesh_path=str(mesh) if mesh else None,
-                       scene=_scene(background, distractors, seed), seed=seed, camera=camera)
+                       scene=_scene(background, distractors, seed), seed=seed, camera=camera, goal=goal_config)
         config = configured(base, preset, options, set_)
         try:
             _run_and_report(config, out, live_view)

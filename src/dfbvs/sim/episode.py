@@ -44,7 +44,10 @@ class GoalConfig:
     """Goal camera pose in the object frame: look-at angles around the object's centre (``center``: bbox,
     centroid or origin; see :mod:`dfbvs.goal`) from ``distance_m``, or, with ``distance_m=none``, from the
     distance at which the object's bounding sphere spans ``fill_ratio`` of the image's shorter side (what a
-    user mesh gets by default: any size, any origin). The built-in objects are modelled about their centre."""
+    user mesh gets by default: any size, any origin). The built-in objects are modelled about their centre.
+    ``look_at_m`` (a point of the object frame, m) replaces the centre; ``T_object_camera_given`` (4x4, metres)
+    is the goal pose itself and overrides every look-at parameter (``dfbvs sim --goal FILE``, or a grasp and a
+    hand-eye: ``--grasp-pose``)."""
 
     distance_m: float | None = 0.22
     azimuth_deg: float = 30.0
@@ -52,24 +55,33 @@ class GoalConfig:
     roll_deg: float = 0.0
     fill_ratio: float = 0.9
     center: CenterKind = CenterKind.BBOX
+    look_at_m: tuple[float, float, float] | None = None
+    T_object_camera_given: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.fill_ratio) and 0 < self.fill_ratio <= 1):
             raise ConfigError(f"goal.fill_ratio={self.fill_ratio!r}: the object's share of the image, in (0, 1]")
         if self.distance_m is not None and not (np.isfinite(self.distance_m) and self.distance_m > 0):
             raise ConfigError(f"goal.distance_m={self.distance_m!r}: a distance > 0 m (none: framed by fill_ratio)")
+        if self.look_at_m is not None and not (len(self.look_at_m) == 3 and np.all(np.isfinite(self.look_at_m))):
+            raise ConfigError(f"goal.look_at_m={self.look_at_m!r}: a point x, y, z of the object frame (m)")
+        if self.T_object_camera_given is not None:
+            as_rigid_pose(self.T_object_camera_given, "goal.T_object_camera_given")  # a PoseError naming it
 
     def spec(self) -> GoalSpec:
         return GoalSpec(self.azimuth_deg, self.elevation_deg, self.roll_deg, self.distance_m, self.fill_ratio,
-                        self.center)
+                        self.center, self.look_at_m)
 
     def T_object_camera(self, mesh: Mesh | None = None, camera: Camera | None = None) -> np.ndarray:
-        """The goal pose; without a mesh, around the object frame's origin at ``distance_m`` (which must be
-        set)."""
+        """The goal pose; without a mesh, around the object frame's origin (or ``look_at_m``) at ``distance_m``
+        (which must be set); ``T_object_camera_given`` when set."""
+        if self.T_object_camera_given is not None:
+            return as_rigid_pose(self.T_object_camera_given, "goal.T_object_camera_given")
         if mesh is None:
             if self.distance_m is None:
                 raise ConfigError("goal.distance_m=none frames the object: the goal needs the mesh")
-            return look_at_spherical(self.distance_m, self.azimuth_deg, self.elevation_deg, self.roll_deg)
+            return look_at_spherical(self.distance_m, self.azimuth_deg, self.elevation_deg, self.roll_deg,
+                                     target_m=self.look_at_m if self.look_at_m is not None else (0.0, 0.0, 0.0))
         return self.spec().T_object_camera(mesh, camera if camera is not None else Camera.default())
 
 
