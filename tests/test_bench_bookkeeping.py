@@ -168,7 +168,7 @@ def test_corrupted_middle_line_is_reported_not_skipped(tmp_path, episodes, garba
     assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
 
 
-def test_mesh_unit_is_validated_and_applied(tmp_path, episodes):
+def test_mesh_unit_is_validated_and_applied(tmp_path, episodes, monkeypatch):
     import trimesh
 
     mesh = tmp_path / "part.stl"
@@ -182,10 +182,15 @@ def test_mesh_unit_is_validated_and_applied(tmp_path, episodes):
 
     r = bench(tmp_path / "mm", "--methods", "dfbvs-orb", "--mesh", str(mesh), "--mesh-unit", "mm", base=base)
     assert r.exit_code == 0, r.output
-    assert episodes.configs[-1].mesh_unit == "mm" and episodes.configs[-1].mesh_path == str(mesh)
+    assert episodes.configs[-1].mesh_unit == "mm" and episodes.configs[-1].mesh_path == str(mesh.resolve())
     assert json.loads((tmp_path / "mm" / "run.json").read_text())["mesh_unit"] == "mm"
     r = bench(tmp_path / "mm", "--methods", "dfbvs-orb", "--mesh", str(mesh), "--mesh-unit", "in", base=base)
     assert r.exit_code == 2 and '--mesh-unit (mesh_unit): "mm" in run.json, "in" now' in text(r), r.output
+    monkeypatch.chdir(tmp_path)  # the same file named relatively: the same run, nothing to do again
+    r = bench(tmp_path / "mm", "--methods", "dfbvs-orb", "--mesh", "part.stl", "--mesh-unit", "mm", base=base)
+    assert r.exit_code == 0 and "(1 already done)" in text(r), r.output
+    r = bench(tmp_path / "dir", "--mesh", str(tmp_path), "--mesh-unit", "mm", base=base)
+    assert r.exit_code == 2 and "a folder, not a mesh file" in text(r), r.output
 
 
 def test_results_file_functions(tmp_path):

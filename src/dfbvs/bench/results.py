@@ -29,7 +29,7 @@ PARTIAL_SUFFIX = ".partial"
 #: ``run.json`` written before the key existed implies.
 RUN_OPTIONS: dict[str, str] = {
     "protocol": "--protocol", "objects": "--objects/--mesh", "mesh_unit": "--mesh-unit",
-    "backgrounds": "--background", "seed": "--seed", "options": "--episodes-per-batch",
+    "backgrounds": "--background", "seed": "--seed", "options": "--episodes-per-batch/--mesh-unit",
     "max_iterations": "--max-iterations", "overrides": "--set", "keypointnet_checkpoint": "--keypointnet-checkpoint",
 }
 RUN_OPTION_DEFAULTS: dict[str, Any] = {"mesh_unit": None, "keypointnet_checkpoint": None, "options": {},

@@ -153,6 +153,8 @@ def mesh_unit_callback(param: typer.CallbackParam, value: Optional[str]) -> Opti
 def mesh_paths_exist(paths: Optional[list[Path]], label: str = "--mesh") -> None:
     """A usage error naming the first mesh path that is not a file."""
     for p in paths or []:
+        if p.is_dir():
+            raise typer.BadParameter(f"{label} {str(p)!r}: a folder, not a mesh file (STL, OBJ, PLY, glTF/GLB)")
         if not p.is_file():
             raise typer.BadParameter(f"{label} {str(p)!r}: no such file")
 
@@ -166,3 +168,12 @@ def check_object_or_mesh(object_name: Optional[str], mesh: Optional[Path]) -> No
     if object_name is not None and object_name not in builtin_object_names(hard_parts=True):
         raise typer.BadParameter(f"--object {object_name!r}: built-in objects are "
                                  f"{builtin_object_names(hard_parts=True)}")
+
+
+def px_text(value: object) -> str:
+    """A mean correspondence error for a person: ``0.123 px``, or ``- (none measured)`` for None or NaN."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "- (none measured)"
+    return f"{v:.3f} px" if v == v else "- (none measured)"

@@ -96,8 +96,10 @@ def register(app: typer.Typer) -> None:
         from ..render import builtin_object_names
         from ._options import mesh_paths_exist
 
-        names = [str(m) for m in mesh] if mesh else (objects.split(",") if objects else builtin_object_names())
         mesh_paths_exist(mesh)
+        # a mesh by its absolute path: the same file named relatively or absolutely is the same run's object
+        names = [str(m.resolve()) for m in mesh] if mesh else (objects.split(",") if objects else
+                                                                builtin_object_names())
         if mesh and objects:
             raise typer.BadParameter("give --objects or --mesh, not both")
         if mesh_unit is not None and not mesh:

@@ -201,9 +201,11 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt as exc:
             typer.echo(f"interrupted ({exc or 'Ctrl-C'}): the arm was stopped", err=True)
             raise typer.Exit(code=130) from None
+        from ._options import px_text
+
         s = result.summary()
         typer.echo(f"{s['status'].upper()} after {s['iterations']} cycles, mean correspondence error "
-                   f"{s['final_mean_px_error']:.3f} px ({s['final_n_inliers']} inliers); commands sent "
+                   f"{px_text(s['final_mean_px_error'])} ({s['final_n_inliers']} inliers); commands sent "
                    f"{s['commands_sent']}, scaled by safety {s['commands_scaled']}"
                    + (f"; stopped: {s['fault']}" if s["fault"] else ""))
         if simulated and result.slow_cycles:

@@ -43,11 +43,13 @@ def _run_and_report(config, out: Path, live_view: Optional[str] = None) -> None:
             typer.echo(f"interrupted: the cycles run so far are in {out / 'trajectory.jsonl'} (written as they ran); "
                        "no summary.json", err=True)
             raise typer.Exit(code=130) from None
+    from ._options import px_text
+
     s = result.summary()
     typer.echo(
         f"{s['status'].upper()} after {s['iterations']} iterations: start {s['initial_translation_mm']:.1f} mm / "
         f"{s['initial_rotation_deg']:.1f} deg from the goal, final {s['final_translation_error_mm']:.3f} mm / "
-        f"{s['final_rotation_error_deg']:.3f} deg, mean correspondence error {s['final_mean_px_error']:.3f} px "
+        f"{s['final_rotation_error_deg']:.3f} deg, mean correspondence error {px_text(s['final_mean_px_error'])} "
         f"({s['final_n_inliers']} inliers), median cycle {s['median_cycle_ms']:.0f} ms")
     if not result.converged and s["final_step_status"] and s["final_step_status"] != "ok":
         typer.echo(f"last step: {s['final_step_status']}" + (f": {s['final_reason']}" if s["final_reason"] else ""))

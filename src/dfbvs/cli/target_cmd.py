@@ -122,8 +122,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"goal view: {out / 'rgb.png'}  (object centre {np.round(centre, 4).tolist()} m, camera "
                    f"{np.linalg.norm(T_goal[:3, 3] - centre):.3f} m from it)")
         typer.echo(f"object covers {report.coverage:.1%} of the image; {report.keypoints_on_object} of "
-                   f"{report.keypoints_total} target keypoints on it; depth {report.depth_min_m:.3f}-"
-                   f"{report.depth_max_m:.3f} m")
+                   f"{report.keypoints_total} target keypoints on it; "
+                   + (f"depth {report.depth_min_m:.3f}-{report.depth_max_m:.3f} m" if np.isfinite(report.depth_min_m)
+                      else "no depth (nothing of the object in view)"))
         if precision is not None:
             typer.echo(f"pose precision this view allows: {precision.translation_mm:.2f} mm / "
                        f"{precision.rotation_deg:.3f} deg RMS ({precision.n_points} alignable keypoints at "

@@ -98,14 +98,16 @@ class ArmSink:
         self.arm.speed_stop(self.safety.config.stop_deceleration_m_s2)
 
     def probe(self, T_world_camera: np.ndarray | None = None) -> ProbeReading:
-        """Ends the run (``stopped``) once the sink has a fault; reports the last command's speeds."""
+        """Ends the run (``stopped``) once the sink has a fault; reports the speeds of the command in effect while
+        this cycle's frame was taken (the previous cycle's: the probe runs before this cycle's command is sent, so
+        the fields are named ``in_effect_*``; a recorded session's ``arm`` field holds this cycle's own)."""
         if self.fault is None:
             self.fault = self.arm.fault()
         fields = {}
         if self.last is not None:
-            fields = {"tcp_speed_sent_m_s": float(np.linalg.norm(self.last.xd_sent_base[:3])),
-                      "tcp_speed_requested_m_s": float(np.linalg.norm(self.last.xd_requested_base[:3])),
-                      "safety_scaled": float(self.last.scaled)}
+            fields = {"in_effect_tcp_speed_sent_m_s": float(np.linalg.norm(self.last.xd_sent_base[:3])),
+                      "in_effect_tcp_speed_requested_m_s": float(np.linalg.norm(self.last.xd_requested_base[:3])),
+                      "in_effect_safety_scaled": float(self.last.scaled)}
         return ProbeReading(fields, EpisodeStatus.STOPPED if self.fault is not None else None)
 
     def T_world_camera_from_tool(self, T_base_tool: np.ndarray) -> np.ndarray:
