@@ -418,3 +418,13 @@ def test_sim_cli_with_a_wrong_mesh_unit_says_why(tmp_path):
     load_builtin("bracket").to_trimesh().apply_scale(1000.0).export(path)
     result = CliRunner().invoke(app, ["sim", "--mesh", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "mesh-unit mm" in result.output and "LOST" not in result.output
+
+
+def test_a_goal_under_the_table_is_refused_before_anything_is_rendered():
+    """A review ran `dfbvs sim --goal 0.2,30,-90,0`: the live camera saw the table's underside, the target the part's
+    bottom, with no warning."""
+    from dfbvs.errors import ConfigError
+    from dfbvs.sim.episode import EpisodeConfig, GoalConfig, setup_episode
+
+    with pytest.raises(ConfigError, match="under the table the object stands on"):
+        setup_episode(EpisodeConfig(goal=GoalConfig(distance_m=0.2, elevation_deg=-90.0)))

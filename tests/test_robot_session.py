@@ -49,13 +49,19 @@ def test_servo_on_simulated_ur5e_converges_grasps_and_replays(tmp_path):
     assert len((rec / "replay.jsonl").read_text().splitlines()) == n  # the second replay's, not appended
 
 
-def test_dry_run_session_opens_no_control_and_sends_nothing(tmp_path):
+def _bracket_on_simulated_arm():
+    """The bracket's goal and a simulated UR5e carrying the camera at its start (seed 3)."""
     cam = Camera.default().rescaled(640, 480)
     mesh = load_builtin("bracket")
     T_goal = GoalConfig().T_object_camera()
     episode = EpisodeConfig(seed=3, camera=cam)
     rig, source = simulated_arm_camera(mesh, cam, T_goal, start_pose(episode, cam, T_goal), episode.scene,
                                        RobotConfig(kind=RobotKind.UR5E), episode.dt_s, episode.seed)
+    return cam, mesh, T_goal, rig, source
+
+
+def test_dry_run_session_opens_no_control_and_sends_nothing(tmp_path):
+    cam, mesh, T_goal, rig, source = _bracket_on_simulated_arm()
     arm = URArm(rig.arm.receive, control=None, io=None)
     q0 = rig.fake.arm.q_rad.copy()
     config = session_config(None, ["stop.max_iterations=3"])
@@ -206,11 +212,15 @@ def test_a_recording_starts_clean_and_keeps_frames_and_timestamps_together(tmp_p
     assert (out / "trajectory.jsonl").read_text() == ""
     recorder.close()
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("after the signal, inside")  # still runs: the signal waits for the block's end
-        done.append("never")  # the signal is delivered as the block ends
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a test worker may ignore SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("after the signal, inside")  # still runs: the signal waits for the block's end
+            done.append("never")  # the signal is delivered as the block ends
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done == ["after the signal, inside"]
 
 
@@ -233,12 +243,7 @@ def test_a_session_counts_the_cycles_a_real_arms_watchdog_would_have_stopped():
         def reset(self):
             pass
 
-    cam = Camera.default().rescaled(640, 480)
-    mesh = load_builtin("bracket")
-    T_goal = GoalConfig().T_object_camera()
-    episode = EpisodeConfig(seed=3, camera=cam)
-    rig, source = simulated_arm_camera(mesh, cam, T_goal, start_pose(episode, cam, T_goal), episode.scene,
-                                       RobotConfig(kind=RobotKind.UR5E), episode.dt_s, episode.seed)
+    cam, mesh, T_goal, rig, source = _bracket_on_simulated_arm()
     config = session_config(None, ["stop.max_iterations=6", "stop.converged_cycles=100"])
     result = run_session(config, source, rig.arm, rig.T_tool_camera_believed, render_target(mesh, cam, T_goal),
                          servo=SlowServo(), T_world_base=rig.T_world_base, clock=lambda: rig.fake.time.now_s)

@@ -106,11 +106,14 @@ def register(app: typer.Typer) -> None:
 
                 T_tool_camera = load_hand_eye(hand_eye)  # type: ignore[arg-type]
                 camera_source = open_camera(str(camera), calibration)
-                if not dry_run and (isinstance(camera_source, ImageFolderCamera) or camera_source.is_file):
+                recording = isinstance(camera_source, ImageFolderCamera) or camera_source.is_file
+                if recording and not dry_run:
                     camera_source.close()
                     raise _fail(f"--camera {camera}: a recording (a folder of images or a video file) does not see "
                                 "the arm move; a real arm needs a live camera (opencv:<index> or a stream URL), or "
                                 "add --dry-run to rehearse on the recording")
+                if not recording and camera_source.grab() is None:  # a live camera's first frame, checked against
+                    raise _fail(f"--camera {camera}: delivered no frame")  # the calibration before the arm connects
                 if camera_source.camera is None:
                     raise _fail(f"--calibration {calibration}: no camera model from it")
                 cam = camera_source.camera

@@ -55,7 +55,7 @@ class TargetRender:
     shading_coverage: np.ndarray | None = None
     # (n, H, W, 3) uint8: the target drawn again with its key light turned by :data:`LIGHT_TURN_DEG` in ``n`` seeded
     # directions (``render_target``'s ``light_turns``), for :func:`dfbvs.target.light_stability` (the servo's
-    # ``shading_guard``); None unless asked for
+    # ``shading_guard``); None unless asked for, and for a target not drawn by the rasteriser
     light_turned_rgb: np.ndarray | None = None
 
     def meta(self) -> dict:
@@ -257,7 +257,9 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
     supersampling), which :mod:`dfbvs.relight` fits to the live image's lighting. ``second_basis`` (a renderer
     and a number of directions) appends a second basis (:attr:`TargetRender.shading_basis_split`).
     ``light_turns`` > 0 also draws the target that many times with the key light of ``lighting`` turned by
-    :data:`LIGHT_TURN_DEG` (:attr:`TargetRender.light_turned_rgb`, ~0.1 s each with the rasteriser).
+    :data:`LIGHT_TURN_DEG` (:attr:`TargetRender.light_turned_rgb`, ~0.1 s each), for a target drawn by the
+    rasteriser only: a path tracer's sampling noise would move the patches as much as the light does, and the
+    check would refuse any view.
     """
     T = as_rigid_pose(T_object_camera, "T_object_camera")  # a PoseError for NaN, wrong shapes, non-rigid
     backend = get_renderer(renderer)
@@ -289,7 +291,7 @@ def render_target(mesh: Mesh, camera: Camera, T_object_camera: np.ndarray, *, li
         coverage = grey_float32(get_renderer("moderngl").render(white, camera, T, Lighting(ambient=1.0, lights=()),
                                                                 (0.0, 0.0, 0.0), antialias, supersample).rgb) / 255.0
     turned = None
-    if light_turns > 0:
+    if light_turns > 0 and renderer == "moderngl":  # a path tracer's noise moves patches as much as the light
         rng = np.random.default_rng([0, 20])  # the same turns for every target: a seeded check, not a sample
         turned = np.stack([backend.render(items, camera, T, lighting.key_light_turned(LIGHT_TURN_DEG, rng),
                                           background_rgb, antialias, supersample).rgb for _ in range(light_turns)])
@@ -310,8 +312,8 @@ def key_light_turned_renders(mesh: Mesh, render: TargetRender, n: int = LIGHT_TU
     :func:`dfbvs.target.light_stability`. ~0.1 s a render with the rasteriser."""
     if render.light_turned_rgb is not None and len(render.light_turned_rgb) == n:
         return render.light_turned_rgb
-    renderer = render.renderer if render.renderer != "unknown" else "moderngl"  # a target loaded from a folder
-    turned = render_target(mesh, render.camera, render.T_object_camera, renderer=renderer, light_turns=n)
+    # by the rasteriser (the check is meaningful for a target it drew: see render_target's light_turns)
+    turned = render_target(mesh, render.camera, render.T_object_camera, renderer="moderngl", light_turns=n)
     assert turned.light_turned_rgb is not None
     return turned.light_turned_rgb
 

@@ -415,6 +415,11 @@ def setup_episode(config: EpisodeConfig, target_cache: dict | None = None) -> Ep
         T_object_tool_grasp = grasp_from_camera_goal(T_object_goal, config.robot.T_tool_camera(), standoff)
         T_object_goal = camera_goal_from_grasp(T_object_tool_grasp, believed_hand_eye(config.robot, config.seed),
                                                standoff)
+    table_z = float(mesh.bounds_m[0, 2])  # the object stands on the table (render.scene.build_scene)
+    if config.scene.background != "none" and float(T_object_goal[2, 3]) <= table_z + 1e-3:
+        raise ConfigError(f"the goal camera is at z={T_object_goal[2, 3]:.3f} m, at or under the table the object "
+                          f"stands on (z={table_z:.3f} m): the live camera would see the table's underside; give the "
+                          "goal an elevation above 0 deg (or scene.background=none)")
     # the target is rendered with the calibration the servo believes; frames come from the true camera
     servo_camera = believed_camera(camera, config.robot.intrinsics_error_pct, config.seed) if on_arm else camera
     target_render = _target(mesh, servo_camera, T_object_goal, config, target_cache)
