@@ -183,17 +183,27 @@ STALE_OUTPUTS = ("trajectory.jsonl", "summary.json", "profile.png", "servo.gif",
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held back (delivered when the block ends) while a few writes that belong together run;
-    only in the main thread (elsewhere Python does not deliver them anyway)."""
+    """SIGINT and SIGTERM held back while a few writes that belong together run, then delivered to the handlers
+    in place before (the arm's stop, KeyboardInterrupt). Deferred in Python, not masked: in a process with other
+    threads (the watchdog, torch, the detector) the kernel hands a signal masked on the main thread to another
+    thread, and Python still runs its handler in the main thread at once. Only in the main thread (elsewhere
+    Python does not deliver signals anyway)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in caught:  # now, to whoever handled it before
+            signal.raise_signal(signum)
 
 
 class RunRecorder:
