@@ -14,11 +14,12 @@ import enum
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
+
+from .signals import handling_stop_signals
 
 if TYPE_CHECKING:
     from .camera import Camera
@@ -188,21 +189,16 @@ def signals_deferred() -> Iterator[None]:
     threads (the watchdog, torch, the detector) the kernel hands a signal masked on the main thread to another
     thread, and Python still runs its handler in the main thread at once. Only in the main thread (elsewhere
     Python does not deliver signals anyway)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[int] = []
 
     def hold(signum: int, frame: object) -> None:
         caught.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with handling_stop_signals(hold):
+            yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for signum in caught:  # now, to whoever handled it before
+        for signum in caught:  # now, to whoever handled it before (the handlers are back in place)
             signal.raise_signal(signum)
 
 

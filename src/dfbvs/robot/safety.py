@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError
+from ..signals import handling_stop_signals
 
 #: what each safety limit may be set to (its unit as in the name): a value outside is a typo or a unit mistake,
 #: not a limit (a UR's TCP is safe to servo near an object at centimetres per second; the controller's own stop
@@ -166,9 +167,6 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """While active, SIGINT and SIGTERM call ``stop()`` at once (zero motion before anything else) and then
     raise KeyboardInterrupt, so the run loop's ``finally`` runs as on Ctrl-C. Only in the main thread (Python
     delivers signals there); elsewhere it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum: int, frame: object) -> None:
         try:
@@ -176,9 +174,5 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         finally:
             raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling_stop_signals(handler):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
