@@ -97,7 +97,9 @@ class PhotometricServo:
     def reset(self) -> None:
         """Stateless: nothing to reset."""
 
-    def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
+    def step(self, image: np.ndarray, timestamp_s: float = float("nan"), depth_m: np.ndarray | None = None,
+             ) -> ServoStep:
+        """One cycle on ``image``; ``depth_m`` (an RGB-D camera's) is not used by this method."""
         c = self.config
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.render_camera)  # the target's camera at any resolution, or a FrameError

@@ -23,10 +23,13 @@ from .stop import EpisodeStatus, StopMonitor
 
 @dataclass(frozen=True)
 class Frame:
-    """One image (HxWx3 uint8 RGB, the camera's own resolution) and its timestamp (s, the source's clock)."""
+    """One image (HxWx3 uint8 RGB, the camera's own resolution) and its timestamp (s, the source's clock); with an
+    RGB-D camera also ``depth_m`` (HxW float, metres along the optical axis, aligned to the colour image; NaN or 0
+    where the sensor has none)."""
 
     rgb: np.ndarray
     timestamp_s: float
+    depth_m: Optional[np.ndarray] = None
 
 
 class FrameSource(Protocol):
@@ -51,7 +54,7 @@ class MotionSink(Protocol):
 
 
 class Servo(Protocol):
-    def step(self, image: np.ndarray, timestamp_s: float = ...) -> ServoStep: ...
+    def step(self, image: np.ndarray, timestamp_s: float = ..., depth_m: Optional[np.ndarray] = ...) -> ServoStep: ...
 
     def reset(self) -> None: ...
 
@@ -145,7 +148,7 @@ def run_servo_loop(source: FrameSource, servo: Servo, sink: MotionSink, monitor:
             if frame is None:
                 status = EpisodeStatus.STOPPED
                 break
-            step = servo.step(frame.rgb, frame.timestamp_s)
+            step = servo.step(frame.rgb, frame.timestamp_s, frame.depth_m)
             status = monitor.update(step)
             T_world_camera = sink.pose()
             reading = probe(T_world_camera) if probe is not None else ProbeReading()

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .control import CONTROL_LAWS, ControlInput, IBVSConfig, InteractionChoice, build_control_law, tuned_ibvs_config
+from .depth import DepthConfig, DepthModel, acquire_depth, as_depth_image, depth_model, register_depth
 from .edges import EdgeConfig, EdgeFit, ModelEdges, model_edges, near_goal, refine_pose_with_edges
 from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
@@ -84,6 +85,7 @@ class CorrespondenceSource(str, enum.Enum):
 
     DETECTION = "detection"  # the deep network ran on this frame and its features were matched
     TRACKING = "tracking"  # predicted from the previous pose and re-measured without the network
+    DEPTH = "depth"  # the goal view's surface fitted to the live depth (an RGB-D camera), projected at that pose
     NONE = "none"  # no correspondences (a failed cycle, or a whole-image method)
 
 
@@ -260,6 +262,9 @@ class ServoConfig:
     # settles off the goal or is driven away (the housing and the shaft: 0-8 % hold; every part the servo brings
     # within 1 mm / 0.1 deg: 45-85 %; docs/parts.md). 0 = off
     shading_guard: float = LIGHT_STABLE_FRACTION
+    # a goal view the shading guard refuses is served on the live depth when frames carry it (an RGB-D camera):
+    # the goal view's surface fitted to it (dfbvs.depth; docs/parts.md)
+    depth: DepthConfig = field(default_factory=DepthConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.shading_guard <= 1.0:
@@ -439,6 +444,7 @@ class DFBVSServo:
         # with two bases chosen by verified points (relight.second_basis_choice): each one's count at the last refit
         self.basis_verified_points: tuple[int, ...] = ()
         self.light_check, self.unservable = shading_check(self.target, self.config)
+        self._depth: DepthModel | None = None  # the goal view's surface, for the live depth (built on first use)
 
 
     def _live_extractor(self, k: int) -> Extractor:
@@ -500,13 +506,14 @@ class DFBVSServo:
             return None
         return inverse(se3_exp(v_ref * dt_s)) @ T_ref
 
-    def _unconfirmed(self, T_current_target: np.ndarray, timestamp_s: float) -> str:
-        """Why this cycle's credible pose may not move the camera yet (:attr:`LockConfig.confirm`; "" when it
-        may): it disagrees with the last credible pose carried forward to this frame, or there is none yet."""
+    def _unconfirmed(self, T_current_target: np.ndarray, timestamp_s: float, always: bool = False) -> str:
+        """Why this cycle's credible pose may not move the camera yet (:attr:`LockConfig.confirm`, or ``always``;
+        "" when it may): it disagrees with the last credible pose carried forward to this frame, or there is none
+        yet."""
         lock = self.config.lock
         moving = self._reference is not None and bool(np.any(self._reference[2]))
         T_pred = self._reference_at(timestamp_s)
-        if not lock.confirm or (T_pred is None and moving):  # (no clock to carry a moving lock forward)
+        if not (lock.confirm or always) or (T_pred is None and moving):  # (no clock to carry a moving lock forward)
             return ""
         if T_pred is None:
             return "a first lock: held still until the next cycle's pose agrees with it (servo.lock.confirm)"
@@ -575,17 +582,23 @@ class DFBVSServo:
             return matches, None
         return matches, self.rejector(matches, self._geometries[view_index])
 
-    def _control_input(self, inliers: Correspondences, T_current_target: np.ndarray | None) -> ControlInput:
-        """The law's input over the inliers; with a declared symmetry and a pose, also the pose against the
-        equivalent goal nearest the camera (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), the same whichever
-        equivalent the matches of a gear's teeth locked on this cycle."""
+    def _control_input(self, inliers: Correspondences, T_current_target: np.ndarray | None,
+                       points_target_m: np.ndarray | None = None) -> ControlInput:
+        """The law's input over the inliers (their target points: the view's features', or ``points_target_m``
+        (N, 3), goal camera frame, given with them); with a declared symmetry and a pose, also the pose against
+        the equivalent goal nearest the camera (:func:`~dfbvs.symmetry.nearest_equivalent_pose`), the same
+        whichever equivalent the matches of a gear's teeth locked on this cycle."""
         target, idx_t = self.view, inliers.index_target
+        if points_target_m is None:
+            P, xy_star, Z_star_m = target.points_camera_goal_m[idx_t], target.xy_star[idx_t], target.Z_star_m[idx_t]
+        else:
+            P, xy_star, Z_star_m = points_target_m, points_target_m[:, :2] / points_target_m[:, 2:3], \
+                points_target_m[:, 2].copy()
         T_equivalent = None
         if T_current_target is not None and len(self._goal_symmetries) > 1:
             T_equivalent, _ = nearest_equivalent_pose(T_current_target, self._goal_symmetries)
         return ControlInput(xy=target.camera.pixel_to_normalized(inliers.uv_current_px),
-                            xy_star=target.xy_star[idx_t], Z_star_m=target.Z_star_m[idx_t],
-                            points_target_m=target.points_camera_goal_m[idx_t], T_current_target=T_current_target,
+                            xy_star=xy_star, Z_star_m=Z_star_m, points_target_m=P, T_current_target=T_current_target,
                             T_current_equivalent=T_equivalent,
                             pose_ambiguous=self.symmetry.order > 1 and not self.symmetry.exact)
 
@@ -673,10 +686,85 @@ class DFBVSServo:
         self.target, self.view, self.lighting = self.views[0], self.views[index], fit
         return fit
 
-    def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
+    def _hold_reference(self, status: StepStatus, T: np.ndarray | None, timestamp_s: float) -> None:
+        """The reference after a cycle that does not move the camera: an unconfirmed credible pose becomes it (for
+        the next cycle to confirm); otherwise the last one, carried to this frame, stops moving (the camera holds
+        still from here)."""
+        if status is StepStatus.UNCONFIRMED and T is not None:
+            self._reference = (np.asarray(T, dtype=np.float64), timestamp_s, np.zeros(6))
+            return
+        T_ref = self._reference_at(timestamp_s)
+        self._reference = None if T_ref is None else (T_ref, timestamp_s, np.zeros(6))
+
+    def _depth_step(self, image: np.ndarray, depth_m: object, timestamp_s: float, t0: float) -> ServoStep:
+        """One cycle on the live depth (:mod:`dfbvs.depth`), for a goal view the shading guard refuses: the goal
+        view's surface fitted from the last credible pose carried forward (found without one,
+        :func:`~dfbvs.depth.acquire_depth`), ``depth.control_points`` of its points projected at the fitted pose as
+        the law's correspondences, the lock's checks; a fit moves the camera only when it agrees with the previous
+        one (always, whatever ``lock.confirm``: two independent depth frames)."""
+        cfg, target = self.config, self.target
+        model_camera = target.render.camera
+        H, W = image.shape[:2]
+        depth = as_depth_image(depth_m, H, W)
+        camera = model_camera if (W, H) == (model_camera.width_px, model_camera.height_px) else \
+            model_camera.rescaled(W, H)
+        if self._depth is None:
+            self._depth = depth_model(target.render.depth_m, target.render.mask, model_camera,
+                                      cfg.depth.model_points)
+        model = self._depth
+        prior = self._reference_at(timestamp_s)
+        fit = None if prior is None else register_depth(model, depth, camera, prior, cfg.depth)
+        if fit is None or fit.credible(cfg.depth):  # no prior, or lost from it: look for the part anew
+            fit = acquire_depth(model, depth, camera, cfg.depth)
+        timings = {"depth_ms": (time.perf_counter() - t0) * 1e3}
+        none = Correspondences.empty()
+
+        def held(status: StepStatus, T: np.ndarray | None, reason: str) -> ServoStep:
+            self._hold_reference(status, T, timestamp_s)
+            timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+            return ServoStep(v_camera=np.zeros(6), status=status, correspondences=none, all_matches=none,
+                             mean_error_px=float("nan"), tracking_mode=False, timings_ms=timings,
+                             timestamp_s=timestamp_s, T_current_target=T, source=CorrespondenceSource.NONE,
+                             reason=reason)
+
+        if fit is None:
+            return held(StepStatus.TOO_FEW_INLIERS, None, "depth: nothing stands off the dominant plane (the table) "
+                                                          "in the live depth image")
+        why = fit.credible(cfg.depth)
+        if why:
+            return held(StepStatus.TOO_FEW_INLIERS, None, why)
+        T = fit.T_current_target
+        idx = np.unique(np.linspace(0, len(model.points_m) - 1, cfg.depth.control_points).astype(np.int64))
+        P = model.points_m[idx]
+        why = implausible_pose(T, P, P[:, 2], cfg.lock)
+        if why:
+            return held(StepStatus.IMPLAUSIBLE, T, why)
+        uv_target = target.camera.pixels_from(model_camera, model.uv_target_px[idx])
+        uv_current = target.camera.project(transform_points(T, P))
+        inliers = Correspondences(uv_current, uv_target, idx, idx, np.ones(len(idx)))
+        out = self.law(self._control_input(inliers, T, points_target_m=P))
+        why = implausible_twist(out.v_camera, cfg.lock)
+        if why:
+            return held(StepStatus.IMPLAUSIBLE, T, why)
+        why = self._unconfirmed(T, timestamp_s, always=True)
+        if why:
+            return held(StepStatus.UNCONFIRMED, T, why)
+        self._reference = (np.asarray(T, dtype=np.float64), timestamp_s, np.array(out.v_camera))
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return ServoStep(v_camera=out.v_camera, status=StepStatus.OK, correspondences=inliers, all_matches=inliers,
+                         mean_error_px=float(np.mean(np.linalg.norm(uv_current - uv_target, axis=1))),
+                         tracking_mode=False, timings_ms=timings, timestamp_s=timestamp_s, T_current_target=T,
+                         source=CorrespondenceSource.DEPTH, gain=out.gain, condition_number=out.condition_number)
+
+    def step(self, image: np.ndarray, timestamp_s: float = float("nan"), depth_m: np.ndarray | None = None,
+             ) -> ServoStep:
+        """One cycle on ``image`` (the camera's colour frame) taken at ``timestamp_s``; ``depth_m``, an RGB-D
+        camera's depth aligned to it, serves a goal view of shading (``servo.depth``) and is otherwise unused."""
         cfg = self.config
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)
+        if self.unservable and depth_m is not None and cfg.depth.enabled:
+            return self._depth_step(image, depth_m, timestamp_s, t0)
         if self.unservable:  # the goal view cannot be trusted under another light: never move on it
             none = Correspondences.empty()
             return ServoStep(v_camera=np.zeros(6), status=StepStatus.UNRELIABLE, correspondences=none,
@@ -708,10 +796,7 @@ class DFBVSServo:
             self._object_px = self._object_at(target, T) if zoom == 1.0 and len(inliers) else None
             if status is StepStatus.UNCONFIRMED:  # credible: the next cycle looks where it is, to confirm it
                 self._object_px = self._object_at(target, T)
-                self._reference = (np.asarray(T, dtype=np.float64), timestamp_s, np.zeros(6))
-            else:  # the camera holds still from this frame on: the reference, carried here, stops moving
-                T_ref = self._reference_at(timestamp_s)
-                self._reference = None if T_ref is None else (T_ref, timestamp_s, np.zeros(6))
+            self._hold_reference(status, T, timestamp_s)
             timings["total_ms"] = (time.perf_counter() - t0) * 1e3
             return ServoStep(v_camera=np.zeros(6), status=status, correspondences=inliers, all_matches=matches,
                              mean_error_px=float("nan"), tracking_mode=tracking, timings_ms=timings,

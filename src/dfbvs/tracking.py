@@ -489,9 +489,15 @@ class TrackingServo:
         self.stats["corrections"] += 1
 
     # --- the per-frame path ---------------------------------------------------------------------------------
-    def step(self, image: np.ndarray, timestamp_s: float = float("nan")) -> ServoStep:
+    def step(self, image: np.ndarray, timestamp_s: float = float("nan"), depth_m: np.ndarray | None = None,
+             ) -> ServoStep:
+        """One frame; ``depth_m`` (an RGB-D camera's, aligned to ``image``) serves a goal view of shading: every
+        frame is then the per-frame servo's depth cycle (``detection.depth``; no network runs, so nothing runs in
+        the background either)."""
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)  # before the detector thread sees it
+        if self.deep.unservable and depth_m is not None and self.deep.config.depth.enabled:
+            return self.deep.step(image, timestamp_s, depth_m)
         det = self.detector.poll(timestamp_s) if not self._unreliable else None
         if det is not None:
             self._use_detection(det)

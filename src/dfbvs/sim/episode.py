@@ -33,6 +33,7 @@ from ..runtime import Cycle, Frame, FrameSource, MotionSink, Probe, ProbeReading
 from ..servo import SERVOS, ServoConfig, build_servo, light_turns
 from ..stop import EpisodeStatus, StopConfig, StopMonitor
 from ..symmetry import Symmetry, pose_error_modulo, symmetric_error_fields, symmetry_of
+from .depth_sensor import DepthSensorConfig, sensed_depth
 from .free_camera import FreeFlyingCamera
 from .perturbations import LightChangeConfig, MotionBlur, MotionBlurConfig, Occluder, OcclusionConfig
 from .robot import ArmCamera, ArmRig, RobotConfig, RobotKind, believed_camera, believed_hand_eye, build_arm_rig
@@ -133,6 +134,8 @@ class EpisodeConfig:
     light_change: LightChangeConfig = field(default_factory=LightChangeConfig)  # none unless its start_s is set
     motion_blur: MotionBlurConfig = field(default_factory=MotionBlurConfig)  # none unless exposure_s > 0
     robot: RobotConfig = field(default_factory=RobotConfig)  # the free-flying camera, or a simulated UR5e
+    # a depth sensor beside the colour camera (an RGB-D camera; off: frames are colour only), sim/depth_sensor.py
+    depth_sensor: DepthSensorConfig = field(default_factory=DepthSensorConfig)
     goal_tolerance_mm: float = 1.0  # time_to_goal_s: within this and goal_tolerance_deg of the goal for good
     goal_tolerance_deg: float = 0.1
     max_distance_from_goal_m: float = 0.25  # leaving this ball around the goal counts as diverged
@@ -242,10 +245,10 @@ def true_reprojection_px(target_render, camera: Camera, T_object_goal: np.ndarra
 
 
 class SimulatedCamera:
-    """A frame source for stepped timing: ``render(T_world_camera, t_s)`` at the pose the body reports, one
-    frame every ``dt_s`` of simulated time (timestamps ``0, dt_s, 2 dt_s, ...``)."""
+    """A frame source for stepped timing: ``render(T_world_camera, t_s)`` (a :class:`Frame`) at the pose the body
+    reports, one frame every ``dt_s`` of simulated time (timestamps ``0, dt_s, 2 dt_s, ...``)."""
 
-    def __init__(self, render: Callable[[np.ndarray, float], np.ndarray], body: FreeFlyingCamera,
+    def __init__(self, render: Callable[[np.ndarray, float], Frame], body: FreeFlyingCamera,
                  dt_s: float) -> None:
         self.render, self.body, self.dt_s = render, body, dt_s
         self._count = 0
@@ -253,7 +256,7 @@ class SimulatedCamera:
     def grab(self) -> Frame:
         t = self._count * self.dt_s
         self._count += 1
-        return Frame(self.render(self.body.T_world_camera, t), t)
+        return self.render(self.body.T_world_camera, t)
 
 
 def goal_probe(T_object_goal: np.ndarray, max_distance_from_goal_m: float, symmetry: Symmetry | None = None) -> Probe:
@@ -357,10 +360,14 @@ def _source_and_sink(config: EpisodeConfig, scene: Scene, occluder: Occluder, T_
     relit = dataclasses.replace(scene, lighting=config.light_change.changed(scene.lighting))
     blur = MotionBlur(config.motion_blur)
 
-    def render(T_world_camera: np.ndarray, t_s: float) -> np.ndarray:
+    def render(T_world_camera: np.ndarray, t_s: float) -> Frame:
         exposure = blur.poses(T_world_camera, t_s)[1:]  # the frame's own pose first
-        return render_scene(relit if config.light_change.active(t_s) else scene, config.camera, T_world_camera,
-                            extra_items=occluder.items(t_s), exposure_poses=exposure).rgb
+        out = render_scene(relit if config.light_change.active(t_s) else scene, config.camera, T_world_camera,
+                           extra_items=occluder.items(t_s), exposure_poses=exposure)
+        depth = None
+        if config.depth_sensor.enabled:  # an RGB-D camera: its depth, aligned to the colour image
+            depth = sensed_depth(out.depth_m, config.depth_sensor, config.seed, int(round(t_s * 1e3)))
+        return Frame(out.rgb, t_s, depth)
 
     if rig is not None:
         return ArmCamera(render, rig, config.dt_s), rig.sink

@@ -140,7 +140,7 @@ class ArmCamera:
         t = self._count * self.dt_s
         self._count += 1
         self.rig.fake.time.now_s = t
-        return Frame(self.render(self.rig.T_world_camera_true(), t), t)
+        return self.render(self.rig.T_world_camera_true(), t)
 
 
 def simulated_arm_camera(mesh, camera: Camera, T_world_camera_goal: np.ndarray, T_world_camera_start: np.ndarray,
@@ -152,7 +152,7 @@ def simulated_arm_camera(mesh, camera: Camera, T_world_camera_goal: np.ndarray, 
     scene = build_scene(mesh, scene_config, seed=seed)
     rig = build_arm_rig(robot, T_world_camera_goal, T_world_camera_start, dt_s, seed)
 
-    def render(T_world_camera: np.ndarray, t_s: float) -> np.ndarray:
-        return render_scene(scene, camera, T_world_camera).rgb
+    def render(T_world_camera: np.ndarray, t_s: float) -> Frame:
+        return Frame(render_scene(scene, camera, T_world_camera).rgb, t_s)
 
     return rig, ArmCamera(render, rig, dt_s)

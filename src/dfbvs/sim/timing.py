@@ -100,10 +100,10 @@ class RealtimeBody:
 
 class RealtimeCamera:
     """Frames every ``1 / fps`` s of simulated time; ``grab`` returns the first frame that arrives after the
-    loop is free (earlier ones are dropped), ``render(T_world_camera, t_s)`` at the body's pose at that
-    instant (a frame source)."""
+    loop is free (earlier ones are dropped), ``render(T_world_camera, t_s)`` (a :class:`Frame`) at the body's pose
+    at that instant (a frame source)."""
 
-    def __init__(self, render: Callable[[np.ndarray, float], np.ndarray], body: RealtimeBody, fps: float) -> None:
+    def __init__(self, render: Callable[[np.ndarray, float], Frame], body: RealtimeBody, fps: float) -> None:
         self.render, self.body, self.fps = render, body, fps
         self._last_index = -1
         self.dropped = 0
@@ -116,6 +116,6 @@ class RealtimeCamera:
         t = index / self.fps
         self.body.advance_to(t)
         clock.now_s = t
-        rgb = self.render(self.body.T_world_camera, t)
+        frame = self.render(self.body.T_world_camera, t)
         clock.wall_at_frame_s = time.perf_counter()
-        return Frame(rgb, t)
+        return frame
