@@ -192,6 +192,9 @@ def register(app: typer.Typer) -> None:
                                                 "needs a display). Off by default."),
         grasp: bool = typer.Option(False, "--grasp", help="With --robot ur5e: grasp after converging and score it "
                                    "(summary.json: grasp_success, grasp_error)."),
+        rgbd: bool = typer.Option(False, "--rgbd", help="The camera is an RGB-D camera: frames carry a simulated "
+                                  "stereo depth (= depth_sensor.enabled), which serves a goal view whose keypoints "
+                                  "are the part's shading (servo.depth; docs/parts.md)."),
         seed: int = typer.Option(0, help="Seed of the scene and the start pose."),
         preset: Optional[str] = typer.Option(None, help=presets),
         set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
@@ -227,6 +230,7 @@ def register(app: typer.Typer) -> None:
                             ("servo.features.checkpoint_path", keypointnet_checkpoint),
                             ("servo.tracking.enabled", tracking), ("stop.max_iterations", max_iterations),
                             ("robot.kind", robot), ("robot.grasp", "true" if grasp else None),
+                            ("depth_sensor.enabled", "true" if rgbd else None),
                             ("scene.renderer", scene_renderer), ("target_renderer", target_renderer)):
             if value is not None:
                 options.append(f"{path}={value}")
