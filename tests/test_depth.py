@@ -184,3 +184,81 @@ def test_sim_rgbd_serves_the_housing_on_depth_from_the_command_line(tmp_path):
     cycles = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
     assert [c["status"] for c in cycles[:2]] == ["unconfirmed", "ok"], cycles
     assert cycles[1]["source"] == "depth" and cycles[-1]["source"] == "depth"
+
+
+def test_an_image_folder_with_depth_gives_it_in_metres_and_names_what_is_wrong(tmp_path):
+    """A ``depth/`` subfolder of 16-bit PNGs, one per frame by name, in millimetres unless ``depth_scale.txt``
+    says otherwise; 0 is no depth; a missing, 8-bit or wrongly sized depth image is an error naming it; a distorted
+    calibration undistorts the depth by the nearest pixel (no depth blended across an edge)."""
+    import cv2
+
+    from dfbvs.calibration import CameraCalibration, Undistorter
+    from dfbvs.camera import Camera
+    from dfbvs.cameras import ImageFolderCamera
+    from dfbvs.errors import CameraError
+
+    folder = tmp_path / "frames"
+    (folder / "depth").mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((48, 64, 3), 100, np.uint8))
+        depth = np.full((48, 64), 250 + i, np.uint16)
+        depth[:, 32:] = 180
+        depth[0, 0] = 0
+        cv2.imwrite(str(folder / "depth" / f"f{i}.png"), depth)
+    frames = [f for f in iter(ImageFolderCamera(folder).grab, None)]
+    assert [f.depth_m[5, 5] for f in frames] == pytest.approx([0.250, 0.251])  # type: ignore[index]
+    assert np.isnan(frames[0].depth_m[0, 0]) and frames[0].depth_m[5, 40] == pytest.approx(0.18)  # type: ignore[index]
+    (folder / "depth" / "depth_scale.txt").write_text("0.0001\n")
+    assert ImageFolderCamera(folder).grab().depth_m[5, 5] == pytest.approx(0.025)  # type: ignore[union-attr]
+    (folder / "depth" / "depth_scale.txt").write_text("mm\n")
+    with pytest.raises(CameraError, match="holds 'mm'"):
+        ImageFolderCamera(folder)
+    (folder / "depth" / "depth_scale.txt").unlink()
+
+    calib = CameraCalibration.from_camera(Camera(60.0, 60.0, 31.5, 23.5, 64, 48, (-0.3, 0.1, 0.0, 0.0, 0.0)))
+    undistorted = ImageFolderCamera(folder, calib).grab()
+    assert undistorted is not None and undistorted.depth_m is not None
+    values = set(np.unique(undistorted.depth_m[np.isfinite(undistorted.depth_m)]).round(6))
+    assert values <= {0.25, 0.18}, values  # nearest pixel: nothing in between
+    np.testing.assert_array_equal(undistorted.depth_m, Undistorter(calib)(frames[0].depth_m, nearest=True))
+
+    cv2.imwrite(str(folder / "depth" / "f1.png"), np.full((48, 64), 9, np.uint8))
+    with pytest.raises(CameraError, match="expected a 16-bit single-channel PNG, got uint8"):
+        list(iter(ImageFolderCamera(folder).grab, None))
+    cv2.imwrite(str(folder / "depth" / "f1.png"), np.full((24, 32), 9, np.uint16))
+    with pytest.raises(CameraError, match="depth image is 32x24, the colour image 64x48"):
+        list(iter(ImageFolderCamera(folder).grab, None))
+    (folder / "depth" / "f1.png").unlink()
+    with pytest.raises(CameraError, match="without a depth PNG for f1.png"):
+        ImageFolderCamera(folder)
+
+
+def test_a_recorded_run_keeps_its_depth_and_a_replay_reads_it_back(tmp_path):
+    """Recording frames (``save_frames``) writes each frame's depth beside it (0.1 mm units), which the image
+    folder source reads back to within half a unit, so ``dfbvs replay`` of an RGB-D run sees the same depth."""
+    from dfbvs.camera import Camera
+    from dfbvs.cameras import ImageFolderCamera
+    from dfbvs.matching import Correspondences
+    from dfbvs.recorder import RunRecorder
+    from dfbvs.runtime import Cycle, Frame
+    from dfbvs.servo import ServoStep, StepStatus
+    from dfbvs.stop import EpisodeStatus
+
+    cam = Camera.default().rescaled(64, 48)
+    recorder = RunRecorder(tmp_path / "rec", {"a": 1}, np.zeros((48, 64, 3), np.uint8), cam, cam, save_frames=True)
+    depths = []
+    for i in range(3):
+        d = 0.2 + 0.01 * np.random.default_rng(i).random((48, 64))
+        d[0, :5] = np.nan
+        depths.append(d)
+        none = Correspondences.empty()
+        step = ServoStep(np.zeros(6), StepStatus.TOO_FEW_INLIERS, none, none, float("nan"), False, {})
+        recorder.record(Cycle(i, Frame(np.full((48, 64, 3), 9, np.uint8), 0.1 * i, d), step,
+                              EpisodeStatus.RUNNING, None, {}))
+    recorder.close()
+    frames = [f for f in iter(ImageFolderCamera(tmp_path / "rec" / "frames", pattern="*.png").grab, None)]
+    assert len(frames) == 3
+    for frame, d in zip(frames, depths):
+        assert frame.depth_m is not None
+        np.testing.assert_array_equal(np.isnan(frame.depth_m), np.isnan(d))
+        assert np.nanmax(np.abs(frame.depth_m - d)) <= 0.5e-4 + 1e-12

@@ -417,16 +417,19 @@ class Undistorter:
                 src.K, calibration.dist_array(), None, self.camera.K, size, cv2.CV_32FC1)
             self._maps = (np.asarray(map_u), np.asarray(map_v))
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """The undistorted image (same size, dtype and channels). ``rgb`` must have the calibration's size."""
+    def __call__(self, rgb: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """The undistorted image (same size, dtype and channels). ``rgb`` must have the calibration's size.
+        ``nearest``: sample the nearest pixel instead of blending four (a depth image, whose values at an edge
+        must not be averaged across it; pixels mapped from outside the image are then NaN)."""
         height, width = rgb.shape[:2]
         check_frame_size(self.calibration, width, height)
         if self._maps is None:
             return rgb
         import cv2
 
-        return cv2.remap(rgb, self._maps[0], self._maps[1], interpolation=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.remap(rgb, self._maps[0], self._maps[1],
+                         interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan") if nearest else 0)
 
 
 # --- rigid transforms ---------------------------------------------------------------------------------------

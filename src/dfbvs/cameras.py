@@ -34,6 +34,8 @@ PathLike = Union[str, Path]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Names of the optional timestamps file of an image folder, in the order they are looked for.
 TIMESTAMP_FILES = ("timestamps.txt", "timestamps.csv")
+#: an image folder's depth images (aligned to the colour frames, 16-bit PNG) and the metres of one of their units
+DEPTH_FOLDER, DEPTH_SCALE_FILE = "depth", "depth_scale.txt"
 
 
 def image_to_rgb_uint8(image: np.ndarray, bgr: bool = True, what: str = "image") -> np.ndarray:
@@ -73,7 +75,8 @@ class _CalibratedSource:
             return self.undistorter.camera
         return self.calibration.camera if self.calibration is not None else None
 
-    def _finish(self, rgb: np.ndarray, timestamp_s: float, what: str) -> Frame:
+    def _finish(self, rgb: np.ndarray, timestamp_s: float, what: str,
+                depth_m: Optional[np.ndarray] = None) -> Frame:
         height, width = rgb.shape[:2]
         if self._size is None:
             if self.calibration is not None:
@@ -82,9 +85,13 @@ class _CalibratedSource:
         elif self._size != (width, height):
             raise CameraError(f"{what} is {width}x{height}, earlier frames of {self.name} were "
                               f"{self._size[0]}x{self._size[1]}")
+        if depth_m is not None and depth_m.shape != (height, width):
+            raise CameraError(f"{what}: its depth image is {depth_m.shape[1]}x{depth_m.shape[0]}, the colour image "
+                              f"{width}x{height}: depth must be aligned to the colour image")
         if self.undistorter is not None:
             rgb = self.undistorter(rgb)
-        return Frame(rgb, float(timestamp_s))
+            depth_m = None if depth_m is None else self.undistorter(depth_m, nearest=True)
+        return Frame(rgb, float(timestamp_s), depth_m)
 
 
 class OpenCVCamera(_CalibratedSource):
@@ -180,6 +187,10 @@ class ImageFolderCamera(_CalibratedSource):
     ``index / fps``. The file has one line per image (``#`` comments and a header line are skipped): either one
     number, the images' timestamps in order, or ``filename,seconds`` (comma or whitespace separated). Timestamps
     must increase.
+
+    Depth (an RGB-D camera): with a ``depth/`` subfolder, every frame has a 16-bit single-channel PNG of the same
+    stem there, aligned to the colour image (same size and camera), in units of ``depth/depth_scale.txt`` metres
+    (one number; without the file, millimetres: 0.001); 0 means no depth. Frames then carry ``depth_m``.
     """
 
     def __init__(self, folder: PathLike, calibration: Optional[CameraCalibration] = None, fps: float = 30.0,
@@ -194,7 +205,44 @@ class ImageFolderCamera(_CalibratedSource):
         self.fps = float(fps)
         self.paths = self._list_images(pattern)
         self.timestamps_s = self._read_timestamps()
+        self.depth_paths, self.depth_scale_m = self._list_depth()
         self._index = 0
+
+    def _list_depth(self) -> tuple[Optional[list[Path]], float]:
+        """The depth image of every frame and metres per unit, or (None, nan) without a ``depth/`` folder."""
+        folder = self.folder / DEPTH_FOLDER
+        if not folder.is_dir():
+            return None, float("nan")
+        by_stem = {p.stem: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
+        missing = [p.name for p in self.paths if p.stem not in by_stem]
+        if missing:
+            raise CameraError(f"image folder {str(self.folder)!r} has a depth/ folder without a depth PNG for "
+                              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: every frame needs one "
+                              "of the same name")
+        scale_m = 0.001
+        scale_file = folder / DEPTH_SCALE_FILE
+        if scale_file.is_file():
+            text = scale_file.read_text(encoding="utf-8").strip()
+            try:
+                scale_m = float(text)
+            except ValueError:
+                scale_m = float("nan")
+            if not (math.isfinite(scale_m) and 0 < scale_m <= 0.01):
+                raise CameraError(f"{str(scale_file)!r} holds {text[:40]!r}: expected the metres of one depth unit, "
+                                  "a number in (0, 0.01] (0.001 for millimetres)")
+        return [by_stem[p.stem] for p in self.paths], scale_m
+
+    def _read_depth(self, index: int) -> Optional[np.ndarray]:
+        """The frame's depth (m, NaN where none), or None without depth images."""
+        if self.depth_paths is None:
+            return None
+        path = self.depth_paths[index]
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None or image.ndim != 2 or image.dtype != np.uint16:
+            raise CameraError(f"depth image {str(path)!r}: expected a 16-bit single-channel PNG, got "
+                              f"{'nothing readable' if image is None else f'{image.dtype} {image.shape}'}")
+        depth = image.astype(np.float64) * self.depth_scale_m
+        return np.where(image > 0, depth, np.nan)
 
     def _list_images(self, pattern: Optional[str]) -> list[Path]:
         files = [p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")]
@@ -233,9 +281,10 @@ class ImageFolderCamera(_CalibratedSource):
         if image is None:
             raise CameraError(f"{str(path)!r} in image folder {str(self.folder)!r} cannot be read as an image")
         timestamp_s = self.timestamps_s[self._index]
+        depth_m = self._read_depth(self._index)
         self._index += 1
         what = f"image {str(path)!r}"
-        return self._finish(image_to_rgb_uint8(np.asarray(image), bgr=True, what=what), timestamp_s, what)
+        return self._finish(image_to_rgb_uint8(np.asarray(image), bgr=True, what=what), timestamp_s, what, depth_m)
 
     def close(self) -> None:
         """Nothing to release; for symmetry with :class:`OpenCVCamera`."""

@@ -178,6 +178,8 @@ def write_json(path: Path, data: Any) -> None:
     Path(path).write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
 
 
+#: recorded depth images are 16-bit PNGs in units of this (m): 0.1 mm, up to 6.5 m
+RECORDED_DEPTH_UNIT_M = 0.0001
 #: what a run writes into its folder besides config.json and frames/: removed when a new run starts there
 STALE_OUTPUTS = ("trajectory.jsonl", "summary.json", "profile.png", "servo.gif", "replay.jsonl")
 
@@ -231,7 +233,7 @@ class RunRecorder:
         if save_frames:
             self._frames_dir = self.out / "frames"
             self._frames_dir.mkdir(exist_ok=True)
-            for old in self._frames_dir.glob("*.png"):
+            for old in (*self._frames_dir.glob("*.png"), *self._frames_dir.glob("depth/*.png")):
                 old.unlink()
             self._timestamps = open(self._frames_dir / "timestamps.txt", "w", encoding="utf-8")
         self._gif = GifWriter(self.out / "servo.gif", stride=video_stride)
@@ -257,7 +259,10 @@ class RunRecorder:
             name = f"{cycle.iteration:06d}.png"
             part = self._frames_dir / f".{name}.part"  # not a frame until renamed, with its timestamp
             Image.fromarray(cycle.frame.rgb).save(part, format="PNG", compress_level=1)
+            depth_part = None if cycle.frame.depth_m is None else self._write_depth(cycle.frame.depth_m, name)
             with signals_deferred():  # a SIGINT/SIGTERM lands before or after both, never between
+                if depth_part is not None:  # (the depth first: a frame is there only once its depth is)
+                    os.replace(depth_part, depth_part.parent / name)
                 os.replace(part, self._frames_dir / name)
                 self._timestamps.write(f"{cycle.frame.timestamp_s!r}\n")
                 self._timestamps.flush()
@@ -268,6 +273,24 @@ class RunRecorder:
         self._gif.add(lambda: draw_servo_frame(
             cycle.frame.rgb, self._target_rgb, fc.pixels_from(wc, step.correspondences.uv_current_px),
             fc.pixels_from(wc, step.correspondences.uv_target_px), caption), force=cycle.finished)
+
+    def _write_depth(self, depth_m: np.ndarray, name: str) -> Path:
+        """A frame's depth as ``frames/depth/.NAME.part`` (16-bit PNG in units of :data:`RECORDED_DEPTH_UNIT_M`, 0
+        where none, what :class:`~dfbvs.cameras.ImageFolderCamera` reads back); the caller renames it to NAME."""
+        from PIL import Image
+
+        from .cameras import DEPTH_FOLDER, DEPTH_SCALE_FILE
+
+        assert self._frames_dir is not None
+        folder = self._frames_dir / DEPTH_FOLDER
+        if not folder.is_dir():
+            folder.mkdir()
+            (folder / DEPTH_SCALE_FILE).write_text(f"{RECORDED_DEPTH_UNIT_M!r}\n", encoding="utf-8")
+        d = np.asarray(depth_m, dtype=np.float64)
+        units = np.where(np.isfinite(d) & (d > 0), np.rint(d / RECORDED_DEPTH_UNIT_M), 0)
+        part = folder / f".{name}.part"
+        Image.fromarray(np.clip(units, 0, 65535).astype(np.uint16)).save(part, format="PNG", compress_level=1)
+        return part
 
     def close(self) -> None:
         """Close the trajectory (safe to call twice); everything recorded so far is on disk."""
