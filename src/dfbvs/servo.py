@@ -32,6 +32,7 @@ from .geometry import (
     pose_error,
     poses_agree,
     se3_exp,
+    se3_log,
     transform_points,
 )
 from .imaging import as_rgb_frame, grey_float32, resize_area, rgb8_from_grey, zoom_window_px
@@ -696,6 +697,16 @@ class DFBVSServo:
         T_ref = self._reference_at(timestamp_s)
         self._reference = None if T_ref is None else (T_ref, timestamp_s, np.zeros(6))
 
+    def _smoothed(self, T_prior: np.ndarray | None, T_fit: np.ndarray) -> np.ndarray:
+        """A depth fit averaged with the prior when they differ by the sensor's noise (``depth.smoothing``)."""
+        cfg = self.config.depth
+        if T_prior is None or cfg.smoothing >= 1.0:
+            return T_fit
+        distance_m, angle_rad = pose_error(T_prior, T_fit)
+        if distance_m > cfg.smooth_within_m or np.rad2deg(angle_rad) > cfg.smooth_within_deg:
+            return T_fit
+        return T_prior @ se3_exp(cfg.smoothing * se3_log(inverse(T_prior) @ T_fit))
+
     def _depth_step(self, image: np.ndarray, depth_m: object, timestamp_s: float, t0: float) -> ServoStep:
         """One cycle on the live depth (:mod:`dfbvs.depth`), for a goal view the shading guard refuses: the goal
         view's surface fitted from the last credible pose carried forward (found without one,
@@ -733,7 +744,7 @@ class DFBVSServo:
         why = fit.credible(cfg.depth)
         if why:
             return held(StepStatus.TOO_FEW_INLIERS, None, why)
-        T = fit.T_current_target
+        T = self._smoothed(prior, fit.T_current_target)
         idx = np.unique(np.linspace(0, len(model.points_m) - 1, cfg.depth.control_points).astype(np.int64))
         P = model.points_m[idx]
         why = implausible_pose(T, P, P[:, 2], cfg.lock)

@@ -96,6 +96,8 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "nnicp": (("servo.depth.projective_gates_m=[]",),
               "the depth fit pairs points by nearest neighbour only, without the projective stages (before they "
               "were measured: biased on the shaft; docs/parts.md)"),
+    "rawdepth": (("servo.depth.smoothing=1",),
+                 "each depth fit used as it is, not averaged with the prior over frames (docs/parts.md)"),
     "ur5e": (("robot.kind=ur5e", "robot.grasp=true"),
              "the camera on a simulated UR5e (RTDE code path, safety layer), grasping after convergence"),
     "ur5eerr": (("robot.kind=ur5e", "robot.grasp=true", "robot.hand_eye_error_mm=2", "robot.hand_eye_error_deg=0.2",
@@ -125,6 +127,7 @@ TRACKING_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                      "(before issue 13's rule; docs/parts.md)"),
     "rgbd": FLAGS["rgbd"],
     "nnicp": (("servo.detection.depth.projective_gates_m=[]",), FLAGS["nnicp"][1]),
+    "rawdepth": (("servo.detection.depth.smoothing=1",), FLAGS["rawdepth"][1]),
     "looseconfirm": (("servo.confirm_translation_ratio=0.12", "servo.confirm_rotation_deg=8"),
                      "two measurements confirm within 12 % of the depth and 8 deg, the per-frame servo's tolerances "
                      "(instead of 5 % / 3 deg; docs/realtime.md)"),
