@@ -338,13 +338,101 @@ def _parse_timestamps(path: Path, images: list[Path]) -> list[float]:
     return ordered
 
 
+class RealSenseCamera(_CalibratedSource):
+    """An Intel RealSense RGB-D camera (``pyrealsense2``): colour frames (RGB8) and the depth stream aligned to them
+    by the driver (``rs.align`` to the colour stream), in metres (the device's depth scale; NaN where it has none),
+    at ``width_px`` x ``height_px`` and ``fps`` for both streams. Timestamps: the device's (ms -> s).
+
+    Without a calibration file the colour stream's factory intrinsics are the camera (:attr:`factory_camera`;
+    Brown-Conrady distortion, or none; another model with non-zero coefficients needs a calibration file). The
+    depth lets the servo serve a part whose keypoints are its shading (``servo.depth``, docs/parts.md).
+    ``serial``: one device among several (None: the first). ``rs``: the module (a test passes a fake).
+    """
+
+    def __init__(self, serial: Optional[str] = None, width_px: int = 640, height_px: int = 480, fps: int = 30,
+                 calibration: Optional[CameraCalibration] = None, undistort: bool = True, timeout_ms: int = 2000,
+                 rs=None):
+        label = f"RealSense camera {serial!r}" if serial else "RealSense camera"
+        if rs is None:
+            try:
+                import pyrealsense2 as rs  # type: ignore[no-redef]
+            except ImportError:
+                raise CameraError(f"{label}: the pyrealsense2 package is not installed (make setup installs it; "
+                                  "pip install pyrealsense2)") from None
+        self._rs, self.timeout_ms = rs, int(timeout_ms)
+        self._pipeline = rs.pipeline()
+        config = rs.config()
+        if serial:
+            config.enable_device(str(serial))
+        config.enable_stream(rs.stream.color, int(width_px), int(height_px), rs.format.rgb8, int(fps))
+        config.enable_stream(rs.stream.depth, int(width_px), int(height_px), rs.format.z16, int(fps))
+        try:
+            profile = self._pipeline.start(config)
+        except RuntimeError as exc:
+            raise CameraError(f"{label}: cannot start colour and depth at {width_px}x{height_px}, {fps} fps: {exc} "
+                              "(is it plugged in, on USB 3, and is that mode supported?)") from None
+        self._closed = False
+        try:
+            self.depth_scale_m = float(profile.get_device().first_depth_sensor().get_depth_scale())
+            intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
+            coeffs = tuple(float(c) for c in intr.coeffs)
+            if any(coeffs) and intr.model != rs.distortion.brown_conrady:
+                raise CameraError(f"{label}: its colour stream's distortion model {intr.model} with coefficients "
+                                  f"{coeffs} is not Brown-Conrady: give a calibration file (--calibration)")
+            self.factory_camera = Camera(float(intr.fx), float(intr.fy), float(intr.ppx), float(intr.ppy),
+                                         int(intr.width), int(intr.height), coeffs[:5] if any(coeffs) else (0.0,) * 5)
+        except BaseException:
+            self.close()
+            raise
+        super().__init__(calibration if calibration is not None else CameraCalibration.from_camera(self.factory_camera),
+                         undistort, label)
+        self._align = rs.align(rs.stream.color)
+
+    def grab(self) -> Optional[Frame]:
+        """The next colour frame with its aligned depth (None once closed)."""
+        if self._closed:
+            return None
+        try:
+            frames = self._pipeline.wait_for_frames(self.timeout_ms)
+        except RuntimeError as exc:
+            raise CameraError(f"{self.name}: no frame within {self.timeout_ms} ms ({exc})") from None
+        aligned = self._align.process(frames)
+        color, depth = aligned.get_color_frame(), aligned.get_depth_frame()
+        if not color or not depth:
+            raise CameraError(f"{self.name}: a frame set without {'colour' if not color else 'depth'}")
+        rgb = np.array(np.asanyarray(color.get_data()), dtype=np.uint8)
+        raw = np.asanyarray(depth.get_data())
+        depth_m = np.where(raw > 0, raw.astype(np.float64) * self.depth_scale_m, np.nan)
+        what = f"frame {color.get_frame_number()} of {self.name}"
+        return self._finish(rgb, float(color.get_timestamp()) / 1000.0, what, depth_m)
+
+    def close(self) -> None:
+        """Stop the streams (idempotent)."""
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._pipeline.stop()
+
+    def __enter__(self) -> RealSenseCamera:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_camera(spec: str, calibration: Union[CameraCalibration, PathLike, None] = None,
-                undistort: bool = True) -> Union[OpenCVCamera, ImageFolderCamera]:
+                undistort: bool = True) -> Union[OpenCVCamera, ImageFolderCamera, RealSenseCamera]:
     """A frame source from a string: ``opencv:0`` (device index), ``opencv:rtsp://...`` (any URL or file
-    cv2.VideoCapture opens), a video file path, or a folder of images. ``calibration``: a
+    cv2.VideoCapture opens), ``realsense`` or ``realsense:SERIAL`` (an RGB-D camera: frames with depth), a video
+    file path, or a folder of images (with depth when it has a ``depth/`` subfolder). ``calibration``: a
     :class:`CameraCalibration` or the path of a calibration file."""
     if calibration is not None and not isinstance(calibration, CameraCalibration):
         calibration = load_camera_calibration(calibration)
+    if spec == "realsense" or spec.startswith("realsense:"):
+        serial = spec[len("realsense:"):] or None
+        if calibration is None:
+            return RealSenseCamera(serial, undistort=undistort)
+        return RealSenseCamera(serial, calibration.width_px, calibration.height_px, calibration=calibration,
+                               undistort=undistort)
     if spec.startswith("opencv:"):
         rest = spec[len("opencv:"):]
         if not rest:
@@ -355,5 +443,5 @@ def open_camera(spec: str, calibration: Union[CameraCalibration, PathLike, None]
         return ImageFolderCamera(path, calibration, undistort=undistort)
     if path.is_file():
         return OpenCVCamera(path, calibration, undistort)
-    raise ConfigError(f"camera {spec!r} is not opencv:<index|url>, a video file or a folder of images "
-                      "(no such file or folder)")
+    raise ConfigError(f"camera {spec!r} is not opencv:<index|url>, realsense[:SERIAL], a video file or a folder of "
+                      "images (no such file or folder)")

@@ -319,9 +319,10 @@ def shading_check(target: PreparedTarget, config: ServoConfig) -> tuple[LightSta
     return light, (f"the goal view's features are the part's shading: {light.n_stable} of {light.n_points} alignable "
                    f"keypoints hold when the light turns {light.turn_deg:g} deg ({light.stable_fraction:.0%} < "
                    f"servo.shading_guard={config.shading_guard:g}), and any light unlike the render's moves them: "
-                   "holding still rather than servo on them (choose a goal view with texture, holes or sharp edges; "
-                   "`dfbvs target` measures a view; to servo anyway: --set servo.shading_guard=0, or "
-                   "servo.detection.shading_guard=0 for the tracking servo)")
+                   "holding still rather than servo on them (choose a goal view with texture, holes or sharp edges, "
+                   "or give frames with depth from an RGB-D camera: the part's shape is then fitted to it, "
+                   "servo.depth; `dfbvs target` measures a view; to servo on the shading anyway: --set "
+                   "servo.shading_guard=0, or servo.detection.shading_guard=0 for the tracking servo)")
 
 
 @dataclass(frozen=True)

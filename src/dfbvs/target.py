@@ -327,8 +327,10 @@ def check_goal_view(render: TargetRender, mesh: Mesh, extractor: Extractor, work
                         "this view's features are the part's shading, not its texture or edges, and move under "
                         "any light unlike the render's (a smooth, rounded part); expect the loop to settle off the "
                         f"goal: light the scene as the target is lit (its key light shines along {key_light} in "
-                        "the object's frame, a fill light from the side), or choose a view with texture, holes or "
-                        f"sharp edges; the {light.n_stable} that hold pin the pose to {held.translation_mm:.2f} mm / "
+                        "the object's frame, a fill light from the side), choose a view with texture, holes or "
+                        "sharp edges, or use an RGB-D camera (the servo then fits the part's shape to its depth: "
+                        f"servo.depth, docs/parts.md); the {light.n_stable} that hold pin the pose to "
+                        f"{held.translation_mm:.2f} mm / "
                         f"{held.rotation_deg:.3f} deg RMS")
     if precision.exceeds(need_mm, need_deg):
         plain = "" if precision.n_points >= feature_poor_keypoints else (

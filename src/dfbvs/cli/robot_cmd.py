@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
         robot: str = typer.Option(..., help="ur (a real arm over RTDE, with --robot-host) or ur5e-sim (the "
                                   "simulated UR5e through the same code, fake RTDE clients)."),
         robot_host: Optional[str] = typer.Option(None, help="IP or host name of the UR controller (--robot ur)."),
-        camera: Optional[str] = typer.Option(None, help="opencv:INDEX, opencv:URL, a video file or an image "
-                                             "folder (--robot ur; the simulated arm renders its own frames)."),
+        camera: Optional[str] = typer.Option(None, help="opencv:INDEX, opencv:URL, realsense[:SERIAL] (RGB-D: "
+                                             "frames with depth), a video file or an image folder (--robot ur; the "
+                                             "simulated arm renders its own frames)."),
         calibration: Optional[Path] = typer.Option(None, help="Camera intrinsics: OpenCV YAML/XML or ROS "
                                                    "camera_info YAML (required with a real camera)."),
         hand_eye: Optional[Path] = typer.Option(None, help="T_tool_camera (4x4, metres): JSON, YAML, .npy or .txt "
@@ -102,16 +103,17 @@ def register(app: typer.Typer) -> None:
                     # a real camera's frames are undistorted to this pinhole (dfbvs.cameras): the rehearsal renders it
                     cam = Undistorter(calib).camera if calib.has_distortion else calib.camera
             else:
-                from ..cameras import ImageFolderCamera, open_camera
+                from ..cameras import ImageFolderCamera, OpenCVCamera, open_camera
 
                 T_tool_camera = load_hand_eye(hand_eye)  # type: ignore[arg-type]
                 camera_source = open_camera(str(camera), calibration)
-                recording = isinstance(camera_source, ImageFolderCamera) or camera_source.is_file
+                recording = isinstance(camera_source, ImageFolderCamera) or (
+                    isinstance(camera_source, OpenCVCamera) and camera_source.is_file)
                 if recording and not dry_run:
                     camera_source.close()
                     raise _fail(f"--camera {camera}: a recording (a folder of images or a video file) does not see "
-                                "the arm move; a real arm needs a live camera (opencv:<index> or a stream URL), or "
-                                "add --dry-run to rehearse on the recording")
+                                "the arm move; a real arm needs a live camera (opencv:<index>, a stream URL or "
+                                "realsense[:SERIAL]), or add --dry-run to rehearse on the recording")
                 if not recording and camera_source.grab() is None:  # a live camera's first frame, checked against
                     raise _fail(f"--camera {camera}: delivered no frame")  # the calibration before the arm connects
                 if camera_source.camera is None:
