@@ -164,7 +164,7 @@ def test_the_tracking_servo_serves_a_goal_view_of_shading_on_depth(housing_goal)
         assert second.ok and second.source is CorrespondenceSource.DEPTH and np.any(second.v_camera), second
         mm, deg = _pose_error_mm_deg(second.T_current_target, inverse(T_start) @ T_goal)
         assert mm < 1.0 and deg < 0.3, (mm, deg)
-        assert tracker.stats["detections"] == 0
+        assert tracker.stats["detections"] == 0 and tracker.stats["depth_cycles"] == 2
     finally:
         tracker.close()
 

@@ -339,7 +339,8 @@ class TrackingServo:
         self.stats = {"detections": 0, "acquisitions": 0, "reacquisitions": 0, "corrections": 0, "losses": 0,
                       "unsure": 0, "coarse_cycles": 0, "tracked_cycles": 0, "unconfirmed": 0,
                       "confirmed_by_tracking": 0, "provisional_dropped": 0,
-                      "disputes": 0, "unverified_holds": 0, "unreliable": int(bool(self._unreliable))}
+                      "disputes": 0, "unverified_holds": 0, "unreliable": int(bool(self._unreliable)),
+                      "depth_cycles": 0}  # "unreliable": the colour path's verdict; depth_cycles: served on depth
         self._ever_established = False
         self._unlocked_since_s = -np.inf
         self._failed: Optional[StepStatus] = None  # a failed detection, reported by the next step
@@ -497,6 +498,7 @@ class TrackingServo:
         t0 = time.perf_counter()
         image = as_rgb_frame(image, self.target.render.camera)  # before the detector thread sees it
         if self.deep.unservable and depth_m is not None and self.deep.config.depth.enabled:
+            self.stats["depth_cycles"] += 1
             return self.deep.step(image, timestamp_s, depth_m)
         det = self.detector.poll(timestamp_s) if not self._unreliable else None
         if det is not None:
