@@ -148,7 +148,9 @@ def run_servo_loop(source: FrameSource, servo: Servo, sink: MotionSink, monitor:
             if frame is None:
                 status = EpisodeStatus.STOPPED
                 break
-            step = servo.step(frame.rgb, frame.timestamp_s, frame.depth_m)
+            # depth only when the frame has it: a servo written for colour frames keeps its two-argument step
+            step = (servo.step(frame.rgb, frame.timestamp_s) if frame.depth_m is None
+                    else servo.step(frame.rgb, frame.timestamp_s, frame.depth_m))
             status = monitor.update(step)
             T_world_camera = sink.pose()
             reading = probe(T_world_camera) if probe is not None else ProbeReading()
