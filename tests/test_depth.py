@@ -383,3 +383,55 @@ def test_the_realsense_stand_in_has_the_names_of_the_real_module(fake_realsense)
     assert {"get_color_frame", "get_depth_frame"} <= set(dir(rs.composite_frame))
     assert {"get_data", "get_timestamp", "get_frame_number"} <= set(dir(rs.frame))
     assert {"fx", "fy", "ppx", "ppy", "width", "height", "model", "coeffs"} <= set(dir(rs.intrinsics))
+
+
+def test_depth_that_is_missing_or_in_another_unit_is_held_with_the_reason(housing_goal):
+    """Frames whose depth is all missing, or in centimetres (plausible numbers, 100 times too far... or near), hold
+    the servo still with a reason naming what the depth looks like, never a twist."""
+    from dfbvs.render.scene import render_scene
+    from dfbvs.servo import DFBVSServo, StepStatus
+
+    render, scene, camera, T_goal = housing_goal
+    servo = DFBVSServo.from_render(render)
+    frame = render_scene(scene, camera, T_goal)
+    step = servo.step(frame.rgb, 0.0, np.full(frame.depth_m.shape, np.nan))
+    assert step.status is StepStatus.TOO_FEW_INLIERS and not np.any(step.v_camera)
+    assert "the depth image has 0 pixels with depth" in step.reason, step.reason
+    step = servo.step(frame.rgb, 0.1, frame.depth_m * 100.0)  # centimetres read as metres
+    assert step.status is StepStatus.TOO_FEW_INLIERS and not np.any(step.v_camera)
+    assert "depth in another unit?" in step.reason and "the live depth's median is 1" in step.reason, step.reason
+
+
+def test_a_colour_only_recording_over_an_rgbd_one_replays(tmp_path):
+    """Recording colour-only frames into a folder that held an RGB-D recording removes the earlier depth (it made
+    the new recording unreadable: a depth/ folder without the frames' depth); depth beyond what the recording's
+    unit holds (6.55 m) is recorded as none, not as 6.55 m; depth_scale.txt may carry a comment."""
+    from dfbvs.camera import Camera
+    from dfbvs.cameras import ImageFolderCamera
+    from dfbvs.matching import Correspondences
+    from dfbvs.recorder import RunRecorder
+    from dfbvs.runtime import Cycle, Frame
+    from dfbvs.servo import ServoStep, StepStatus
+    from dfbvs.stop import EpisodeStatus
+
+    cam = Camera.default().rescaled(64, 48)
+    none = Correspondences.empty()
+    step = ServoStep(np.zeros(6), StepStatus.TOO_FEW_INLIERS, none, none, float("nan"), False, {})
+
+    def record(depth):
+        recorder = RunRecorder(tmp_path / "rec", {}, np.zeros((48, 64, 3), np.uint8), cam, cam, save_frames=True)
+        for i in range(2):
+            recorder.record(Cycle(i, Frame(np.full((48, 64, 3), 9, np.uint8), 0.1 * i, depth), step,
+                                  EpisodeStatus.RUNNING, None, {}))
+        recorder.close()
+        return [f for f in iter(ImageFolderCamera(tmp_path / "rec" / "frames", pattern="*.png").grab, None)]
+
+    far = np.full((48, 64), 0.3)
+    far[0, 0] = 7.0
+    frames = record(far)
+    assert frames[0].depth_m is not None and np.isnan(frames[0].depth_m[0, 0])
+    scale_file = tmp_path / "rec" / "frames" / "depth" / "depth_scale.txt"
+    scale_file.write_text("0.0001  # 0.1 mm\n")
+    assert ImageFolderCamera(tmp_path / "rec" / "frames", pattern="*.png").grab().depth_m[5, 5] == pytest.approx(0.3)  # type: ignore[union-attr]
+    frames = record(None)
+    assert len(frames) == 2 and all(f.depth_m is None for f in frames)

@@ -222,7 +222,7 @@ class ImageFolderCamera(_CalibratedSource):
         scale_m = 0.001
         scale_file = folder / DEPTH_SCALE_FILE
         if scale_file.is_file():
-            text = scale_file.read_text(encoding="utf-8").strip()
+            text = scale_file.read_text(encoding="utf-8").split("#")[0].strip()  # a comment may follow
             try:
                 scale_m = float(text)
             except ValueError:

@@ -155,9 +155,10 @@ def as_depth_image(depth_m: object, height_px: int, width_px: int) -> np.ndarray
         raise FrameError(f"depth image is {d.shape[1]}x{d.shape[0]}, its colour frame {width_px}x{height_px}: depth "
                          "must be aligned to the colour image (same size)")
     d = d.astype(np.float64)
-    if d.dtype.kind == "f" and np.nanmax(np.where(np.isfinite(d), d, 0.0), initial=0.0) > 100.0:
-        raise FrameError(f"depth image holds values up to {np.nanmax(d):.0f}: metres are expected (millimetres? "
-                         "divide by 1000)")
+    largest = float(np.max(np.where(np.isfinite(d), d, 0.0), initial=0.0))
+    if largest > 100.0:
+        raise FrameError(f"depth image holds values up to {largest:.0f}: metres are expected (a raw sensor image "
+                         "times its depth unit: 0.001 for millimetres, 0.0001 for 0.1 mm)")
     return np.where(np.isfinite(d) & (d > 0), d, np.nan)
 
 
@@ -285,6 +286,26 @@ def _icp(model: DepthModel, live_m: np.ndarray, T_current_target: np.ndarray, ga
     return inverse(X), fitted, res
 
 
+def _projective_pairs(model: DepthModel, depth_m: np.ndarray, camera: Camera, T_current_target: np.ndarray,
+                      gate_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model points where the pose puts them (current camera, m), their normals there, and the live points seen
+    through their pixels, for the pairs within ``gate_m`` in depth."""
+    T = np.asarray(T_current_target, dtype=np.float64)
+    H, W = depth_m.shape
+    P = transform_points(T, model.points_m)
+    N = model.normals @ T[:3, :3].T
+    front = P[:, 2] > 1e-3
+    uv = camera.project(P[front]) if front.any() else np.zeros((0, 2))
+    u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    rows = np.flatnonzero(front)[inside]
+    u, v = u[inside], v[inside]
+    z = depth_m[v, u]
+    ok = np.isfinite(z) & (np.abs(z - P[rows, 2]) < gate_m)
+    rows, u, v = rows[ok], u[ok], v[ok]
+    return P[rows], N[rows], _backproject(camera, depth_m, v, u)
+
+
 def _icp_projective(model: DepthModel, depth_m: np.ndarray, camera: Camera, T_current_target: np.ndarray,
                     gates_m: tuple[float, ...], iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """Point-to-plane ICP with projective association (a model point paired with the live point seen through the
@@ -293,25 +314,12 @@ def _icp_projective(model: DepthModel, depth_m: np.ndarray, camera: Camera, T_cu
     crease, the shaft's flat, paired noisy points across it: 0.25 deg of bias at 0.5 mm of noise); it needs a prior
     within a few millimetres, which the nearest-neighbour stages give."""
     T = np.asarray(T_current_target, dtype=np.float64)
-    H, W = depth_m.shape
     res = np.zeros(0)
     for gate in gates_m:
         for _ in range(iterations):
-            P = transform_points(T, model.points_m)
-            N = model.normals @ T[:3, :3].T
-            front = P[:, 2] > 1e-3
-            uv = camera.project(P[front]) if front.any() else np.zeros((0, 2))
-            u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
-            inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-            rows = np.flatnonzero(front)[inside]
-            u, v = u[inside], v[inside]
-            z = depth_m[v, u]
-            ok = np.isfinite(z) & (np.abs(z - P[rows, 2]) < gate)
-            if ok.sum() < 6:
+            p, n, s = _projective_pairs(model, depth_m, camera, T, gate)
+            if len(p) < 6:
                 return T, np.zeros(0)
-            rows, u, v = rows[ok], u[ok], v[ok]
-            s = _backproject(camera, depth_m, v, u)
-            p, n = P[rows], N[rows]
             res = np.einsum("ij,ij->i", n, s - p)
             J = -np.hstack([n, np.cross(p, n)])
             w = np.minimum(1.0, (gate / 4.0) / np.maximum(np.abs(res), 1e-12))

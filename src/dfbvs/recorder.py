@@ -233,8 +233,13 @@ class RunRecorder:
         if save_frames:
             self._frames_dir = self.out / "frames"
             self._frames_dir.mkdir(exist_ok=True)
-            for old in (*self._frames_dir.glob("*.png"), *self._frames_dir.glob("depth/*.png")):
+            for old in self._frames_dir.glob("*.png"):
                 old.unlink()
+            import shutil
+
+            from .cameras import DEPTH_FOLDER  # an earlier run's depth would be read as this run's (or be missing)
+
+            shutil.rmtree(self._frames_dir / DEPTH_FOLDER, ignore_errors=True)
             self._timestamps = open(self._frames_dir / "timestamps.txt", "w", encoding="utf-8")
         self._gif = GifWriter(self.out / "servo.gif", stride=video_stride)
         self._target_rgb = target_rgb
@@ -287,9 +292,10 @@ class RunRecorder:
             folder.mkdir()
             (folder / DEPTH_SCALE_FILE).write_text(f"{RECORDED_DEPTH_UNIT_M!r}\n", encoding="utf-8")
         d = np.asarray(depth_m, dtype=np.float64)
-        units = np.where(np.isfinite(d) & (d > 0), np.rint(d / RECORDED_DEPTH_UNIT_M), 0)
+        units = np.rint(np.where(np.isfinite(d) & (d > 0), d, 0.0) / RECORDED_DEPTH_UNIT_M)
+        units[units > 65535] = 0  # beyond 6.55 m: recorded as no depth, not as 6.55 m
         part = folder / f".{name}.part"
-        Image.fromarray(np.clip(units, 0, 65535).astype(np.uint16)).save(part, format="PNG", compress_level=1)
+        Image.fromarray(units.astype(np.uint16)).save(part, format="PNG", compress_level=1)
         return part
 
     def close(self) -> None:

@@ -321,8 +321,9 @@ def shading_check(target: PreparedTarget, config: ServoConfig) -> tuple[LightSta
                    f"servo.shading_guard={config.shading_guard:g}), and any light unlike the render's moves them: "
                    "holding still rather than servo on them (choose a goal view with texture, holes or sharp edges, "
                    "or give frames with depth from an RGB-D camera: the part's shape is then fitted to it, "
-                   "servo.depth; `dfbvs target` measures a view; to servo on the shading anyway: --set "
-                   "servo.shading_guard=0, or servo.detection.shading_guard=0 for the tracking servo)")
+                   "servo.depth; in simulation dfbvs sim --rgbd; `dfbvs target` measures a view; to servo on the "
+                   "shading anyway: --set servo.shading_guard=0, or servo.detection.shading_guard=0 for the tracking "
+                   "servo)")
 
 
 @dataclass(frozen=True)
@@ -518,7 +519,8 @@ class DFBVSServo:
         if not (lock.confirm or always) or (T_pred is None and moving):  # (no clock to carry a moving lock forward)
             return ""
         if T_pred is None:
-            return "a first lock: held still until the next cycle's pose agrees with it (servo.lock.confirm)"
+            return ("a first lock: held still until the next cycle's pose agrees with it "
+                    f"({'a depth fit always waits for a second' if always else 'servo.lock.confirm'})")
         points_m = self.target.points_camera_goal_m
         if poses_agree(T_pred, T_current_target, points_m, lock.confirm_translation_ratio,
                        lock.confirm_rotation_deg, self._equivalents):
@@ -739,12 +741,19 @@ class DFBVSServo:
                              timestamp_s=timestamp_s, T_current_target=T, source=CorrespondenceSource.NONE,
                              reason=reason)
 
-        if fit is None:
-            return held(StepStatus.TOO_FEW_INLIERS, None, "depth: nothing stands off the dominant plane (the table) "
-                                                          "in the live depth image")
-        why = fit.credible(cfg.depth)
+        valid = np.isfinite(depth)
+        if int(valid.sum()) < cfg.depth.min_points:
+            return held(StepStatus.TOO_FEW_INLIERS, None, f"the depth image has {int(valid.sum())} pixels with depth "
+                        "(no depth stream, or one not aligned to the colour frames?)")
+        why = "depth: nothing stands off the dominant plane (the table) in the live depth image" if fit is None \
+            else fit.credible(cfg.depth)
         if why:
+            live_m, goal_m = float(np.median(depth[valid])), float(np.median(model.points_m[:, 2]))
+            if not 1 / 3 < live_m / goal_m < 3:  # a unit off: centimetres, 0.1 mm, an unscaled raw image
+                why += (f"; the live depth's median is {live_m:.3g} m where the goal view's part is {goal_m:.3g} m "
+                        "away: depth in another unit?")
             return held(StepStatus.TOO_FEW_INLIERS, None, why)
+        assert fit is not None
         T = self._smoothed(prior, fit.T_current_target)
         idx = np.unique(np.linspace(0, len(model.points_m) - 1, cfg.depth.control_points).astype(np.int64))
         P = model.points_m[idx]
