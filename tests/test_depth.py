@@ -435,3 +435,32 @@ def test_a_colour_only_recording_over_an_rgbd_one_replays(tmp_path):
     assert ImageFolderCamera(tmp_path / "rec" / "frames", pattern="*.png").grab().depth_m[5, 5] == pytest.approx(0.3)  # type: ignore[union-attr]
     frames = record(None)
     assert len(frames) == 2 and all(f.depth_m is None for f in frames)
+
+
+def test_depth_not_aligned_to_the_colour_frame_holds_the_servo_still(housing_goal):
+    """Depth shifted by 8 px against the colour frame (a raw depth stream, not aligned to colour) gave a fit 1.1 mm /
+    0.10 deg off with status OK in a review; the servo now finds the shift between the depth's steps and the colour
+    image's edges and holds still, naming it. Aligned depth passes (the check's offsets on the parts protocol's 21
+    start frames: within 1 px)."""
+    from dfbvs.depth import depth_colour_offset_px
+    from dfbvs.render.scene import render_scene
+    from dfbvs.servo import DFBVSServo, StepStatus
+
+    render, scene, camera, T_goal = housing_goal
+    T = T_goal @ se3_exp(np.array([0.003, 0.002, -0.002, 0.01, 0.01, 0.0]))
+    frame = render_scene(scene, camera, T)
+    depth = sensed_depth(frame.depth_m, DepthSensorConfig(enabled=True), seed=0, noise_seed=0)
+    dx, dy, gain = depth_colour_offset_px(frame.rgb, depth)  # type: ignore[misc]
+    assert max(abs(dx), abs(dy)) <= 1, (dx, dy, gain)
+    shifted = np.full_like(depth, np.nan)
+    shifted[:, 8:] = depth[:, :-8]
+    dx, dy, gain = depth_colour_offset_px(frame.rgb, shifted)  # type: ignore[misc]
+    assert abs(dx + 8) <= 1 and abs(dy) <= 1 and gain > 1.2, (dx, dy, gain)
+
+    servo = DFBVSServo.from_render(render)
+    for t in (0.0, 0.1, 0.2):
+        step = servo.step(frame.rgb, t, shifted)
+        assert step.status is StepStatus.IMPLAUSIBLE and not np.any(step.v_camera), step
+        assert f"{dx:+d}, {dy:+d} px away" in step.reason and "not aligned to the colour frames" in step.reason
+    assert servo.step(frame.rgb, 0.3, depth).status is StepStatus.UNCONFIRMED  # aligned: a first fit
+    assert servo.step(frame.rgb, 0.4, depth).ok

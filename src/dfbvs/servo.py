@@ -19,7 +19,15 @@ from typing import Callable
 import numpy as np
 
 from .control import CONTROL_LAWS, ControlInput, IBVSConfig, InteractionChoice, build_control_law, tuned_ibvs_config
-from .depth import DepthConfig, DepthModel, acquire_depth, as_depth_image, depth_model, register_depth
+from .depth import (
+    DepthConfig,
+    DepthModel,
+    acquire_depth,
+    as_depth_image,
+    depth_colour_offset_px,
+    depth_model,
+    register_depth,
+)
 from .edges import EdgeConfig, EdgeFit, ModelEdges, model_edges, near_goal, refine_pose_with_edges
 from .errors import ConfigError
 from .estimation import REJECTORS, PnPConfig, TargetGeometry, build_rejector
@@ -448,6 +456,7 @@ class DFBVSServo:
         self.basis_verified_points: tuple[int, ...] = ()
         self.light_check, self.unservable = shading_check(self.target, self.config)
         self._depth: DepthModel | None = None  # the goal view's surface, for the live depth (built on first use)
+        self._depth_frames, self._depth_aligned = 0, False  # depth frames seen; the last alignment check passed
 
 
     def _live_extractor(self, k: int) -> Extractor:
@@ -495,6 +504,7 @@ class DFBVSServo:
         self._object_px = None
         self.view = self.target
         self._reference = None
+        self._depth_frames, self._depth_aligned = 0, False  # another run may have another camera: check again
 
     def _reference_at(self, timestamp_s: float) -> np.ndarray | None:
         """The last credible pose carried forward to the frame at ``timestamp_s`` through the twist commanded
@@ -710,6 +720,22 @@ class DFBVSServo:
             return T_fit
         return T_prior @ se3_exp(cfg.smoothing * se3_log(inverse(T_prior) @ T_fit))
 
+    def _depth_misaligned(self, image: np.ndarray, depth_m: np.ndarray) -> str:
+        """Why the depth is not aligned to the colour frame (:func:`~dfbvs.depth.depth_colour_offset_px`), or "";
+        checked while it has not passed, then every ``depth.alignment_every`` depth frames."""
+        cfg = self.config.depth
+        self._depth_frames += 1
+        if not cfg.alignment_max_px or (self._depth_aligned and self._depth_frames % cfg.alignment_every):
+            return ""
+        found = depth_colour_offset_px(image, depth_m)
+        self._depth_aligned = found is None or max(abs(found[0]), abs(found[1])) < cfg.alignment_max_px or \
+            found[2] < cfg.alignment_min_gain
+        if self._depth_aligned or found is None:
+            return ""
+        return (f"the depth image's steps line up with the colour image's edges {found[0]:+d}, {found[1]:+d} px away "
+                f"(>= depth.alignment_max_px={cfg.alignment_max_px}): depth not aligned to the colour frames (align "
+                "it to the colour stream, e.g. rs.align, or register it), or from another instant")
+
     def _depth_step(self, image: np.ndarray, depth_m: object, timestamp_s: float, t0: float) -> ServoStep:
         """One cycle on the live depth (:mod:`dfbvs.depth`), for a goal view the shading guard refuses: the goal
         view's surface fitted from the last credible pose carried forward (found without one,
@@ -745,6 +771,9 @@ class DFBVSServo:
         if int(valid.sum()) < cfg.depth.min_points:
             return held(StepStatus.TOO_FEW_INLIERS, None, f"the depth image has {int(valid.sum())} pixels with depth "
                         "(no depth stream, or one not aligned to the colour frames?)")
+        misaligned = self._depth_misaligned(image, depth)
+        if misaligned:
+            return held(StepStatus.IMPLAUSIBLE, None, misaligned)
         why = "depth: nothing stands off the dominant plane (the table) in the live depth image" if fit is None \
             else fit.credible(cfg.depth)
         if why:
