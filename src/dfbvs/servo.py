@@ -752,11 +752,7 @@ class DFBVSServo:
             self._depth = depth_model(target.render.depth_m, target.render.mask, model_camera,
                                       cfg.depth.model_points)
         model = self._depth
-        prior = self._reference_at(timestamp_s)
-        fit = None if prior is None else register_depth(model, depth, camera, prior, cfg.depth)
-        if fit is None or fit.credible(cfg.depth):  # no prior, or lost from it: look for the part anew
-            fit = acquire_depth(model, depth, camera, cfg.depth)
-        timings = {"depth_ms": (time.perf_counter() - t0) * 1e3}
+        timings: dict[str, float] = {}
         none = Correspondences.empty()
 
         def held(status: StepStatus, T: np.ndarray | None, reason: str) -> ServoStep:
@@ -774,6 +770,11 @@ class DFBVSServo:
         misaligned = self._depth_misaligned(image, depth)
         if misaligned:
             return held(StepStatus.IMPLAUSIBLE, None, misaligned)
+        prior = self._reference_at(timestamp_s)
+        fit = None if prior is None else register_depth(model, depth, camera, prior, cfg.depth)
+        if fit is None or fit.credible(cfg.depth):  # no prior, or lost from it: look for the part anew
+            fit = acquire_depth(model, depth, camera, cfg.depth)
+        timings["depth_ms"] = (time.perf_counter() - t0) * 1e3
         why = "depth: nothing stands off the dominant plane (the table) in the live depth image" if fit is None \
             else fit.credible(cfg.depth)
         if why:
